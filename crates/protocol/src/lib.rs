@@ -1,0 +1,7 @@
+//! Wire formats of switchy, as pure data and codecs with no I/O.
+//!
+//! - [`esl`]: the FreeSWITCH Event Socket protocol (client and server side).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod esl;
