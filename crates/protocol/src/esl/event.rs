@@ -173,6 +173,19 @@ impl Event {
         self
     }
 
+    /// Decodes an event body in the given format, taking ownership of the
+    /// bytes; on error they are handed back.
+    pub fn decode_owned(
+        format: EventFormat,
+        bytes: Vec<u8>,
+    ) -> Result<Event, (EventError, Vec<u8>)> {
+        match format {
+            EventFormat::Plain => Self::decode_plain_owned(bytes),
+            EventFormat::Json => Self::decode_json(&bytes).map_err(|e| (e, bytes)),
+            EventFormat::Xml => Self::decode_xml(&bytes).map_err(|e| (e, bytes)),
+        }
+    }
+
     /// Decodes an event body in the given format.
     pub fn decode(format: EventFormat, bytes: &[u8]) -> Result<Event, EventError> {
         match format {
@@ -184,35 +197,22 @@ impl Event {
 
     /// Decodes a `text/event-plain` body.
     pub fn decode_plain(bytes: &[u8]) -> Result<Event, EventError> {
-        let mut headers = Headers::with_capacity(bytes.len() / 32 + 4, bytes.len() + 64);
-        let mut pos = 0;
-        let mut line_no = 0;
-        while pos < bytes.len() {
-            line_no += 1;
-            let (line, next) = match memchr::memchr(b'\n', &bytes[pos..]) {
-                Some(p) => (&bytes[pos..pos + p], pos + p + 1),
-                None => (&bytes[pos..], bytes.len()),
-            };
-            pos = next;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                break;
-            }
-            let Some(colon) = memchr::memchr(b':', line) else {
-                return Err(EventError::MalformedHeader { line: line_no });
-            };
-            let name = &line[..colon];
-            let mut value = &line[colon + 1..];
-            while let [b' ' | b'\t', rest @ ..] = value {
-                value = rest;
-            }
-            let start = headers.arena_mut().len();
-            percent::decode_into(value, headers.arena_mut());
-            headers.push_with_value_at(name, start);
+        Self::decode_plain_owned(bytes.to_vec()).map_err(|(e, _)| e)
+    }
+
+    /// Decodes a `text/event-plain` body it takes ownership of (names and
+    /// values without `%` escapes are not copied). On error the bytes are
+    /// handed back.
+    pub fn decode_plain_owned(bytes: Vec<u8>) -> Result<Event, (EventError, Vec<u8>)> {
+        let (mut headers, pos) = match Headers::parse_lines(bytes, true) {
+            Ok(v) => v,
+            Err((line, src)) => return Err((EventError::MalformedHeader { line }, src)),
+        };
+        let rest = headers.source()[pos..].to_vec();
+        match take_body(&mut headers, &rest) {
+            Ok(body) => Ok(Event { headers, body }),
+            Err(e) => Err((e, headers.source().to_vec())),
         }
-        let rest = &bytes[pos.min(bytes.len())..];
-        let body = take_body(&mut headers, rest)?;
-        Ok(Event { headers, body })
     }
 
     /// Decodes a `text/event-json` body: one flat object whose values are

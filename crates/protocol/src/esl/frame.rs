@@ -144,12 +144,12 @@ impl Message {
             _ => return Ok(Message::Unknown(frame)),
         };
         let body = frame.body.unwrap_or_default();
-        match Event::decode(format, &body) {
+        match Event::decode_owned(format, body) {
             Ok(e) => Ok(Message::Event(format, e)),
-            Err(source) => Err(DecodeError::Event {
+            Err((source, raw)) => Err(DecodeError::Event {
                 format,
                 source,
-                raw: body,
+                raw,
             }),
         }
     }
@@ -331,24 +331,15 @@ fn parse_length(v: &str) -> Option<u64> {
 /// Parses `Name: value` lines (values raw). Lines end in LF; a trailing CR
 /// is dropped.
 pub(crate) fn parse_header_block(block: &[u8]) -> Result<Headers, DecodeError> {
-    let mut headers = Headers::with_capacity(4, block.len());
-    for line in block.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
+    match Headers::parse_lines(block.to_vec(), false) {
+        Ok((h, _)) => Ok(h),
+        Err((line, src)) => {
+            let text = src.split(|&b| b == b'\n').nth(line - 1).unwrap_or_default();
+            Err(DecodeError::MalformedHeader {
+                line: String::from_utf8_lossy(&text[..text.len().min(80)]).into_owned(),
+            })
         }
-        let Some(colon) = memchr::memchr(b':', line) else {
-            return Err(DecodeError::MalformedHeader {
-                line: String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned(),
-            });
-        };
-        let mut value = &line[colon + 1..];
-        while let [b' ' | b'\t', rest @ ..] = value {
-            value = rest;
-        }
-        headers.push_raw(&line[..colon], value);
     }
-    Ok(headers)
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 use std::fmt;
 
 const NONE: u32 = u32::MAX;
+/// Set on a span's start when it points into `src` rather than `arena`.
+const IN_SRC: u32 = 1 << 31;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
@@ -23,8 +25,18 @@ struct Span {
 }
 
 impl Span {
-    fn range(self) -> std::ops::Range<usize> {
-        self.start as usize..self.end as usize
+    fn arena(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    fn src(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32 | IN_SRC,
+            end: end as u32,
+        }
     }
 }
 
@@ -34,7 +46,7 @@ struct Entry {
     /// Exact value bytes.
     raw: Span,
     /// UTF-8 view of the value: equal to `raw` when the bytes are valid UTF-8,
-    /// else a lossy copy further on in the arena.
+    /// else a lossy copy in the arena.
     text: Span,
     /// Hash of the case-folded name.
     hash: u32,
@@ -46,8 +58,13 @@ struct Entry {
 }
 
 /// An ordered multimap of header names to byte values.
+///
+/// Decoders hand over the received bytes as `src`; names and values that
+/// need no decoding are spans of it (no copy), decoded values live in
+/// `arena`.
 #[derive(Clone, Default)]
 pub struct Headers {
+    src: Vec<u8>,
     arena: Vec<u8>,
     entries: Vec<Entry>,
     /// Open-addressing table of entry indices (first occurrence per name).
@@ -79,6 +96,20 @@ fn fold_hash(name: &[u8]) -> u32 {
     (h >> 32) as u32
 }
 
+#[inline]
+fn slice<'a>(src: &'a [u8], arena: &'a [u8], s: Span) -> &'a [u8] {
+    if s.start & IN_SRC != 0 {
+        &src[(s.start & !IN_SRC) as usize..s.end as usize]
+    } else {
+        &arena[s.start as usize..s.end as usize]
+    }
+}
+
+#[inline]
+fn valid_utf8(b: &[u8]) -> bool {
+    b.is_ascii() || std::str::from_utf8(b).is_ok()
+}
+
 impl Headers {
     /// An empty header list.
     pub fn new() -> Self {
@@ -87,13 +118,18 @@ impl Headers {
 
     /// An empty header list with room for `n` headers and `bytes` bytes.
     pub fn with_capacity(n: usize, bytes: usize) -> Self {
+        Self::with_source(Vec::new(), n, bytes)
+    }
+
+    fn with_source(src: Vec<u8>, n: usize, arena_bytes: usize) -> Self {
         let slots = if n == 0 {
             0
         } else {
             (n * 2).next_power_of_two().max(16)
         };
         Headers {
-            arena: Vec::with_capacity(bytes),
+            src,
+            arena: Vec::with_capacity(arena_bytes),
             entries: Vec::with_capacity(n),
             table: vec![NONE; slots],
         }
@@ -109,8 +145,9 @@ impl Headers {
         self.entries.is_empty()
     }
 
-    fn slot_mask(&self) -> usize {
-        self.table.len() - 1
+    #[inline]
+    fn bytes(&self, s: Span) -> &[u8] {
+        slice(&self.src, &self.arena, s)
     }
 
     fn grow_table(&mut self) {
@@ -132,97 +169,84 @@ impl Headers {
     }
 
     fn find_first(&self, name: &[u8], hash: u32) -> Option<usize> {
+        self.probe(name, hash).ok()
+    }
+
+    /// `Ok(index of the first header named name)`, or `Err(free slot)`
+    /// (`Err(usize::MAX)` when there is no table yet).
+    #[inline]
+    fn probe(&self, name: &[u8], hash: u32) -> Result<usize, usize> {
         if self.table.is_empty() {
-            return None;
+            return Err(usize::MAX);
         }
-        let mask = self.slot_mask();
+        let mask = self.table.len() - 1;
         let mut slot = hash as usize & mask;
         loop {
             let idx = self.table[slot];
             if idx == NONE {
-                return None;
+                return Err(slot);
             }
             let e = &self.entries[idx as usize];
-            if e.hash == hash && self.arena[e.name.range()].eq_ignore_ascii_case(name) {
-                return Some(idx as usize);
+            if e.hash == hash && self.bytes(e.name).eq_ignore_ascii_case(name) {
+                return Ok(idx as usize);
             }
             slot = (slot + 1) & mask;
         }
     }
 
-    fn push_bytes(&mut self, bytes: &[u8]) -> Span {
-        let start = self.arena.len() as u32;
-        self.arena.extend_from_slice(bytes);
-        Span {
-            start,
-            end: self.arena.len() as u32,
-        }
-    }
-
-    /// Appends a header whose value bytes were already written at the end of
-    /// the arena starting at `value_start` (used by decoders that decode in
-    /// place). `name` is copied.
-    pub(crate) fn push_with_value_at(&mut self, name: &[u8], value_start: usize) {
-        let raw = Span {
-            start: value_start as u32,
-            end: self.arena.len() as u32,
+    /// Adds an entry whose name and raw value spans are already in place.
+    /// `src_ascii`: the whole source is known to be ASCII, so spans into it
+    /// need no UTF-8 check.
+    #[inline]
+    fn link_checked(&mut self, name: Span, raw: Span, src_ascii: bool) {
+        let value = self.bytes(raw);
+        let text = if (src_ascii && raw.start & IN_SRC != 0) || valid_utf8(value) {
+            raw
+        } else {
+            let lossy = String::from_utf8_lossy(value).into_owned();
+            let start = self.arena.len();
+            self.arena.extend_from_slice(lossy.as_bytes());
+            Span::arena(start, self.arena.len())
         };
-        self.finish_push(name, raw);
-    }
-
-    /// Direct access to the arena for in-place value decoding.
-    pub(crate) fn arena_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.arena
-    }
-
-    fn finish_push(&mut self, name: &[u8], raw: Span) {
-        // The UTF-8 view of the value.
-        let value = &self.arena[raw.range()];
-        let text = match value.is_ascii() || std::str::from_utf8(value).is_ok() {
-            true => raw,
-            false => {
-                let lossy = String::from_utf8_lossy(&self.arena[raw.range()]).into_owned();
-                self.push_bytes(lossy.as_bytes())
-            }
+        let name = if (src_ascii && name.start & IN_SRC != 0) || valid_utf8(self.bytes(name)) {
+            name
+        } else {
+            let lossy = String::from_utf8_lossy(self.bytes(name)).into_owned();
+            let start = self.arena.len();
+            self.arena.extend_from_slice(lossy.as_bytes());
+            Span::arena(start, self.arena.len())
         };
-        let name_span = match name.is_ascii() || std::str::from_utf8(name).is_ok() {
-            true => self.push_bytes(name),
-            false => {
-                let lossy = String::from_utf8_lossy(name).into_owned();
-                self.push_bytes(lossy.as_bytes())
-            }
-        };
-        let hash = fold_hash(name);
+        let name_bytes = slice(&self.src, &self.arena, name);
+        let hash = fold_hash(name_bytes);
+        let found = self.probe(name_bytes, hash);
         let idx = self.entries.len() as u32;
-        let first = self.find_first(name, hash);
         self.entries.push(Entry {
-            name: name_span,
+            name,
             raw,
             text,
             hash,
             next_same: NONE,
             last_same: idx,
         });
-        match first {
-            Some(first) => {
+        match found {
+            Ok(first) => {
                 let last = self.entries[first].last_same as usize;
                 self.entries[last].next_same = idx;
                 self.entries[first].last_same = idx;
                 self.entries[idx as usize].last_same = NONE;
             }
-            None => {
-                if self.entries.len() * 4 > self.table.len() * 3 {
+            Err(slot) => {
+                if slot == usize::MAX || self.entries.len() * 4 > self.table.len() * 3 {
                     self.grow_table();
                 } else {
-                    let mask = self.slot_mask();
-                    let mut slot = hash as usize & mask;
-                    while self.table[slot] != NONE {
-                        slot = (slot + 1) & mask;
-                    }
                     self.table[slot] = idx;
                 }
             }
         }
+    }
+
+    fn link(&mut self, name: Span, raw: Span) {
+        self.link_checked(name, raw, false);
     }
 
     /// Appends a header. Names are kept as given; lookups ignore ASCII case.
@@ -232,8 +256,84 @@ impl Headers {
 
     /// Appends a header from raw name and value bytes.
     pub fn push_raw(&mut self, name: &[u8], value: &[u8]) {
-        let raw = self.push_bytes(value);
-        self.finish_push(name, raw);
+        let v0 = self.arena.len();
+        self.arena.extend_from_slice(value);
+        let n0 = self.arena.len();
+        self.arena.extend_from_slice(name);
+        let (raw, name) = (Span::arena(v0, n0), Span::arena(n0, self.arena.len()));
+        self.link(name, raw);
+    }
+
+    /// Direct access to the arena, for decoders that decode a value in place
+    /// before [`Headers::push_with_value_at`].
+    pub(crate) fn arena_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.arena
+    }
+
+    /// Appends a header whose value was written at the end of the arena
+    /// from `value_start`; `name` is copied.
+    pub(crate) fn push_with_value_at(&mut self, name: &[u8], value_start: usize) {
+        let n0 = self.arena.len();
+        self.arena.extend_from_slice(name);
+        self.link(
+            Span::arena(n0, self.arena.len()),
+            Span::arena(value_start, n0),
+        );
+    }
+
+    /// Parses `Name: value` lines from `src` (owned, so names and plain
+    /// values are not copied) up to the first empty line. Values are
+    /// percent-decoded when `percent_decode`. Returns the headers and the
+    /// offset just past the empty line (or the end), or the 1-based number
+    /// of a line without `:`.
+    pub(crate) fn parse_lines(
+        src: Vec<u8>,
+        percent_decode: bool,
+    ) -> Result<(Headers, usize), (usize, Vec<u8>)> {
+        let len = src.len();
+        let mut h = Headers::with_source(src, len / 32 + 4, 256);
+        let src_ascii = h.src.is_ascii();
+        let mut pos = 0;
+        let mut line_no = 0;
+        while pos < len {
+            line_no += 1;
+            let (line_end, next) = match memchr::memchr(b'\n', &h.src[pos..]) {
+                Some(p) => (pos + p, pos + p + 1),
+                None => (len, len),
+            };
+            let line_start = pos;
+            pos = next;
+            let mut end = line_end;
+            if end > line_start && h.src[end - 1] == b'\r' {
+                end -= 1;
+            }
+            if end == line_start {
+                break;
+            }
+            let Some(colon) = memchr::memchr(b':', &h.src[line_start..end]) else {
+                return Err((line_no, h.src));
+            };
+            let colon = line_start + colon;
+            let mut v = colon + 1;
+            while v < end && matches!(h.src[v], b' ' | b'\t') {
+                v += 1;
+            }
+            let name = Span::src(line_start, colon);
+            let raw = if percent_decode && memchr::memchr(b'%', &h.src[v..end]).is_some() {
+                let a0 = h.arena.len();
+                super::percent::decode_into(&h.src[v..end], &mut h.arena);
+                Span::arena(a0, h.arena.len())
+            } else {
+                Span::src(v, end)
+            };
+            h.link_checked(name, raw, src_ascii);
+        }
+        Ok((h, pos.min(len)))
+    }
+
+    /// The received bytes the headers were parsed from.
+    pub(crate) fn source(&self) -> &[u8] {
+        &self.src
     }
 
     /// The first value of `name` (ASCII case-insensitive), as text.
@@ -245,7 +345,7 @@ impl Headers {
     /// The exact bytes of the first value of `name`.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
         let idx = self.find_first(name.as_bytes(), fold_hash(name.as_bytes()))?;
-        Some(&self.arena[self.entries[idx].raw.range()])
+        Some(self.bytes(self.entries[idx].raw))
     }
 
     /// Every value of `name`, in arrival order.
@@ -276,13 +376,12 @@ impl Headers {
     }
 
     fn text_at(&self, idx: usize) -> &str {
-        let bytes = &self.arena[self.entries[idx].text.range()];
-        // Every text span was checked (or made) valid UTF-8 when pushed.
-        std::str::from_utf8(bytes).unwrap_or_default()
+        // Every text span was checked (or made) valid UTF-8 when linked.
+        std::str::from_utf8(self.bytes(self.entries[idx].text)).unwrap_or_default()
     }
 
     fn name_at(&self, idx: usize) -> &str {
-        std::str::from_utf8(&self.arena[self.entries[idx].name.range()]).unwrap_or_default()
+        std::str::from_utf8(self.bytes(self.entries[idx].name)).unwrap_or_default()
     }
 
     /// Iterates `(name, value)` pairs in arrival order.
@@ -292,7 +391,7 @@ impl Headers {
 
     /// Iterates `(name, exact value bytes)` pairs in arrival order.
     pub fn iter_bytes(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
-        (0..self.entries.len()).map(|i| (self.name_at(i), &self.arena[self.entries[i].raw.range()]))
+        (0..self.entries.len()).map(|i| (self.name_at(i), self.bytes(self.entries[i].raw)))
     }
 
     /// Removes the last header if it has the given name, returning its exact
@@ -303,16 +402,21 @@ impl Headers {
         if !self.name_at(last).eq_ignore_ascii_case(name) {
             return None;
         }
-        let value = self.arena[self.entries[last].raw.range()].to_vec();
-        // Rebuild: removing the last entry is rare (once per event with a
-        // body), and rebuilding links is simpler than unlinking.
-        let entries = std::mem::take(&mut self.entries);
-        let arena = std::mem::take(&mut self.arena);
-        *self = Headers::with_capacity(entries.len(), arena.len());
-        for e in &entries[..last] {
-            let name = &arena[e.name.range()];
-            let raw = &arena[e.raw.range()];
-            self.push_raw(name, raw);
+        let value = self.bytes(self.entries[last].raw).to_vec();
+        let e = self.entries.pop()?;
+        if e.last_same == NONE {
+            // A duplicate: unlink it from the chain of its first occurrence.
+            let first = self.find_first(self.bytes(e.name), e.hash)?;
+            let mut i = first;
+            while self.entries[i].next_same != last as u32 {
+                i = self.entries[i].next_same as usize;
+            }
+            self.entries[i].next_same = NONE;
+            self.entries[first].last_same = i as u32;
+        } else {
+            // The only one of its name: clear its slot and re-seat the
+            // probe chain after it.
+            self.grow_table();
         }
         Some(value)
     }
