@@ -1,0 +1,1002 @@
+//! Channel simulation: originate (with forking and failover), the inbound
+//! leg of a looped-back call, answer, bridge, media applications, DTMF,
+//! hangup, in FreeSWITCH's event order (section 10 of the ESL reference).
+
+use crate::config::ExternalOutcome;
+use crate::dial::{self, Destination, Endpoint};
+use crate::node::{Channel, Dir, Invite, Node, Originate, PeerMsg, Timer, new_uuid};
+use crate::util;
+use std::collections::VecDeque;
+use std::time::Duration;
+use switchy_protocol::esl::{ClientCommand, server};
+use tokio::sync::oneshot;
+
+impl Node {
+    fn new_channel(&mut self, uuid: String, dir: Dir, name: String) -> Channel {
+        self.since_startup += 1;
+        let created_seq = self.since_startup;
+        Channel {
+            uuid,
+            dir,
+            name,
+            state: "CS_NEW",
+            call_state: "DOWN",
+            orig_call_state: "DOWN",
+            answer_state: "ringing",
+            hangup_cause: None,
+            dest: String::new(),
+            cid_name: String::new(),
+            cid_num: "0000000000".into(),
+            context: "default".into(),
+            profile: String::new(),
+            req_uri: String::new(),
+            call_id: new_uuid(),
+            network_addr: self.info.ip.clone(),
+            created_us: util::now_us(),
+            answered_us: 0,
+            progress_us: 0,
+            progress_media_us: 0,
+            hangup_us: 0,
+            bridged_us: 0,
+            app: None,
+            app_data: None,
+            app_uuid: None,
+            vars: Vec::new(),
+            peer_node: None,
+            external: false,
+            bridged: None,
+            originate: None,
+            parked: false,
+            recordings: Vec::new(),
+            playback: None,
+            generation: 0,
+            created_seq,
+        }
+    }
+
+    fn insert_channel(&mut self, c: Channel) {
+        self.dialogs.insert((c.call_id.clone(), c.dir), c.uuid.clone());
+        self.channels.insert(c.uuid.clone(), c);
+        self.peak = self.peak.max(self.channels.len());
+    }
+
+    pub(crate) fn set_state(&mut self, uuid: &str, state: &'static str) {
+        if let Some(c) = self.channels.get_mut(uuid) {
+            c.state = state;
+        }
+        self.emit("CHANNEL_STATE", Some(uuid), &[], &[], None);
+    }
+
+    pub(crate) fn set_call_state(&mut self, uuid: &str, cs: &'static str) {
+        if let Some(c) = self.channels.get_mut(uuid) {
+            c.orig_call_state = c.call_state;
+            c.call_state = cs;
+        }
+        self.emit("CHANNEL_CALLSTATE", Some(uuid), &[], &[], None);
+    }
+
+    /// `originate` from `api` (blocking `conn`) or `bgapi` (`job`).
+    pub(crate) fn api_originate(
+        &mut self,
+        conn: Option<u64>,
+        job: Option<String>,
+        args: &str,
+        done: Option<oneshot::Sender<bool>>,
+    ) {
+        let scenario = self.cluster.scenarios.take("originate", self.info.index);
+        let parsed = match dial::parse_originate(args) {
+            Ok(p) => p,
+            Err(usage) => {
+                self.finish_originate_text(conn, job.as_deref(), args, &usage, done);
+                return;
+            }
+        };
+        let timeout_s = parsed
+            .dial
+            .globals
+            .iter()
+            .find(|(k, _)| k == "originate_timeout")
+            .and_then(|(_, v)| v.parse().ok())
+            .or(parsed.timeout)
+            .unwrap_or(self.knobs.originate_timeout_s);
+        let id = self.next_id;
+        self.next_id += 1;
+        let o = Originate {
+            conn,
+            done,
+            job,
+            api_arg: args.to_owned(),
+            groups: parsed.dial.groups.into_iter().collect(),
+            globals: parsed.dial.globals,
+            dest: Some(parsed.dest),
+            bridge_from: None,
+            cid_name: parsed.cid_name,
+            cid_num: parsed.cid_num,
+            legs: Vec::new(),
+            last_cause: "NORMAL_CLEARING".into(),
+            answer_after_ms: scenario.as_ref().and_then(|s| s.answer_after_ms),
+            forced_cause: scenario.as_ref().and_then(|s| s.hangup_cause.clone()),
+        };
+        self.originates.insert(id, o);
+        self.schedule(Duration::from_secs(timeout_s), Timer::OriginateTimeout(id));
+        self.next_group(id);
+    }
+
+    fn finish_originate_text(
+        &mut self,
+        conn: Option<u64>,
+        job: Option<&str>,
+        args: &str,
+        text: &str,
+        done: Option<oneshot::Sender<bool>>,
+    ) {
+        self.api_event("originate", args);
+        match (conn, job) {
+            (Some(id), _) => {
+                let mut f = Vec::new();
+                server::encode_api_response(text.as_bytes(), &mut f);
+                self.journal(id, "out", "api_response", text.trim_end().to_owned(), None, text.to_owned());
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.reply_and_release(&f);
+                }
+            }
+            (None, Some(job)) => self.background_job(job, "originate", args, text),
+            _ => {}
+        }
+        if let Some(d) = done {
+            let _ = d.send(false);
+        }
+    }
+
+    /// Starts the next failover group, or fails the originate.
+    fn next_group(&mut self, id: u64) {
+        loop {
+            let Some(o) = self.originates.get_mut(&id) else { return };
+            let Some(group) = o.groups.pop_front() else {
+                let cause = o.last_cause.clone();
+                self.fail_originate(id, &cause);
+                return;
+            };
+            let mut started = 0;
+            for leg in group {
+                if self.start_leg(id, leg) {
+                    started += 1;
+                }
+            }
+            if started > 0 {
+                return;
+            }
+        }
+    }
+
+    fn fail_originate(&mut self, id: u64, cause: &str) {
+        let Some(o) = self.originates.remove(&id) else { return };
+        if let Some(from) = &o.bridge_from {
+            // The bridge application failed.
+            let from = from.clone();
+            self.app_complete(&from, Some(cause));
+            self.hangup(&from, util::cause(cause), true);
+            return;
+        }
+        let text = format!("-ERR {cause}\n");
+        self.finish_originate_text(o.conn, o.job.as_deref(), &o.api_arg, &text, o.done);
+    }
+
+    /// Creates one outbound leg; false when it failed at once (no channel).
+    fn start_leg(&mut self, id: u64, leg: dial::Leg) -> bool {
+        let endpoint = dial::parse_endpoint(&leg.endpoint);
+        let Some(o) = self.originates.get_mut(&id) else { return false };
+        if let Some(cause) = o.forced_cause.take() {
+            o.last_cause = cause;
+            return false;
+        }
+        let fail = |o: &mut Originate, c: &str| {
+            o.last_cause = c.to_owned();
+            false
+        };
+        let (target, profile, user, req_host) = match &endpoint {
+            Endpoint::Error(c) => return fail(o, util::cause(c)),
+            Endpoint::Unknown(_) => return fail(o, "CHAN_NOT_IMPLEMENTED"),
+            Endpoint::Sofia { profile, user, host, port, fs_path } => {
+                if !self.info.profiles.iter().any(|(p, _)| p == profile) {
+                    let o = self.originates.get_mut(&id).expect("originate exists");
+                    return fail(o, "INVALID_PROFILE");
+                }
+                let (h, p) = fs_path.clone().unwrap_or((host.clone(), *port));
+                let target = self.cluster.node_by_sip(&h, p.unwrap_or(5060));
+                let req = match port {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.clone(),
+                };
+                (target, profile.clone(), user.clone(), req)
+            }
+            Endpoint::Gateway { gateway, number } => (None, "external".to_owned(), number.clone(), gateway.clone()),
+            Endpoint::Local(user) => (
+                Some((self.info.index, "internal".to_owned())),
+                "internal".to_owned(),
+                user.clone(),
+                self.info.ip.clone(),
+            ),
+        };
+        if self.channels.len() >= self.knobs.max_sessions || !self.sps_allow() {
+            let o = self.originates.get_mut(&id).expect("originate exists");
+            return fail(o, "SWITCH_CONGESTION");
+        }
+        let Some(o) = self.originates.get(&id) else { return false };
+        let mut vars: Vec<(String, String)> = o.globals.clone();
+        vars.extend(leg.vars.iter().cloned());
+        let uuid = vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "origination_uuid")
+            .map(|(_, v)| v.clone())
+            .filter(|u| !self.channels.contains_key(u))
+            .unwrap_or_else(new_uuid);
+        let cid_name = vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "origination_caller_id_name")
+            .map(|(_, v)| v.clone())
+            .or(o.cid_name.clone())
+            .unwrap_or_default();
+        let cid_num = vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "origination_caller_id_number")
+            .map(|(_, v)| v.clone())
+            .or(o.cid_num.clone())
+            .unwrap_or_else(|| "0000000000".into());
+        let mut c = self.new_channel(uuid.clone(), Dir::Outbound, format!("sofia/{profile}/{user}@{req_host}"));
+        c.dest = user.clone();
+        c.cid_name = cid_name.clone();
+        c.cid_num = cid_num.clone();
+        c.profile = profile.clone();
+        c.req_uri = format!("{user}@{req_host}");
+        c.vars = vars.clone();
+        c.originate = Some(id);
+        c.peer_node = target.as_ref().map(|(n, _)| *n);
+        c.external = target.is_none();
+        let call_id = c.call_id.clone();
+        c.state = "CS_NONE";
+        self.insert_channel(c);
+        if let Some(o) = self.originates.get_mut(&id) {
+            o.legs.push(uuid.clone());
+        }
+        self.emit("CHANNEL_OUTGOING", Some(&uuid), &[], &[], None);
+        self.set_state(&uuid, "CS_INIT");
+        self.emit("CHANNEL_CREATE", Some(&uuid), &[], &[], None);
+        self.emit("CHANNEL_ORIGINATE", Some(&uuid), &[], &[], None);
+        self.set_state(&uuid, "CS_ROUTING");
+        self.set_state(&uuid, "CS_CONSUME_MEDIA");
+        match target {
+            Some((node, target_profile)) => {
+                // Headers that reach the far leg: X-, P-, K- headers.
+                let passed: Vec<(String, String)> = vars
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.starts_with("sip_h_X-") || k.starts_with("sip_h_P-") || k.starts_with("sip_h_K-")
+                    })
+                    .cloned()
+                    .collect();
+                let invite = Invite {
+                    call_id,
+                    from_node: Some(self.info.index),
+                    user: user.clone(),
+                    req_uri: format!("{user}@{req_host}"),
+                    profile: target_profile,
+                    cid_name,
+                    cid_num,
+                    vars: passed,
+                    network_addr: self.info.ip.clone(),
+                    context: "public".into(),
+                    hangup_after_ms: None,
+                };
+                self.send_peer(node, PeerMsg::Invite(Box::new(invite)));
+            }
+            None => {
+                let ring = Duration::from_millis(self.knobs.ring_ms);
+                if self.knobs.external != ExternalOutcome::NoAnswer {
+                    self.schedule(ring, Timer::External(uuid.clone()));
+                }
+            }
+        }
+        if let Some(ms) = self.originates.get(&id).and_then(|o| o.answer_after_ms) {
+            self.schedule(Duration::from_millis(ms), Timer::ScenarioAnswer(uuid));
+        }
+        true
+    }
+
+    /// An INVITE arrives: the inbound leg enters the park dialplan.
+    pub(crate) fn invite(&mut self, inv: Invite) {
+        let over_limit = self.channels.len() >= self.knobs.max_sessions || !self.sps_allow();
+        let refused = self.knobs.failure_ratio > 0.0 && self.rng.next_f64() < self.knobs.failure_ratio;
+        if over_limit || refused {
+            let cause = if over_limit { "NORMAL_TEMPORARY_FAILURE".to_owned() } else { util::cause(&self.knobs.failure_cause).to_owned() };
+            if let Some(n) = inv.from_node {
+                self.send_peer(n, PeerMsg::Rejected { call_id: inv.call_id, cause });
+            }
+            return;
+        }
+        let uuid = new_uuid();
+        let mut c = self.new_channel(
+            uuid.clone(),
+            Dir::Inbound,
+            format!("sofia/{}/{}@{}", inv.profile, inv.cid_num, inv.network_addr),
+        );
+        c.call_id = inv.call_id.clone();
+        c.dest = inv.user.clone();
+        c.cid_name = inv.cid_name.clone();
+        c.cid_num = inv.cid_num.clone();
+        c.profile = inv.profile.clone();
+        c.req_uri = inv.req_uri.clone();
+        c.context = inv.context.clone();
+        c.network_addr = inv.network_addr.clone();
+        c.peer_node = inv.from_node;
+        c.external = inv.from_node.is_none();
+        c.vars = inv.vars.clone();
+        self.insert_channel(c);
+        self.emit("CHANNEL_STATE", Some(&uuid), &[], &[], None);
+        self.emit("CODEC", Some(&uuid), &[], &[], None);
+        self.emit("CODEC", Some(&uuid), &[], &[], None);
+        self.set_state(&uuid, "CS_INIT");
+        self.emit("CHANNEL_CREATE", Some(&uuid), &[], &[], None);
+        if let Some(c) = self.channels.get_mut(&uuid) {
+            c.state = "CS_ROUTING";
+        }
+        self.set_call_state(&uuid, "RINGING");
+        self.emit("CHANNEL_STATE", Some(&uuid), &[], &[], None);
+        self.set_state(&uuid, "CS_EXECUTE");
+        self.start_park(&uuid);
+        if let Some(ms) = self.knobs.auto_answer_ms {
+            self.schedule(Duration::from_millis(ms), Timer::AutoAnswer(uuid.clone()));
+        }
+        if let Some(ms) = inv.hangup_after_ms {
+            self.schedule(Duration::from_millis(ms), Timer::RemoteHangup(uuid));
+        }
+    }
+
+    /// Runs the `park` application.
+    pub(crate) fn start_park(&mut self, uuid: &str) {
+        if let Some(c) = self.channels.get_mut(uuid) {
+            c.app = Some("park".into());
+            c.app_data = None;
+            c.app_uuid = Some(new_uuid());
+            c.parked = true;
+        }
+        self.emit("CHANNEL_EXECUTE", Some(uuid), &[], &[], None);
+        self.emit("CHANNEL_PARK", Some(uuid), &[], &[], None);
+    }
+
+    /// Ends the running application (UNPARK if parked, EXECUTE_COMPLETE).
+    pub(crate) fn app_complete(&mut self, uuid: &str, response: Option<&str>) {
+        let Some(c) = self.channels.get(uuid) else { return };
+        if c.app.is_none() {
+            return;
+        }
+        if c.parked {
+            self.emit("CHANNEL_UNPARK", Some(uuid), &[], &[], None);
+        }
+        let resp = response.unwrap_or("_none_").to_owned();
+        self.emit("CHANNEL_EXECUTE_COMPLETE", Some(uuid), &[], &[("Application-Response".into(), resp)], None);
+        if let Some(c) = self.channels.get_mut(uuid) {
+            c.parked = false;
+            c.app = None;
+            c.app_data = None;
+            c.app_uuid = None;
+            c.playback = None;
+            c.generation += 1;
+        }
+    }
+
+    /// Marks a leg answered and fires its events.
+    pub(crate) fn answer(&mut self, uuid: &str) -> bool {
+        let Some(c) = self.channels.get_mut(uuid) else { return false };
+        if c.answered() || c.hangup_cause.is_some() {
+            return c.answered();
+        }
+        c.answered_us = util::now_us();
+        c.answer_state = "answered";
+        let (dir, peer, call_id, external) = (c.dir, c.peer_node, c.call_id.clone(), c.external);
+        if dir == Dir::Outbound {
+            self.emit("CODEC", Some(uuid), &[], &[], None);
+            self.emit("CODEC", Some(uuid), &[], &[], None);
+        }
+        self.emit("CHANNEL_ANSWER", Some(uuid), &[], &[], None);
+        self.set_call_state(uuid, "ACTIVE");
+        if dir == Dir::Outbound {
+            self.emit("CALL_UPDATE", Some(uuid), &[], &[], None);
+            self.outbound_answered(uuid);
+        } else if let Some(n) = peer {
+            self.send_peer(n, PeerMsg::Answered { call_id });
+        } else {
+            let _ = external;
+        }
+        true
+    }
+
+    /// The outbound leg of an originate was answered: the originate wins.
+    fn outbound_answered(&mut self, uuid: &str) {
+        let Some(id) = self.channels.get_mut(uuid).and_then(|c| c.originate.take()) else { return };
+        let Some(o) = self.originates.remove(&id) else { return };
+        for other in o.legs.iter().filter(|l| *l != uuid) {
+            if let Some(c) = self.channels.get_mut(other) {
+                c.originate = None;
+            }
+            self.hangup(other, "LOSE_RACE", true);
+        }
+        if let Some(from) = o.bridge_from.clone() {
+            self.bridge_legs(&from, uuid);
+            return;
+        }
+        let text = format!("+OK {uuid}\n");
+        self.finish_originate_text(o.conn, o.job.as_deref(), &o.api_arg, &text, o.done);
+        self.set_state(uuid, "CS_EXECUTE");
+        match o.dest {
+            Some(Destination::App(app, arg)) => self.run_app(uuid, &app, &arg, None),
+            Some(Destination::Exten(..)) | None => self.start_park(uuid),
+        }
+    }
+
+    /// Hangs a channel up with the full event sequence of section 10.7;
+    /// tells the SIP peer (BYE/CANCEL/refusal) when `notify`.
+    pub(crate) fn hangup(&mut self, uuid: &str, cause: &'static str, notify: bool) {
+        if !self.hangup_start(uuid, cause) {
+            return;
+        }
+        self.hangup_finish(uuid, notify);
+    }
+
+    /// First half: CHANNEL_HANGUP. False when there is no such live channel.
+    pub(crate) fn hangup_start(&mut self, uuid: &str, cause: &'static str) -> bool {
+        let Some(c) = self.channels.get_mut(uuid) else { return false };
+        if c.hangup_cause.is_some() {
+            return false;
+        }
+        c.hangup_cause = Some(cause);
+        c.hangup_us = util::now_us();
+        c.answer_state = "hangup";
+        c.set_var("hangup_cause", cause);
+        c.set_var("hangup_cause_q850", &util::cause_q850(cause).to_string());
+        self.emit("CHANNEL_HANGUP", Some(uuid), &[], &[], None);
+        true
+    }
+
+    /// Second half: the rest of the sequence, then the channel is gone.
+    pub(crate) fn hangup_finish(&mut self, uuid: &str, notify: bool) {
+        let Some(c) = self.channels.get(uuid) else { return };
+        let cause = c.hangup_cause.unwrap_or("NORMAL_CLEARING");
+        let answered = c.answered();
+        let (dir, peer, call_id, bridged, originate) =
+            (c.dir, c.peer_node, c.call_id.clone(), c.bridged.clone(), c.originate);
+        if c.playback.is_some() {
+            let file = c.playback.clone().unwrap_or_default();
+            self.emit("PLAYBACK_STOP", Some(uuid), &[("playback_file_path", file), ("playback_status", "break".into())], &[], None);
+        }
+        self.app_complete(uuid, None);
+        self.set_state(uuid, "CS_HANGUP");
+        let recs = self.channels.get_mut(uuid).map(|c| std::mem::take(&mut c.recordings)).unwrap_or_default();
+        for r in recs {
+            self.emit("RECORD_STOP", Some(uuid), &[("record_file_path", r.clone())], &[], None);
+            self.emit("MEDIA_BUG_STOP", Some(uuid), &[("media_bug_function", "session_record".into()), ("media_bug_target", r)], &[], None);
+        }
+        self.set_call_state(uuid, "HANGUP");
+        self.set_state(uuid, "CS_REPORTING");
+        self.emit("CHANNEL_HANGUP_COMPLETE", Some(uuid), &[], &[], None);
+        self.emit("CHANNEL_DESTROY", Some(uuid), &[], &[], None);
+        self.set_state(uuid, "CS_DESTROY");
+        if let Some(c) = self.channels.remove(uuid) {
+            self.dialogs.remove(&(c.call_id, c.dir));
+        }
+        if originate.is_some() {
+            self.leg_failed_gone(originate, uuid, cause);
+        }
+        if notify && let Some(n) = peer {
+            let peer_cause = if answered {
+                "NORMAL_CLEARING"
+            } else if dir == Dir::Outbound {
+                "ORIGINATOR_CANCEL"
+            } else {
+                cause
+            };
+            if !answered && dir == Dir::Inbound {
+                self.send_peer(n, PeerMsg::Rejected { call_id, cause: peer_cause.to_owned() });
+            } else {
+                self.send_peer(n, PeerMsg::Bye { call_id, dir: dir.other(), cause: peer_cause.to_owned() });
+            }
+        }
+        if let Some(other) = bridged {
+            self.unbridge(uuid, &other);
+        }
+    }
+
+    fn leg_failed_gone(&mut self, originate: Option<u64>, uuid: &str, cause: &str) {
+        let Some(id) = originate else { return };
+        let Some(o) = self.originates.get_mut(&id) else { return };
+        o.legs.retain(|l| l != uuid);
+        o.last_cause = cause.to_owned();
+        if o.legs.is_empty() {
+            self.next_group(id);
+        }
+    }
+
+    fn unbridge(&mut self, gone: &str, survivor: &str) {
+        let Some(s) = self.channels.get_mut(survivor) else { return };
+        s.bridged = None;
+        let park_after = s.var("park_after_bridge") == Some("true");
+        self.emit(
+            "CHANNEL_UNBRIDGE",
+            Some(survivor),
+            &[("bridge_a", survivor.to_owned()), ("bridge_b", gone.to_owned())],
+            &[],
+            None,
+        );
+        if park_after {
+            self.set_state(survivor, "CS_PARK");
+            self.start_park(survivor);
+        } else {
+            self.hangup(survivor, "NORMAL_CLEARING", true);
+        }
+    }
+
+    /// Bridges two legs of this node (uuid_bridge, or the bridge app).
+    pub(crate) fn bridge_legs(&mut self, a: &str, b: &str) {
+        for leg in [a, b] {
+            self.app_complete(leg, None);
+            if !self.channels.get(leg).is_some_and(|c| c.answered()) {
+                self.answer(leg);
+            }
+        }
+        for leg in [a, b] {
+            self.set_state(leg, "CS_EXCHANGE_MEDIA");
+        }
+        let now = util::now_us();
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(c) = self.channels.get_mut(x) {
+                c.bridged = Some(y.to_owned());
+                c.bridged_us = now;
+                c.app = Some("bridge".into());
+                c.app_data = Some(y.to_owned());
+            }
+        }
+        self.emit("CHANNEL_BRIDGE", Some(a), &[("bridge_a", a.to_owned()), ("bridge_b", b.to_owned())], &[], None);
+    }
+
+    /// Starts an application on a channel (sendmsg execute, uuid_broadcast,
+    /// an originate's `&app()`).
+    pub(crate) fn run_app(&mut self, uuid: &str, app: &str, arg: &str, event_uuid: Option<String>) {
+        if !self.channels.contains_key(uuid) {
+            return;
+        }
+        let app_l = app.to_ascii_lowercase();
+        // Applications that replace park end the park first.
+        let was_parked = self.channels.get(uuid).is_some_and(|c| c.parked);
+        let keeps_park = matches!(app_l.as_str(), "playback" | "record" | "set" | "export" | "send_dtmf" | "log" | "info" | "ring_ready" | "pre_answer" | "answer" | "bert");
+        if was_parked && !keeps_park && app_l != "park" {
+            self.app_complete(uuid, None);
+        }
+        let prev = self.channels.get(uuid).map(|c| (c.app.clone(), c.app_data.clone(), c.app_uuid.clone()));
+        if let Some(c) = self.channels.get_mut(uuid) {
+            c.app = Some(app.to_owned());
+            c.app_data = (!arg.is_empty()).then(|| arg.to_owned());
+            c.app_uuid = Some(event_uuid.unwrap_or_else(new_uuid));
+        }
+        let restore = |node: &mut Node| {
+            if let (Some(c), Some((a, d, u))) = (node.channels.get_mut(uuid), prev.clone())
+                && c.parked
+            {
+                c.app = a;
+                c.app_data = d;
+                c.app_uuid = u;
+            }
+        };
+        if app_l == "park" {
+            self.start_park(uuid);
+            return;
+        }
+        self.emit("CHANNEL_EXECUTE", Some(uuid), &[], &[], None);
+        match app_l.as_str() {
+            "answer" => {
+                self.answer(uuid);
+                self.exec_complete(uuid, "_none_");
+                restore(self);
+            }
+            "pre_answer" | "ring_ready" => {
+                let media = app_l == "pre_answer";
+                self.progress(uuid, media);
+                self.exec_complete(uuid, "_none_");
+                restore(self);
+            }
+            "hangup" => {
+                let cause = if arg.is_empty() { "NORMAL_CLEARING" } else { util::cause(arg) };
+                self.hangup(uuid, cause, true);
+            }
+            "respond" => {
+                let code: u32 = arg.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(500);
+                if let Some(c) = self.channels.get_mut(uuid) {
+                    c.set_var("sip_term_status", &code.to_string());
+                }
+                match code {
+                    180 | 183 => {
+                        self.progress(uuid, code == 183);
+                        self.exec_complete(uuid, "_none_");
+                    }
+                    200 => {
+                        self.answer(uuid);
+                        self.exec_complete(uuid, "_none_");
+                    }
+                    _ => self.hangup(uuid, sip_cause(code), true),
+                }
+            }
+            "deflect" | "redirect" => {
+                if let Some(c) = self.channels.get_mut(uuid) {
+                    c.set_var("sip_refer_to", arg);
+                }
+                self.hangup(uuid, "BLIND_TRANSFER", true);
+            }
+            "set" | "export" => {
+                if let Some((k, v)) = arg.split_once('=')
+                    && let Some(c) = self.channels.get_mut(uuid)
+                {
+                    c.set_var(k, v);
+                }
+                self.exec_complete(uuid, "_none_");
+                restore(self);
+            }
+            "playback" | "endless_playback" => self.start_playback(uuid, arg),
+            "record" => {
+                if let Some(c) = self.channels.get_mut(uuid) {
+                    c.recordings.push(arg.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                self.emit("RECORD_START", Some(uuid), &[("record_file_path", arg.to_owned())], &[], None);
+            }
+            "echo" | "sleep" | "bert" | "bert_test" => {
+                if app_l == "sleep" {
+                    let ms: u64 = arg.parse().unwrap_or(0);
+                    let generation = self.channels.get(uuid).map_or(0, |c| c.generation);
+                    self.schedule(Duration::from_millis(ms), Timer::AppDone(uuid.to_owned(), generation));
+                } else if app_l.starts_with("bert") {
+                    if let Some(c) = self.channels.get_mut(uuid) {
+                        c.set_var("bert_stats_sync_lost", "0");
+                        c.set_var("bert_stats_sync_lost_percent", "0.00");
+                    }
+                }
+                // Runs until broken or hung up.
+            }
+            "send_dtmf" => {
+                self.send_dtmf(uuid, arg);
+                self.exec_complete(uuid, "_none_");
+                restore(self);
+            }
+            "log" | "info" | "sched_hangup" => {
+                self.exec_complete(uuid, "_none_");
+                restore(self);
+            }
+            "transfer" => {
+                self.exec_complete(uuid, "_none_");
+                self.set_state(uuid, "CS_EXECUTE");
+                self.start_park(uuid);
+            }
+            "bridge" => self.start_bridge(uuid, arg),
+            _ => {
+                // An application that does not exist hangs the channel up.
+                self.hangup(uuid, "DESTINATION_OUT_OF_ORDER", true);
+            }
+        }
+    }
+
+    fn exec_complete(&mut self, uuid: &str, response: &str) {
+        self.emit("CHANNEL_EXECUTE_COMPLETE", Some(uuid), &[], &[("Application-Response".into(), response.to_owned())], None);
+        if let Some(c) = self.channels.get_mut(uuid)
+            && !c.parked
+        {
+            c.app = None;
+            c.app_data = None;
+            c.app_uuid = None;
+        }
+    }
+
+    fn progress(&mut self, uuid: &str, media: bool) {
+        let Some(c) = self.channels.get_mut(uuid) else { return };
+        if c.answered() {
+            return;
+        }
+        let now = util::now_us();
+        if media {
+            c.progress_media_us = now;
+            c.answer_state = "early";
+        } else {
+            c.progress_us = now;
+        }
+        let (dir, peer, call_id) = (c.dir, c.peer_node, c.call_id.clone());
+        let name = if media { "CHANNEL_PROGRESS_MEDIA" } else { "CHANNEL_PROGRESS" };
+        self.emit(name, Some(uuid), &[], &[], None);
+        self.set_call_state(uuid, if media { "EARLY" } else { "RINGING" });
+        if dir == Dir::Inbound && let Some(n) = peer {
+            self.send_peer(n, PeerMsg::Progress { call_id, media });
+        }
+    }
+
+    fn start_playback(&mut self, uuid: &str, file: &str) {
+        if !self.channels.get(uuid).is_some_and(|c| c.answered()) {
+            self.progress(uuid, true);
+        }
+        let generation = {
+            let Some(c) = self.channels.get_mut(uuid) else { return };
+            c.generation += 1;
+            c.playback = Some(file.to_owned());
+            c.generation
+        };
+        self.emit("PLAYBACK_START", Some(uuid), &[("playback_file_path", file.to_owned())], &[], None);
+        if file.starts_with("tone_stream://") && !file.contains("loops=") && !file.contains(";loops") {
+            return; // Runs until broken or hung up.
+        }
+        if file.starts_with("silence_stream://") || file.starts_with("tone_stream://") || !file.is_empty() {
+            let ms = file
+                .strip_prefix("silence_stream://")
+                .and_then(|s| s.split(',').next())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(self.knobs.playback_ms);
+            self.schedule(Duration::from_millis(ms), Timer::PlaybackDone(uuid.to_owned(), generation));
+        }
+    }
+
+    /// Ends a playback (done or broken).
+    pub(crate) fn stop_playback(&mut self, uuid: &str, status: &str) -> bool {
+        let Some(file) = self.channels.get_mut(uuid).and_then(|c| c.playback.take()) else { return false };
+        self.emit(
+            "PLAYBACK_STOP",
+            Some(uuid),
+            &[("playback_file_path", file), ("playback_status", status.to_owned())],
+            &[],
+            None,
+        );
+        let parked = self.channels.get(uuid).is_some_and(|c| c.parked);
+        self.emit("CHANNEL_EXECUTE_COMPLETE", Some(uuid), &[], &[("Application-Response".into(), "FILE PLAYED".into())], None);
+        if let Some(c) = self.channels.get_mut(uuid) {
+            c.generation += 1;
+            if parked {
+                c.app = Some("park".into());
+                c.app_data = None;
+            } else {
+                c.app = None;
+                c.app_data = None;
+            }
+        }
+        // A broadcast with `!cause` hangs up afterwards.
+        if let Some(c) = self.channels.get(uuid)
+            && let Some(cause) = c.var("switchy_mock_hangup_after").map(str::to_owned)
+        {
+            self.hangup(uuid, util::cause(&cause), true);
+        }
+        true
+    }
+
+    fn start_bridge(&mut self, uuid: &str, arg: &str) {
+        let dialstr = dial::parse_dial_string(arg);
+        let id = self.next_id;
+        self.next_id += 1;
+        let timeout_s = self.knobs.originate_timeout_s;
+        let (cid_name, cid_num) = self
+            .channels
+            .get(uuid)
+            .map(|c| (c.cid_name.clone(), c.cid_num.clone()))
+            .unwrap_or_default();
+        let mut globals = dialstr.globals;
+        // The A leg's X- headers travel on (as sofia does for bridged calls
+        // only when asked; the mock passes them for call tracking).
+        if let Some(c) = self.channels.get(uuid) {
+            for (k, v) in &c.vars {
+                if k.starts_with("sip_h_X-") && !globals.iter().any(|(g, _)| g == k) {
+                    globals.push((k.clone(), v.clone()));
+                }
+            }
+        }
+        self.originates.insert(
+            id,
+            Originate {
+                conn: None,
+                done: None,
+                job: None,
+                api_arg: arg.to_owned(),
+                groups: dialstr.groups.into_iter().collect::<VecDeque<_>>(),
+                globals,
+                dest: None,
+                bridge_from: Some(uuid.to_owned()),
+                cid_name: Some(cid_name),
+                cid_num: Some(cid_num),
+                legs: Vec::new(),
+                last_cause: "NORMAL_CLEARING".into(),
+                answer_after_ms: None,
+                forced_cause: None,
+            },
+        );
+        self.schedule(Duration::from_secs(timeout_s), Timer::OriginateTimeout(id));
+        self.next_group(id);
+    }
+
+    /// Sends DTMF from a leg: its peer (SIP dialog or bridge) receives it.
+    pub(crate) fn send_dtmf(&mut self, uuid: &str, digits: &str) {
+        let Some(c) = self.channels.get(uuid) else { return };
+        let clean: String = digits
+            .split('+')
+            .map(|part| part.split('@').next().unwrap_or(""))
+            .collect::<String>()
+            .chars()
+            .filter(|ch| ch.is_ascii_digit() || matches!(ch, '*' | '#' | 'A'..='D' | 'a'..='d'))
+            .collect();
+        if let Some(b) = c.bridged.clone() {
+            self.receive_dtmf(&b, &clean);
+        } else if let Some(n) = c.peer_node {
+            let msg = PeerMsg::Dtmf { call_id: c.call_id.clone(), dir: c.dir.other(), digits: clean };
+            self.send_peer(n, msg);
+        }
+    }
+
+    fn receive_dtmf(&mut self, uuid: &str, digits: &str) {
+        for d in digits.chars() {
+            self.emit("DTMF", Some(uuid), &[("dtmf_digit", d.to_string())], &[], None);
+        }
+    }
+
+    /// `sendmsg` to a channel.
+    pub(crate) fn sendmsg(&mut self, uuid: &str, cmd: &ClientCommand) {
+        let h = &cmd.headers;
+        let call_command = h.get("call-command").unwrap_or("").to_ascii_lowercase();
+        match call_command.as_str() {
+            "execute" => {
+                let app = h.get("execute-app-name").unwrap_or("").to_owned();
+                let arg = h
+                    .get("execute-app-arg")
+                    .map(str::to_owned)
+                    .or_else(|| cmd.body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
+                    .unwrap_or_default();
+                let ev = h.get("Event-UUID").map(str::to_owned);
+                self.run_app(uuid, &app, &arg, ev);
+            }
+            "hangup" => {
+                let cause = util::cause(h.get("hangup-cause").unwrap_or("NORMAL_CLEARING"));
+                self.hangup(uuid, cause, true);
+            }
+            _ => {}
+        }
+    }
+
+    /// Timer dispatch.
+    pub(crate) fn timer(&mut self, t: Timer) {
+        match t {
+            Timer::Heartbeat => {
+                let up = self.started.elapsed();
+                let s = up.as_secs();
+                let extra = [
+                    ("up_time", format!("0 years, 0 days, {} hours, {} minutes, {} seconds, {} milliseconds, 0 microseconds", s / 3600, s / 60 % 60, s % 60, up.subsec_millis())),
+                    ("uptime_msec", up.as_millis().to_string()),
+                    ("session_count", self.channels.len().to_string()),
+                    ("max_sessions", self.knobs.max_sessions.to_string()),
+                    ("sps", self.knobs.sessions_per_second.to_string()),
+                    ("sps_last", self.sps_window.1.to_string()),
+                    ("since_startup", self.since_startup.to_string()),
+                    ("peak", self.peak.to_string()),
+                    ("task_runtime", (util::now_us() / 1_000_000 + self.heartbeat.as_secs()).to_string()),
+                ];
+                self.emit("HEARTBEAT", None, &extra, &[], None);
+                self.emit("RE_SCHEDULE", None, &extra, &[], None);
+                self.schedule(self.heartbeat, Timer::Heartbeat);
+            }
+            Timer::OriginateTimeout(id) => {
+                let Some(o) = self.originates.get_mut(&id) else { return };
+                o.groups.clear();
+                o.last_cause = "NO_ANSWER".into();
+                let legs = o.legs.clone();
+                if legs.is_empty() {
+                    self.fail_originate(id, "NO_ANSWER");
+                }
+                for l in legs {
+                    self.hangup(&l, "NO_ANSWER", true);
+                }
+            }
+            Timer::AutoAnswer(u) => {
+                self.answer(&u);
+            }
+            Timer::ScenarioAnswer(u) => {
+                // Scripted: the callee answers. For a call looped back into the
+                // mock that is the far inbound leg; else this leg directly.
+                let Some(c) = self.channels.get(&u) else { return };
+                match c.peer_node {
+                    Some(n) if c.dir == Dir::Outbound => {
+                        let call_id = c.call_id.clone();
+                        self.send_peer(n, PeerMsg::AnswerCallee { call_id });
+                    }
+                    _ => {
+                        self.answer(&u);
+                    }
+                }
+            }
+            Timer::External(u) => {
+                let outcome = self.knobs.external.clone();
+                match outcome {
+                    ExternalOutcome::Answer => {
+                        self.answer(&u);
+                    }
+                    ExternalOutcome::Busy => self.hangup(&u, "USER_BUSY", false),
+                    ExternalOutcome::Fail { cause } => self.hangup(&u, util::cause(&cause), false),
+                    ExternalOutcome::NoAnswer => {}
+                }
+            }
+            Timer::PlaybackDone(u, generation) => {
+                if self.channels.get(&u).is_some_and(|c| c.generation == generation) {
+                    self.stop_playback(&u, "done");
+                }
+            }
+            Timer::AppDone(u, generation) => {
+                if self.channels.get(&u).is_some_and(|c| c.generation == generation) {
+                    self.exec_complete(&u, "_none_");
+                }
+            }
+            Timer::Hangup(u, cause) => self.hangup(&u, util::cause(&cause), true),
+            Timer::Api(cmd) => {
+                let (c, a) = cmd.split_once(' ').unwrap_or((&cmd, ""));
+                let (c, a) = (c.to_owned(), a.to_owned());
+                let _ = self.api(&c, &a, None);
+            }
+            Timer::InboundCall(inv) => self.invite(*inv),
+            Timer::RemoteHangup(u) => self.hangup(&u, "NORMAL_CLEARING", false),
+        }
+    }
+
+    /// Signalling from a peer leg.
+    pub(crate) fn peer(&mut self, p: PeerMsg) {
+        match p {
+            PeerMsg::Invite(inv) => self.invite(*inv),
+            PeerMsg::Answered { call_id } => {
+                if let Some(u) = self.dialogs.get(&(call_id, Dir::Outbound)).cloned() {
+                    self.answer(&u);
+                }
+            }
+            PeerMsg::Progress { call_id, media } => {
+                if let Some(u) = self.dialogs.get(&(call_id, Dir::Outbound)).cloned() {
+                    self.progress(&u, media);
+                }
+            }
+            PeerMsg::Rejected { call_id, cause } => {
+                if let Some(u) = self.dialogs.get(&(call_id, Dir::Outbound)).cloned() {
+                    self.hangup(&u, util::cause(&cause), false);
+                }
+            }
+            PeerMsg::AnswerCallee { call_id } => {
+                if let Some(u) = self.dialogs.get(&(call_id, Dir::Inbound)).cloned() {
+                    self.answer(&u);
+                }
+            }
+            PeerMsg::Bye { call_id, dir, cause } => {
+                if let Some(u) = self.dialogs.get(&(call_id, dir)).cloned() {
+                    self.hangup(&u, util::cause(&cause), false);
+                }
+            }
+            PeerMsg::Dtmf { call_id, dir, digits } => {
+                if let Some(u) = self.dialogs.get(&(call_id, dir)).cloned() {
+                    self.receive_dtmf(&u, &digits);
+                }
+            }
+        }
+    }
+}
+
+/// FreeSWITCH's SIP response → hangup cause mapping (section 11).
+pub(crate) fn sip_cause(code: u32) -> &'static str {
+    match code {
+        404 => "UNALLOCATED_NUMBER",
+        485 | 604 => "NO_ROUTE_DESTINATION",
+        486 | 600 => "USER_BUSY",
+        480 => "NO_USER_RESPONSE",
+        401 | 402 | 403 | 407 | 603 | 608 => "CALL_REJECTED",
+        410 => "NUMBER_CHANGED",
+        484 => "INVALID_NUMBER_FORMAT",
+        400 | 481 | 500 | 503 => "NORMAL_TEMPORARY_FAILURE",
+        405 => "SERVICE_UNAVAILABLE",
+        488 | 606 => "INCOMPATIBLE_DESTINATION",
+        408 | 504 => "RECOVERY_ON_TIMER_EXPIRE",
+        487 => "ORIGINATOR_CANCEL",
+        502 => "NETWORK_OUT_OF_ORDER",
+        _ => "NORMAL_UNSPECIFIED",
+    }
+}

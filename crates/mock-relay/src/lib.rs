@@ -1,0 +1,172 @@
+//! mock-relay: simulated FreeSWITCH nodes that speak real ESL, scriptable
+//! over HTTP, so every part of switchy is tested without telephony hardware.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let cluster = mock_relay::MockCluster::start(mock_relay::MockConfig::ephemeral(2)).await?;
+//! println!("node 0 ESL at {}, control plane at {}", cluster.esl_addr(0), cluster.http_addr());
+//! cluster.stop().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod calls;
+pub mod config;
+pub mod conn;
+pub mod dial;
+pub mod http;
+pub mod journal;
+pub mod node;
+pub mod scenario;
+pub mod schema;
+pub mod template;
+pub mod templates;
+pub mod util;
+
+pub use config::{ExternalOutcome, Knobs, MockConfig};
+
+use anyhow::Context;
+use node::{Cluster, Control, Node, NodeInfo, NodeMsg};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A running simulated cluster. Dropping it (or [`MockCluster::stop`])
+/// shuts every node down.
+pub struct MockCluster {
+    cluster: Arc<Cluster>,
+    http_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MockCluster {
+    /// Binds every node's ESL port and the control plane, and starts them.
+    pub async fn start(config: MockConfig) -> anyhow::Result<MockCluster> {
+        if config.nodes == 0 {
+            anyhow::bail!("--nodes must be at least 1");
+        }
+        let templates = templates::Templates::load().context("loading the compiled-in event templates")?;
+        let schema_dir = config.schema_dir.clone().unwrap_or_else(schema::default_dir);
+        let schemas = schema::Schemas::load(&schema_dir);
+        for e in &schemas.errors {
+            tracing::warn!(error = %e, "schema not loaded (reported in /__mock__/health)");
+        }
+        let mut listeners = Vec::new();
+        let mut infos = Vec::new();
+        for i in 0..config.nodes {
+            let port = if config.esl_port == 0 { 0 } else { config.esl_port + i as u16 };
+            let addr = SocketAddr::new(config.bind, port);
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding node {i}'s ESL port {addr}: choose a free port with --esl-port"))?;
+            let esl_addr = l.local_addr()?;
+            infos.push(Arc::new(NodeInfo {
+                index: i,
+                hostname: format!("mock-fs{}", i + 1),
+                ip: format!("127.0.0.{}", i + 1),
+                esl_addr,
+                profiles: vec![("external".into(), 5080), ("internal".into(), 5060)],
+                password: config.password.clone(),
+                refuse_until_ms: AtomicU64::new(0),
+                reply_delay_ms: AtomicU64::new(0),
+            }));
+            listeners.push(l);
+        }
+        let http_port = match (config.http_port, config.esl_port) {
+            (Some(p), _) => p,
+            (None, 0) => 0,
+            (None, p) => p.saturating_add(1000),
+        };
+        let http_listener = TcpListener::bind(SocketAddr::new(config.bind, http_port))
+            .await
+            .with_context(|| format!("binding the control plane on port {http_port}: choose a free port with --http-port"))?;
+        let http_addr = http_listener.local_addr()?;
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..config.nodes {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<NodeMsg>();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let cluster = Arc::new(Cluster {
+            infos: infos.clone(),
+            senders: senders.clone(),
+            journal: journal::Journal::new(config.journal_capacity),
+            templates,
+            scenarios: scenario::Scenarios::default(),
+            schemas,
+            next_conn: AtomicU64::new(1),
+            events_sent: AtomicU64::new(0),
+        });
+        let mut tasks = Vec::new();
+        for ((info, rx), l) in infos.iter().zip(receivers).zip(listeners) {
+            let node = Node::new(info.clone(), cluster.clone(), senders[info.index].clone(), config.knobs.clone(), config.heartbeat);
+            tasks.push(tokio::spawn(node.run(rx)));
+            tasks.push(tokio::spawn(conn::accept_loop(l, info.clone(), cluster.clone())));
+            tracing::info!(node = info.index, esl = %info.esl_addr, hostname = %info.hostname, "simulated node up");
+        }
+        let app = http::router(cluster.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, app).await {
+                tracing::error!(error = %e, "control plane stopped");
+            }
+        }));
+        tracing::info!(http = %http_addr, "control plane up");
+        Ok(MockCluster { cluster, http_addr, tasks })
+    }
+
+    /// Number of nodes.
+    pub fn nodes(&self) -> usize {
+        self.cluster.infos.len()
+    }
+
+    /// ESL address of node `i`.
+    pub fn esl_addr(&self, i: usize) -> SocketAddr {
+        self.cluster.infos[i].esl_addr
+    }
+
+    /// Control plane address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Identity of node `i`.
+    pub fn node(&self, i: usize) -> &NodeInfo {
+        &self.cluster.infos[i]
+    }
+
+    /// Events delivered to connections so far (all nodes).
+    pub fn events_sent(&self) -> u64 {
+        self.cluster.events_sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The shared cluster state (journal, schemas, templates).
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Shuts every node down (connections closed) and waits for it.
+    pub async fn stop(mut self) {
+        for tx in &self.cluster.senders {
+            let _ = tx.send(NodeMsg::Control(Control::Shutdown));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for MockCluster {
+    fn drop(&mut self) {
+        for tx in &self.cluster.senders {
+            let _ = tx.send(NodeMsg::Control(Control::Shutdown));
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Event templates taken from real FreeSWITCH captures
+//! (`templates/events.tmpl`, made by `templates/extract.py`).
+//!
+//! A template is FreeSWITCH's exact header list for one kind of event, with
+//! values in FreeSWITCH's plain encoding and `${name}` placeholders where a
+//! value depends on the node, the channel or the moment. Rendering a plain
+//! event copies the pre-encoded pieces and encodes only the placeholders.
+
+use std::collections::HashMap;
+use switchy_protocol::esl::percent;
+
+/// The template file compiled into the binary.
+pub const EVENTS_TMPL: &str = include_str!("../templates/events.tmpl");
+
+/// One piece of a header value.
+#[derive(Clone, Debug)]
+pub enum Seg {
+    /// Literal text: (plain-encoded, decoded).
+    Lit(Vec<u8>, Vec<u8>),
+    /// A placeholder, resolved when rendering.
+    Var(String),
+}
+
+/// One header of a template.
+#[derive(Clone, Debug)]
+pub struct THeader {
+    /// Header name.
+    pub name: String,
+    /// Value pieces.
+    pub segs: Vec<Seg>,
+}
+
+/// A template: FreeSWITCH's header list for one kind of event.
+#[derive(Clone, Debug)]
+pub struct Template {
+    /// `Event-Name`.
+    pub event: String,
+    /// Headers in order.
+    pub headers: Vec<THeader>,
+}
+
+impl Template {
+    /// Index of the first header whose name starts with `variable_`.
+    pub fn first_variable(&self) -> Option<usize> {
+        self.headers.iter().position(|h| h.name.starts_with("variable_"))
+    }
+
+    /// Index just past the last `variable_*` header.
+    pub fn after_variables(&self) -> Option<usize> {
+        self.headers
+            .iter()
+            .rposition(|h| h.name.starts_with("variable_"))
+            .map(|i| i + 1)
+    }
+
+    /// A copy with another event name and without the headers in `drop`.
+    pub fn derive(&self, event: &str, drop: &[&str], drop_variables: bool) -> Template {
+        let mut t = self.clone();
+        t.event = event.to_owned();
+        t.headers.retain(|h| {
+            !drop.contains(&h.name.as_str()) && !(drop_variables && h.name.starts_with("variable_"))
+        });
+        if let Some(h) = t.headers.iter_mut().find(|h| h.name == "Event-Name") {
+            h.segs = vec![Seg::Lit(event.as_bytes().to_vec(), event.as_bytes().to_vec())];
+        }
+        t
+    }
+
+    /// Inserts a header with a placeholder or literal value at `at`.
+    pub fn insert(&mut self, at: usize, name: &str, value: TValue) {
+        let segs = match value {
+            TValue::Var(v) => vec![Seg::Var(v.to_owned())],
+            TValue::Lit(l) => {
+                let mut enc = Vec::new();
+                percent::encode_into(l.as_bytes(), &mut enc);
+                vec![Seg::Lit(enc, l.as_bytes().to_vec())]
+            }
+        };
+        let at = at.min(self.headers.len());
+        self.headers.insert(
+            at,
+            THeader {
+                name: name.to_owned(),
+                segs,
+            },
+        );
+    }
+
+    /// Appends a header.
+    pub fn push(&mut self, name: &str, value: TValue) {
+        let n = self.headers.len();
+        self.insert(n, name, value);
+    }
+}
+
+/// A value for [`Template::insert`].
+pub enum TValue<'a> {
+    /// A `${name}` placeholder.
+    Var(&'a str),
+    /// Literal text.
+    Lit(&'a str),
+}
+
+/// Why the template file is unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("events.tmpl line {line}: {reason}")]
+pub struct TemplateError {
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Parses a template file into templates keyed by `(event, direction, state)`.
+pub fn parse(text: &str) -> Result<HashMap<(String, String, String), Template>, TemplateError> {
+    let mut out = HashMap::new();
+    let mut cur: Option<((String, String, String), Template)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let err = |reason: &str| TemplateError {
+            line: i + 1,
+            reason: reason.to_owned(),
+        };
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("== ") {
+            if let Some((k, t)) = cur.take() {
+                out.insert(k, t);
+            }
+            let mut parts = rest.split(' ');
+            let (Some(e), Some(d), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(err("expected '== EVENT DIRECTION STATE'"));
+            };
+            cur = Some((
+                (e.to_owned(), d.to_owned(), s.to_owned()),
+                Template {
+                    event: e.to_owned(),
+                    headers: Vec::new(),
+                },
+            ));
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let Some((_, t)) = cur.as_mut() else {
+            return Err(err("header line before any '==' line"));
+        };
+        let Some((name, value)) = line.split_once(": ") else {
+            return Err(err("expected 'Name: value'"));
+        };
+        let mut segs = Vec::new();
+        let mut rest = value;
+        while let Some(p) = rest.find("${") {
+            if p > 0 {
+                let lit = &rest[..p];
+                segs.push(Seg::Lit(lit.as_bytes().to_vec(), percent::decode(lit.as_bytes())));
+            }
+            let Some(end) = rest[p..].find('}') else {
+                return Err(err("unterminated ${"));
+            };
+            segs.push(Seg::Var(rest[p + 2..p + end].to_owned()));
+            rest = &rest[p + end + 1..];
+        }
+        if !rest.is_empty() {
+            segs.push(Seg::Lit(rest.as_bytes().to_vec(), percent::decode(rest.as_bytes())));
+        }
+        t.headers.push(THeader {
+            name: name.to_owned(),
+            segs,
+        });
+    }
+    if let Some((k, t)) = cur.take() {
+        out.insert(k, t);
+    }
+    Ok(out)
+}
+
+/// Renders a template as a plain event body with `vars` resolving
+/// placeholders (`None` → the header is left out), then `extra` headers, then
+/// an optional body.
+pub fn render_plain(
+    t: &Template,
+    vars: &dyn Fn(&str) -> Option<String>,
+    extra: &[(String, String)],
+    body: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) {
+    let mut value = Vec::with_capacity(64);
+    for h in &t.headers {
+        value.clear();
+        let mut skip = false;
+        for s in &h.segs {
+            match s {
+                Seg::Lit(enc, _) => value.extend_from_slice(enc),
+                Seg::Var(v) => match vars(v) {
+                    Some(x) => percent::encode_into(x.as_bytes(), &mut value),
+                    None => skip = true,
+                },
+            }
+        }
+        if skip {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        if value.is_empty() {
+            out.extend_from_slice(b"_undef_");
+        } else {
+            out.extend_from_slice(&value);
+        }
+        out.push(b'\n');
+    }
+    for (k, v) in extra {
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        let before = out.len();
+        percent::encode_into(v.as_bytes(), out);
+        if out.len() == before {
+            out.extend_from_slice(b"_undef_");
+        }
+        out.push(b'\n');
+    }
+    match body {
+        Some(b) if !b.is_empty() => {
+            out.extend_from_slice(format!("Content-Length: {}\n\n", b.len()).as_bytes());
+            out.extend_from_slice(b);
+        }
+        _ => out.push(b'\n'),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_templates_parse_and_cover_the_call_flow() {
+        let t = parse(EVENTS_TMPL).unwrap();
+        for key in [
+            ("CHANNEL_CREATE", "outbound", "CS_INIT"),
+            ("CHANNEL_CREATE", "inbound", "CS_INIT"),
+            ("CHANNEL_PARK", "inbound", "CS_EXECUTE"),
+            ("CHANNEL_HANGUP_COMPLETE", "outbound", "CS_REPORTING"),
+            ("BACKGROUND_JOB", "-", "-"),
+        ] {
+            let k = (key.0.to_owned(), key.1.to_owned(), key.2.to_owned());
+            assert!(t.contains_key(&k), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn rendering_encodes_placeholders_only() {
+        let t = parse("== X - -\nEvent-Name: X\nA: lit%20eral${v}\nB: ${gone}\n").unwrap();
+        let t = &t[&("X".into(), "-".into(), "-".into())];
+        let mut out = Vec::new();
+        render_plain(
+            t,
+            &|v| (v == "v").then(|| "a b".to_owned()),
+            &[("C".into(), "".into())],
+            None,
+            &mut out,
+        );
+        assert_eq!(out, b"Event-Name: X\nA: lit%20erala%20b\nC: _undef_\n\n");
+    }
+}
