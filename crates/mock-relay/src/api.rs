@@ -10,26 +10,94 @@ use switchy_protocol::esl::{Event, EventFormat};
 /// Every API command the mock implements (the drift test compares this
 /// with `relay-protocol/esl/commands`).
 pub const API_COMMANDS: &[&str] = &[
-    "originate", "uuid_answer", "uuid_bridge", "uuid_kill", "uuid_broadcast", "uuid_record",
-    "uuid_setvar", "uuid_setvar_multi", "uuid_getvar", "uuid_park", "uuid_transfer",
-    "uuid_send_dtmf", "uuid_break", "uuid_deflect", "uuid_dump", "uuid_exists", "uuid_hold",
-    "sched_hangup", "sched_api", "hupall", "status", "show", "global_getvar", "version", "sofia",
-    "log", "echo",
+    "originate",
+    "uuid_answer",
+    "uuid_bridge",
+    "uuid_kill",
+    "uuid_broadcast",
+    "uuid_record",
+    "uuid_setvar",
+    "uuid_setvar_multi",
+    "uuid_getvar",
+    "uuid_park",
+    "uuid_transfer",
+    "uuid_send_dtmf",
+    "uuid_break",
+    "uuid_deflect",
+    "uuid_dump",
+    "uuid_exists",
+    "uuid_hold",
+    "sched_hangup",
+    "sched_api",
+    "hupall",
+    "status",
+    "show",
+    "global_getvar",
+    "version",
+    "sofia",
+    "log",
+    "echo",
 ];
 
 /// Every socket-level command the mock implements.
 pub const ESL_COMMANDS: &[&str] = &[
-    "auth", "userauth", "api", "bgapi", "event", "nixevent", "noevents", "filter", "myevents",
-    "divert_events", "sendevent", "sendmsg", "linger", "nolinger", "log", "nolog", "exit",
+    "auth",
+    "userauth",
+    "api",
+    "bgapi",
+    "event",
+    "nixevent",
+    "noevents",
+    "filter",
+    "myevents",
+    "divert_events",
+    "sendevent",
+    "sendmsg",
+    "linger",
+    "nolinger",
+    "log",
+    "nolog",
+    "exit",
 ];
 
 const SHOW_COLUMNS: &[&str] = &[
-    "uuid", "direction", "created", "created_epoch", "name", "state", "cid_name", "cid_num",
-    "ip_addr", "dest", "application", "application_data", "dialplan", "context", "read_codec",
-    "read_rate", "read_bit_rate", "write_codec", "write_rate", "write_bit_rate", "secure",
-    "hostname", "presence_id", "presence_data", "accountcode", "callstate", "callee_name",
-    "callee_num", "callee_direction", "call_uuid", "sent_callee_name", "sent_callee_num",
-    "initial_cid_name", "initial_cid_num", "initial_ip_addr", "initial_dest", "initial_dialplan",
+    "uuid",
+    "direction",
+    "created",
+    "created_epoch",
+    "name",
+    "state",
+    "cid_name",
+    "cid_num",
+    "ip_addr",
+    "dest",
+    "application",
+    "application_data",
+    "dialplan",
+    "context",
+    "read_codec",
+    "read_rate",
+    "read_bit_rate",
+    "write_codec",
+    "write_rate",
+    "write_bit_rate",
+    "secure",
+    "hostname",
+    "presence_id",
+    "presence_data",
+    "accountcode",
+    "callstate",
+    "callee_name",
+    "callee_num",
+    "callee_direction",
+    "call_uuid",
+    "sent_callee_name",
+    "sent_callee_num",
+    "initial_cid_name",
+    "initial_cid_num",
+    "initial_ip_addr",
+    "initial_dest",
+    "initial_dialplan",
     "initial_context",
 ];
 
@@ -68,7 +136,12 @@ impl Node {
         out
     }
 
-    fn api_inner(&mut self, cmd: &str, args: &str, scenario: Option<&crate::scenario::Scenario>) -> String {
+    fn api_inner(
+        &mut self,
+        cmd: &str,
+        args: &str,
+        scenario: Option<&crate::scenario::Scenario>,
+    ) -> String {
         let a = split_args(args);
         let arg = |i: usize| a.get(i).map(String::as_str).unwrap_or("");
         let exists = |n: &Node, u: &str| n.channels.contains_key(u);
@@ -79,9 +152,14 @@ impl Node {
             "global_getvar" => match arg(0) {
                 "" => format!(
                     "hostname={}\nlocal_ip_v4={}\ncore_uuid={}\nswitchname={}\ndomain={}\n",
-                    self.info.hostname, self.info.ip, self.core_uuid, self.info.hostname, self.info.ip
+                    self.info.hostname,
+                    self.info.ip,
+                    self.core_uuid,
+                    self.info.hostname,
+                    self.info.ip
                 ),
-                "local_ip_v4" | "domain" | "bind_server_ip" | "external_rtp_ip" | "external_sip_ip" => self.info.ip.clone(),
+                "local_ip_v4" | "domain" | "bind_server_ip" | "external_rtp_ip"
+                | "external_sip_ip" => self.info.ip.clone(),
                 "hostname" | "switchname" => self.info.hostname.clone(),
                 "core_uuid" => self.core_uuid.clone(),
                 "local_ip_v6" => "::1".into(),
@@ -92,19 +170,34 @@ impl Node {
                     return "-ERR Usage: sofia status\n".into();
                 }
                 let line = "=".repeat(97);
-                let mut s = format!("{:>25}\t{}\t  {:>40}\t{}\n{line}\n", "Name", "   Type", "Data", "State");
+                let mut s = format!(
+                    "{:>25}\t{}\t  {:>40}\t{}\n{line}\n",
+                    "Name", "   Type", "Data", "State"
+                );
                 for (name, port) in &self.info.profiles {
-                    let inuse = self.channels.values().filter(|c| &c.profile == name).count();
+                    let inuse = self
+                        .channels
+                        .values()
+                        .filter(|c| &c.profile == name)
+                        .count();
                     let url = format!("sip:mod_sofia@{}:{port}", self.info.ip);
-                    s.push_str(&format!("{name:>25}\t{}\t  {url:>40}\t{} ({inuse})\n", "profile", "RUNNING"));
+                    s.push_str(&format!(
+                        "{name:>25}\t{}\t  {url:>40}\t{} ({inuse})\n",
+                        "profile", "RUNNING"
+                    ));
                 }
-                s.push_str(&format!("{line}\n{} profiles 0 aliases\n", self.info.profiles.len()));
+                s.push_str(&format!(
+                    "{line}\n{} profiles 0 aliases\n",
+                    self.info.profiles.len()
+                ));
                 s
             }
             "show" => self.show(&a),
             "log" => {
                 let (lvl, msg) = args.split_once(' ').unwrap_or((args, ""));
-                let names = ["CONSOLE", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG"];
+                let names = [
+                    "CONSOLE", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG",
+                ];
                 let level = names
                     .iter()
                     .position(|n| n.eq_ignore_ascii_case(lvl))
@@ -115,8 +208,18 @@ impl Node {
                 "+OK\n".into()
             }
             "hupall" => {
-                let cause = if arg(0).is_empty() { "MANAGER_REQUEST" } else { util::cause(arg(0)) };
-                let pairs: Vec<(String, String)> = a.get(1..).unwrap_or(&[]).chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
+                let cause = if arg(0).is_empty() {
+                    "MANAGER_REQUEST"
+                } else {
+                    util::cause(arg(0))
+                };
+                let pairs: Vec<(String, String)> = a
+                    .get(1..)
+                    .unwrap_or(&[])
+                    .chunks(2)
+                    .filter(|c| c.len() == 2)
+                    .map(|c| (c[0].clone(), c[1].clone()))
+                    .collect();
                 let mut victims: Vec<(u64, String)> = self
                     .channels
                     .values()
@@ -135,17 +238,34 @@ impl Node {
                 }
                 match pairs.len() {
                     0 => format!("+OK hangup all channels with cause {cause}\n"),
-                    1 => format!("+OK hangup all channels matching [{}]=[{}] with cause: {cause}\n", pairs[0].0, pairs[0].1),
+                    1 => format!(
+                        "+OK hangup all channels matching [{}]=[{}] with cause: {cause}\n",
+                        pairs[0].0, pairs[0].1
+                    ),
                     _ => {
-                        let m: String = pairs.iter().map(|(k, v)| format!("[{k}]=[{v}]")).collect::<Vec<_>>().join("...");
+                        let m: String = pairs
+                            .iter()
+                            .map(|(k, v)| format!("[{k}]=[{v}]"))
+                            .collect::<Vec<_>>()
+                            .join("...");
                         format!("+OK hangup all channels matching {m} with cause: {cause}\n")
                     }
                 }
             }
             "uuid_answer" => {
-                if self.answer(arg(0)) { "+OK\n".into() } else { "-ERROR\n".into() }
+                if self.answer(arg(0)) {
+                    "+OK\n".into()
+                } else {
+                    "-ERROR\n".into()
+                }
             }
-            "uuid_exists" => if exists(self, arg(0)) { "true".into() } else { "false".into() },
+            "uuid_exists" => {
+                if exists(self, arg(0)) {
+                    "true".into()
+                } else {
+                    "false".into()
+                }
+            }
             "uuid_kill" => {
                 if arg(0).is_empty() {
                     return "-USAGE: <uuid> [cause]\n".into();
@@ -153,7 +273,11 @@ impl Node {
                 if !exists(self, arg(0)) {
                     return "-ERR No such channel!\n".into();
                 }
-                let cause = if arg(1).is_empty() { "NORMAL_CLEARING" } else { util::cause(arg(1)) };
+                let cause = if arg(1).is_empty() {
+                    "NORMAL_CLEARING"
+                } else {
+                    util::cause(arg(1))
+                };
                 self.hangup(arg(0), cause, true);
                 "+OK\n".into()
             }
@@ -177,8 +301,15 @@ impl Node {
                 }
                 let u = arg(0).to_owned();
                 let legs: Vec<String> = match arg(2) {
-                    "bleg" => self.channels.get(&u).and_then(|c| c.bridged.clone()).into_iter().collect(),
-                    "both" => std::iter::once(u.clone()).chain(self.channels.get(&u).and_then(|c| c.bridged.clone())).collect(),
+                    "bleg" => self
+                        .channels
+                        .get(&u)
+                        .and_then(|c| c.bridged.clone())
+                        .into_iter()
+                        .collect(),
+                    "both" => std::iter::once(u.clone())
+                        .chain(self.channels.get(&u).and_then(|c| c.bridged.clone()))
+                        .collect(),
                     _ => vec![u.clone()],
                 };
                 let path = arg(1).to_owned();
@@ -194,7 +325,11 @@ impl Node {
                 if !exists(self, arg(0)) {
                     return "-ERR Cannot locate session!\n".into();
                 }
-                let (u, action, path) = (arg(0).to_owned(), arg(1).to_ascii_lowercase(), arg(2).to_owned());
+                let (u, action, path) = (
+                    arg(0).to_owned(),
+                    arg(1).to_ascii_lowercase(),
+                    arg(2).to_owned(),
+                );
                 match action.as_str() {
                     "start" => {
                         if let Some(c) = self.channels.get_mut(&u) {
@@ -245,7 +380,9 @@ impl Node {
                 if a.len() < 2 {
                     return "-USAGE: <uuid> <var> [value]\n".into();
                 }
-                let Some(c) = self.channels.get_mut(arg(0)) else { return "-ERR No such channel!\n".into() };
+                let Some(c) = self.channels.get_mut(arg(0)) else {
+                    return "-ERR No such channel!\n".into();
+                };
                 // The value is the rest of the line.
                 let rest = args.splitn(3, ' ').nth(2).unwrap_or("");
                 if rest.is_empty() {
@@ -274,7 +411,9 @@ impl Node {
                 if a.len() < 2 {
                     return "-USAGE: <uuid> <var>\n".into();
                 }
-                let Some(c) = self.channels.get(arg(0)) else { return "-ERR No such channel!\n".into() };
+                let Some(c) = self.channels.get(arg(0)) else {
+                    return "-ERR No such channel!\n".into();
+                };
                 match arg(1) {
                     "uuid" => c.uuid.clone(),
                     "call_uuid" => c.uuid.clone(),
@@ -300,13 +439,19 @@ impl Node {
             }
             "uuid_transfer" => {
                 if a.len() < 2 {
-                    return "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n".into();
+                    return "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n"
+                        .into();
                 }
                 if !exists(self, arg(0)) {
                     return "-ERR No such channel!\n".into();
                 }
                 let u = arg(0).to_owned();
-                let dest = if arg(1).starts_with('-') { arg(2) } else { arg(1) }.to_owned();
+                let dest = if arg(1).starts_with('-') {
+                    arg(2)
+                } else {
+                    arg(1)
+                }
+                .to_owned();
                 self.app_complete(&u, None);
                 if let Some(c) = self.channels.get_mut(&u) {
                     c.dest = dest;
@@ -325,7 +470,9 @@ impl Node {
                 }
                 let u = arg(0).to_owned();
                 let digits = arg(1).to_owned();
-                let sent = scenario.and_then(|s| s.dtmf.clone()).unwrap_or_else(|| digits.clone());
+                let sent = scenario
+                    .and_then(|s| s.dtmf.clone())
+                    .unwrap_or_else(|| digits.clone());
                 self.send_dtmf(&u, &sent);
                 format!("+OK {u} sent DTMF {digits}.\n")
             }
@@ -340,7 +487,13 @@ impl Node {
                 if !self.stop_playback(&u, "break") {
                     let app = self.channels.get(&u).and_then(|c| c.app.clone());
                     if app.as_deref().is_some_and(|a| a != "park" && a != "bridge") {
-                        self.emit("CHANNEL_EXECUTE_COMPLETE", Some(&u), &[], &[("Application-Response".into(), "_none_".into())], None);
+                        self.emit(
+                            "CHANNEL_EXECUTE_COMPLETE",
+                            Some(&u),
+                            &[],
+                            &[("Application-Response".into(), "_none_".into())],
+                            None,
+                        );
                         if let Some(c) = self.channels.get_mut(&u) {
                             c.app = None;
                             c.generation += 1;
@@ -364,8 +517,16 @@ impl Node {
                 "+OK:no reply\n".into()
             }
             "uuid_hold" => {
-                let u = if arg(0) == "off" || arg(0) == "toggle" { arg(1) } else { arg(0) };
-                if exists(self, u) { "+OK Success\n".into() } else { "-ERR Operation failed\n".into() }
+                let u = if arg(0) == "off" || arg(0) == "toggle" {
+                    arg(1)
+                } else {
+                    arg(0)
+                };
+                if exists(self, u) {
+                    "+OK Success\n".into()
+                } else {
+                    "-ERR Operation failed\n".into()
+                }
             }
             "uuid_dump" => {
                 if a.is_empty() {
@@ -375,10 +536,13 @@ impl Node {
                     return "-ERR No such channel!\n".into();
                 }
                 let seq = self.seq;
-                let Some(body) = self.render("CHANNEL_PARK", Some(arg(0)), &[], &[], None, seq) else {
+                let Some(body) = self.render("CHANNEL_PARK", Some(arg(0)), &[], &[], None, seq)
+                else {
                     return "-ERR no reply\n".into();
                 };
-                let Ok(mut ev) = Event::decode_plain(&body) else { return "-ERR no reply\n".into() };
+                let Ok(mut ev) = Event::decode_plain(&body) else {
+                    return "-ERR no reply\n".into();
+                };
                 let mut data = Event::new("CHANNEL_DATA");
                 for (k, v) in ev.headers.iter_bytes().skip(1) {
                     data.headers.push(k, v);
@@ -387,7 +551,11 @@ impl Node {
                 match arg(1) {
                     "json" => String::from_utf8_lossy(&ev.encode(EventFormat::Json)).into_owned(),
                     "xml" => String::from_utf8_lossy(&ev.encode(EventFormat::Xml)).into_owned(),
-                    "plain" => ev.headers.iter().map(|(k, v)| format!("{k}: [{v}]\n")).collect(),
+                    "plain" => ev
+                        .headers
+                        .iter()
+                        .map(|(k, v)| format!("{k}: [{v}]\n"))
+                        .collect(),
                     _ => String::from_utf8_lossy(&ev.encode(EventFormat::Plain)).into_owned(),
                 }
             }
@@ -399,8 +567,15 @@ impl Node {
                     return "-ERR No such channel!\n".into();
                 }
                 let secs = sched_secs(arg(0));
-                let cause = if arg(2).is_empty() { "ALLOTTED_TIMEOUT" } else { util::cause(arg(2)) };
-                self.schedule(Duration::from_secs(secs), Timer::Hangup(arg(1).to_owned(), cause.to_owned()));
+                let cause = if arg(2).is_empty() {
+                    "ALLOTTED_TIMEOUT"
+                } else {
+                    util::cause(arg(2))
+                };
+                self.schedule(
+                    Duration::from_secs(secs),
+                    Timer::Hangup(arg(1).to_owned(), cause.to_owned()),
+                );
                 "+OK\n".into()
             }
             "sched_api" => {
@@ -408,7 +583,12 @@ impl Node {
                     return "-ERR Invalid syntax. USAGE: [+@]<time> <group_name> <command_string>[&]\n".into();
                 }
                 let secs = sched_secs(arg(0));
-                let command = args.splitn(3, ' ').nth(2).unwrap_or("").trim_end_matches('&').to_owned();
+                let command = args
+                    .splitn(3, ' ')
+                    .nth(2)
+                    .unwrap_or("")
+                    .trim_end_matches('&')
+                    .to_owned();
                 self.schedule(Duration::from_secs(secs), Timer::Api(command));
                 let task = self.next_id;
                 self.next_id += 1;
@@ -426,7 +606,9 @@ impl Node {
     fn broadcast(&mut self, uuid: &str, path: &str) {
         // `<app>[!<cause>]::<arg>` runs an application; anything else plays.
         if let Some((app, arg)) = path.split_once("::") {
-            let (app, cause) = app.split_once('!').map_or((app, None), |(a, c)| (a, Some(c)));
+            let (app, cause) = app
+                .split_once('!')
+                .map_or((app, None), |(a, c)| (a, Some(c)));
             if let (Some(cause), Some(c)) = (cause, self.channels.get_mut(uuid)) {
                 c.set_var("switchy_mock_hangup_after", cause);
             }
@@ -435,7 +617,9 @@ impl Node {
             let cause = util::cause(cause);
             self.hangup(uuid, cause, true);
         } else {
-            let (file, cause) = path.split_once('!').map_or((path, None), |(f, c)| (f, Some(c)));
+            let (file, cause) = path
+                .split_once('!')
+                .map_or((path, None), |(f, c)| (f, Some(c)));
             if let (Some(cause), Some(c)) = (cause, self.channels.get_mut(uuid)) {
                 c.set_var("switchy_mock_hangup_after", cause);
             }
@@ -476,7 +660,10 @@ impl Node {
     fn show(&self, a: &[String]) -> String {
         let what = a.first().map(String::as_str).unwrap_or("");
         if what != "channels" && what != "calls" {
-            return format!("-USAGE: {}\n", "codec|endpoint|application|api|dialplan|file|timer|calls [count]|channels [count|like <match string>]|calls|detailed_calls|bridged_calls|detailed_bridged_calls|aliases|complete|chat|management|modules|nat_map|say|interfaces|interface_types|tasks|limits|status");
+            return format!(
+                "-USAGE: {}\n",
+                "codec|endpoint|application|api|dialplan|file|timer|calls [count]|channels [count|like <match string>]|calls|detailed_calls|bridged_calls|detailed_bridged_calls|aliases|complete|chat|management|modules|nat_map|say|interfaces|interface_types|tasks|limits|status"
+            );
         }
         let rest: Vec<&str> = a[1..].iter().map(String::as_str).collect();
         let count_only = rest.first() == Some(&"count");
@@ -496,7 +683,11 @@ impl Node {
                 .map(|c| {
                     let vals = self.row(c);
                     serde_json::Value::Object(
-                        SHOW_COLUMNS.iter().zip(vals).map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect(),
+                        SHOW_COLUMNS
+                            .iter()
+                            .zip(vals)
+                            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+                            .collect(),
                     )
                 })
                 .collect();
@@ -562,7 +753,10 @@ impl Node {
     /// An inbound call pushed by the control plane (after `delay_ms`).
     pub(crate) fn schedule_inbound(&mut self, inv: crate::node::Invite, delay_ms: u64) -> String {
         let call_id = inv.call_id.clone();
-        self.schedule(Duration::from_millis(delay_ms), Timer::InboundCall(Box::new(inv)));
+        self.schedule(
+            Duration::from_millis(delay_ms),
+            Timer::InboundCall(Box::new(inv)),
+        );
         call_id
     }
 }
@@ -576,4 +770,3 @@ fn sched_secs(t: &str) -> u64 {
         }
     }
 }
-

@@ -55,7 +55,8 @@ impl Node {
     }
 
     fn insert_channel(&mut self, c: Channel) {
-        self.dialogs.insert((c.call_id.clone(), c.dir), c.uuid.clone());
+        self.dialogs
+            .insert((c.call_id.clone(), c.dir), c.uuid.clone());
         self.channels.insert(c.uuid.clone(), c);
         self.peak = self.peak.max(self.channels.len());
     }
@@ -135,7 +136,14 @@ impl Node {
             (Some(id), _) => {
                 let mut f = Vec::new();
                 server::encode_api_response(text.as_bytes(), &mut f);
-                self.journal(id, "out", "api_response", text.trim_end().to_owned(), None, text.to_owned());
+                self.journal(
+                    id,
+                    "out",
+                    "api_response",
+                    text.trim_end().to_owned(),
+                    None,
+                    text.to_owned(),
+                );
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.reply_and_release(&f);
                 }
@@ -151,7 +159,9 @@ impl Node {
     /// Starts the next failover group, or fails the originate.
     fn next_group(&mut self, id: u64) {
         loop {
-            let Some(o) = self.originates.get_mut(&id) else { return };
+            let Some(o) = self.originates.get_mut(&id) else {
+                return;
+            };
             let Some(group) = o.groups.pop_front() else {
                 let cause = o.last_cause.clone();
                 self.fail_originate(id, &cause);
@@ -170,7 +180,9 @@ impl Node {
     }
 
     fn fail_originate(&mut self, id: u64, cause: &str) {
-        let Some(o) = self.originates.remove(&id) else { return };
+        let Some(o) = self.originates.remove(&id) else {
+            return;
+        };
         if let Some(from) = &o.bridge_from {
             // The bridge application failed.
             let from = from.clone();
@@ -185,7 +197,9 @@ impl Node {
     /// Creates one outbound leg; false when it failed at once (no channel).
     fn start_leg(&mut self, id: u64, leg: dial::Leg) -> bool {
         let endpoint = dial::parse_endpoint(&leg.endpoint);
-        let Some(o) = self.originates.get_mut(&id) else { return false };
+        let Some(o) = self.originates.get_mut(&id) else {
+            return false;
+        };
         if let Some(cause) = o.forced_cause.take() {
             o.last_cause = cause;
             return false;
@@ -197,7 +211,13 @@ impl Node {
         let (target, profile, user, req_host) = match &endpoint {
             Endpoint::Error(c) => return fail(o, util::cause(c)),
             Endpoint::Unknown(_) => return fail(o, "CHAN_NOT_IMPLEMENTED"),
-            Endpoint::Sofia { profile, user, host, port, fs_path } => {
+            Endpoint::Sofia {
+                profile,
+                user,
+                host,
+                port,
+                fs_path,
+            } => {
                 if !self.info.profiles.iter().any(|(p, _)| p == profile) {
                     let o = self.originates.get_mut(&id).expect("originate exists");
                     return fail(o, "INVALID_PROFILE");
@@ -210,7 +230,9 @@ impl Node {
                 };
                 (target, profile.clone(), user.clone(), req)
             }
-            Endpoint::Gateway { gateway, number } => (None, "external".to_owned(), number.clone(), gateway.clone()),
+            Endpoint::Gateway { gateway, number } => {
+                (None, "external".to_owned(), number.clone(), gateway.clone())
+            }
             Endpoint::Local(user) => (
                 Some((self.info.index, "internal".to_owned())),
                 "internal".to_owned(),
@@ -222,7 +244,9 @@ impl Node {
             let o = self.originates.get_mut(&id).expect("originate exists");
             return fail(o, "SWITCH_CONGESTION");
         }
-        let Some(o) = self.originates.get(&id) else { return false };
+        let Some(o) = self.originates.get(&id) else {
+            return false;
+        };
         let mut vars: Vec<(String, String)> = o.globals.clone();
         vars.extend(leg.vars.iter().cloned());
         let uuid = vars
@@ -246,7 +270,11 @@ impl Node {
             .map(|(_, v)| v.clone())
             .or(o.cid_num.clone())
             .unwrap_or_else(|| "0000000000".into());
-        let mut c = self.new_channel(uuid.clone(), Dir::Outbound, format!("sofia/{profile}/{user}@{req_host}"));
+        let mut c = self.new_channel(
+            uuid.clone(),
+            Dir::Outbound,
+            format!("sofia/{profile}/{user}@{req_host}"),
+        );
         c.dest = user.clone();
         c.cid_name = cid_name.clone();
         c.cid_num = cid_num.clone();
@@ -274,7 +302,9 @@ impl Node {
                 let passed: Vec<(String, String)> = vars
                     .iter()
                     .filter(|(k, _)| {
-                        k.starts_with("sip_h_X-") || k.starts_with("sip_h_P-") || k.starts_with("sip_h_K-")
+                        k.starts_with("sip_h_X-")
+                            || k.starts_with("sip_h_P-")
+                            || k.starts_with("sip_h_K-")
                     })
                     .cloned()
                     .collect();
@@ -309,11 +339,22 @@ impl Node {
     /// An INVITE arrives: the inbound leg enters the park dialplan.
     pub(crate) fn invite(&mut self, inv: Invite) {
         let over_limit = self.channels.len() >= self.knobs.max_sessions || !self.sps_allow();
-        let refused = self.knobs.failure_ratio > 0.0 && self.rng.next_f64() < self.knobs.failure_ratio;
+        let refused =
+            self.knobs.failure_ratio > 0.0 && self.rng.next_f64() < self.knobs.failure_ratio;
         if over_limit || refused {
-            let cause = if over_limit { "NORMAL_TEMPORARY_FAILURE".to_owned() } else { util::cause(&self.knobs.failure_cause).to_owned() };
+            let cause = if over_limit {
+                "NORMAL_TEMPORARY_FAILURE".to_owned()
+            } else {
+                util::cause(&self.knobs.failure_cause).to_owned()
+            };
             if let Some(n) = inv.from_node {
-                self.send_peer(n, PeerMsg::Rejected { call_id: inv.call_id, cause });
+                self.send_peer(
+                    n,
+                    PeerMsg::Rejected {
+                        call_id: inv.call_id,
+                        cause,
+                    },
+                );
             }
             return;
         }
@@ -369,7 +410,9 @@ impl Node {
 
     /// Ends the running application (UNPARK if parked, EXECUTE_COMPLETE).
     pub(crate) fn app_complete(&mut self, uuid: &str, response: Option<&str>) {
-        let Some(c) = self.channels.get(uuid) else { return };
+        let Some(c) = self.channels.get(uuid) else {
+            return;
+        };
         if c.app.is_none() {
             return;
         }
@@ -377,7 +420,13 @@ impl Node {
             self.emit("CHANNEL_UNPARK", Some(uuid), &[], &[], None);
         }
         let resp = response.unwrap_or("_none_").to_owned();
-        self.emit("CHANNEL_EXECUTE_COMPLETE", Some(uuid), &[], &[("Application-Response".into(), resp)], None);
+        self.emit(
+            "CHANNEL_EXECUTE_COMPLETE",
+            Some(uuid),
+            &[],
+            &[("Application-Response".into(), resp)],
+            None,
+        );
         if let Some(c) = self.channels.get_mut(uuid) {
             c.parked = false;
             c.app = None;
@@ -390,7 +439,9 @@ impl Node {
 
     /// Marks a leg answered and fires its events.
     pub(crate) fn answer(&mut self, uuid: &str) -> bool {
-        let Some(c) = self.channels.get_mut(uuid) else { return false };
+        let Some(c) = self.channels.get_mut(uuid) else {
+            return false;
+        };
         if c.answered() || c.hangup_cause.is_some() {
             return c.answered();
         }
@@ -416,8 +467,12 @@ impl Node {
 
     /// The outbound leg of an originate was answered: the originate wins.
     fn outbound_answered(&mut self, uuid: &str) {
-        let Some(id) = self.channels.get_mut(uuid).and_then(|c| c.originate.take()) else { return };
-        let Some(o) = self.originates.remove(&id) else { return };
+        let Some(id) = self.channels.get_mut(uuid).and_then(|c| c.originate.take()) else {
+            return;
+        };
+        let Some(o) = self.originates.remove(&id) else {
+            return;
+        };
         for other in o.legs.iter().filter(|l| *l != uuid) {
             if let Some(c) = self.channels.get_mut(other) {
                 c.originate = None;
@@ -448,7 +503,9 @@ impl Node {
 
     /// First half: CHANNEL_HANGUP. False when there is no such live channel.
     pub(crate) fn hangup_start(&mut self, uuid: &str, cause: &'static str) -> bool {
-        let Some(c) = self.channels.get_mut(uuid) else { return false };
+        let Some(c) = self.channels.get_mut(uuid) else {
+            return false;
+        };
         if c.hangup_cause.is_some() {
             return false;
         }
@@ -463,21 +520,56 @@ impl Node {
 
     /// Second half: the rest of the sequence, then the channel is gone.
     pub(crate) fn hangup_finish(&mut self, uuid: &str, notify: bool) {
-        let Some(c) = self.channels.get(uuid) else { return };
+        let Some(c) = self.channels.get(uuid) else {
+            return;
+        };
         let cause = c.hangup_cause.unwrap_or("NORMAL_CLEARING");
         let answered = c.answered();
-        let (dir, peer, call_id, bridged, originate) =
-            (c.dir, c.peer_node, c.call_id.clone(), c.bridged.clone(), c.originate);
+        let (dir, peer, call_id, bridged, originate) = (
+            c.dir,
+            c.peer_node,
+            c.call_id.clone(),
+            c.bridged.clone(),
+            c.originate,
+        );
         if c.playback.is_some() {
             let file = c.playback.clone().unwrap_or_default();
-            self.emit("PLAYBACK_STOP", Some(uuid), &[("playback_file_path", file), ("playback_status", "break".into())], &[], None);
+            self.emit(
+                "PLAYBACK_STOP",
+                Some(uuid),
+                &[
+                    ("playback_file_path", file),
+                    ("playback_status", "break".into()),
+                ],
+                &[],
+                None,
+            );
         }
         self.app_complete(uuid, None);
         self.set_state(uuid, "CS_HANGUP");
-        let recs = self.channels.get_mut(uuid).map(|c| std::mem::take(&mut c.recordings)).unwrap_or_default();
+        let recs = self
+            .channels
+            .get_mut(uuid)
+            .map(|c| std::mem::take(&mut c.recordings))
+            .unwrap_or_default();
         for r in recs {
-            self.emit("RECORD_STOP", Some(uuid), &[("record_file_path", r.clone())], &[], None);
-            self.emit("MEDIA_BUG_STOP", Some(uuid), &[("media_bug_function", "session_record".into()), ("media_bug_target", r)], &[], None);
+            self.emit(
+                "RECORD_STOP",
+                Some(uuid),
+                &[("record_file_path", r.clone())],
+                &[],
+                None,
+            );
+            self.emit(
+                "MEDIA_BUG_STOP",
+                Some(uuid),
+                &[
+                    ("media_bug_function", "session_record".into()),
+                    ("media_bug_target", r),
+                ],
+                &[],
+                None,
+            );
         }
         self.set_call_state(uuid, "HANGUP");
         self.set_state(uuid, "CS_REPORTING");
@@ -499,9 +591,22 @@ impl Node {
                 cause
             };
             if !answered && dir == Dir::Inbound {
-                self.send_peer(n, PeerMsg::Rejected { call_id, cause: peer_cause.to_owned() });
+                self.send_peer(
+                    n,
+                    PeerMsg::Rejected {
+                        call_id,
+                        cause: peer_cause.to_owned(),
+                    },
+                );
             } else {
-                self.send_peer(n, PeerMsg::Bye { call_id, dir: dir.other(), cause: peer_cause.to_owned() });
+                self.send_peer(
+                    n,
+                    PeerMsg::Bye {
+                        call_id,
+                        dir: dir.other(),
+                        cause: peer_cause.to_owned(),
+                    },
+                );
             }
         }
         if let Some(other) = bridged {
@@ -511,7 +616,9 @@ impl Node {
 
     fn leg_failed_gone(&mut self, originate: Option<u64>, uuid: &str, cause: &str) {
         let Some(id) = originate else { return };
-        let Some(o) = self.originates.get_mut(&id) else { return };
+        let Some(o) = self.originates.get_mut(&id) else {
+            return;
+        };
         o.legs.retain(|l| l != uuid);
         o.last_cause = cause.to_owned();
         if o.legs.is_empty() {
@@ -520,13 +627,18 @@ impl Node {
     }
 
     fn unbridge(&mut self, gone: &str, survivor: &str) {
-        let Some(s) = self.channels.get_mut(survivor) else { return };
+        let Some(s) = self.channels.get_mut(survivor) else {
+            return;
+        };
         s.bridged = None;
         let park_after = s.var("park_after_bridge") == Some("true");
         self.emit(
             "CHANNEL_UNBRIDGE",
             Some(survivor),
-            &[("bridge_a", survivor.to_owned()), ("bridge_b", gone.to_owned())],
+            &[
+                ("bridge_a", survivor.to_owned()),
+                ("bridge_b", gone.to_owned()),
+            ],
             &[],
             None,
         );
@@ -558,7 +670,13 @@ impl Node {
                 c.app_data = Some(y.to_owned());
             }
         }
-        self.emit("CHANNEL_BRIDGE", Some(a), &[("bridge_a", a.to_owned()), ("bridge_b", b.to_owned())], &[], None);
+        self.emit(
+            "CHANNEL_BRIDGE",
+            Some(a),
+            &[("bridge_a", a.to_owned()), ("bridge_b", b.to_owned())],
+            &[],
+            None,
+        );
     }
 
     /// Starts an application on a channel (sendmsg execute, uuid_broadcast,
@@ -570,11 +688,27 @@ impl Node {
         let app_l = app.to_ascii_lowercase();
         // Applications that replace park end the park first.
         let was_parked = self.channels.get(uuid).is_some_and(|c| c.parked);
-        let keeps_park = matches!(app_l.as_str(), "playback" | "record" | "set" | "export" | "send_dtmf" | "log" | "info" | "ring_ready" | "pre_answer" | "answer" | "bert");
+        let keeps_park = matches!(
+            app_l.as_str(),
+            "playback"
+                | "record"
+                | "set"
+                | "export"
+                | "send_dtmf"
+                | "log"
+                | "info"
+                | "ring_ready"
+                | "pre_answer"
+                | "answer"
+                | "bert"
+        );
         if was_parked && !keeps_park && app_l != "park" {
             self.app_complete(uuid, None);
         }
-        let prev = self.channels.get(uuid).map(|c| (c.app.clone(), c.app_data.clone(), c.app_uuid.clone()));
+        let prev = self
+            .channels
+            .get(uuid)
+            .map(|c| (c.app.clone(), c.app_data.clone(), c.app_uuid.clone()));
         if let Some(c) = self.channels.get_mut(uuid) {
             c.app = Some(app.to_owned());
             c.app_data = (!arg.is_empty()).then(|| arg.to_owned());
@@ -607,11 +741,19 @@ impl Node {
                 restore(self);
             }
             "hangup" => {
-                let cause = if arg.is_empty() { "NORMAL_CLEARING" } else { util::cause(arg) };
+                let cause = if arg.is_empty() {
+                    "NORMAL_CLEARING"
+                } else {
+                    util::cause(arg)
+                };
                 self.hangup(uuid, cause, true);
             }
             "respond" => {
-                let code: u32 = arg.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(500);
+                let code: u32 = arg
+                    .split_whitespace()
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(500);
                 if let Some(c) = self.channels.get_mut(uuid) {
                     c.set_var("sip_term_status", &code.to_string());
                 }
@@ -645,20 +787,30 @@ impl Node {
             "playback" | "endless_playback" => self.start_playback(uuid, arg),
             "record" => {
                 if let Some(c) = self.channels.get_mut(uuid) {
-                    c.recordings.push(arg.split_whitespace().next().unwrap_or("").to_owned());
+                    c.recordings
+                        .push(arg.split_whitespace().next().unwrap_or("").to_owned());
                 }
-                self.emit("RECORD_START", Some(uuid), &[("record_file_path", arg.to_owned())], &[], None);
+                self.emit(
+                    "RECORD_START",
+                    Some(uuid),
+                    &[("record_file_path", arg.to_owned())],
+                    &[],
+                    None,
+                );
             }
             "echo" | "sleep" | "bert" | "bert_test" => {
                 if app_l == "sleep" {
                     let ms: u64 = arg.parse().unwrap_or(0);
                     let generation = self.channels.get(uuid).map_or(0, |c| c.generation);
-                    self.schedule(Duration::from_millis(ms), Timer::AppDone(uuid.to_owned(), generation));
-                } else if app_l.starts_with("bert") {
-                    if let Some(c) = self.channels.get_mut(uuid) {
-                        c.set_var("bert_stats_sync_lost", "0");
-                        c.set_var("bert_stats_sync_lost_percent", "0.00");
-                    }
+                    self.schedule(
+                        Duration::from_millis(ms),
+                        Timer::AppDone(uuid.to_owned(), generation),
+                    );
+                } else if app_l.starts_with("bert")
+                    && let Some(c) = self.channels.get_mut(uuid)
+                {
+                    c.set_var("bert_stats_sync_lost", "0");
+                    c.set_var("bert_stats_sync_lost_percent", "0.00");
                 }
                 // Runs until broken or hung up.
             }
@@ -685,7 +837,13 @@ impl Node {
     }
 
     fn exec_complete(&mut self, uuid: &str, response: &str) {
-        self.emit("CHANNEL_EXECUTE_COMPLETE", Some(uuid), &[], &[("Application-Response".into(), response.to_owned())], None);
+        self.emit(
+            "CHANNEL_EXECUTE_COMPLETE",
+            Some(uuid),
+            &[],
+            &[("Application-Response".into(), response.to_owned())],
+            None,
+        );
         if let Some(c) = self.channels.get_mut(uuid)
             && !c.parked
         {
@@ -696,7 +854,9 @@ impl Node {
     }
 
     fn progress(&mut self, uuid: &str, media: bool) {
-        let Some(c) = self.channels.get_mut(uuid) else { return };
+        let Some(c) = self.channels.get_mut(uuid) else {
+            return;
+        };
         if c.answered() {
             return;
         }
@@ -708,10 +868,16 @@ impl Node {
             c.progress_us = now;
         }
         let (dir, peer, call_id) = (c.dir, c.peer_node, c.call_id.clone());
-        let name = if media { "CHANNEL_PROGRESS_MEDIA" } else { "CHANNEL_PROGRESS" };
+        let name = if media {
+            "CHANNEL_PROGRESS_MEDIA"
+        } else {
+            "CHANNEL_PROGRESS"
+        };
         self.emit(name, Some(uuid), &[], &[], None);
         self.set_call_state(uuid, if media { "EARLY" } else { "RINGING" });
-        if dir == Dir::Inbound && let Some(n) = peer {
+        if dir == Dir::Inbound
+            && let Some(n) = peer
+        {
             self.send_peer(n, PeerMsg::Progress { call_id, media });
         }
     }
@@ -721,37 +887,65 @@ impl Node {
             self.progress(uuid, true);
         }
         let generation = {
-            let Some(c) = self.channels.get_mut(uuid) else { return };
+            let Some(c) = self.channels.get_mut(uuid) else {
+                return;
+            };
             c.generation += 1;
             c.playback = Some(file.to_owned());
             c.generation
         };
-        self.emit("PLAYBACK_START", Some(uuid), &[("playback_file_path", file.to_owned())], &[], None);
-        if file.starts_with("tone_stream://") && !file.contains("loops=") && !file.contains(";loops") {
+        self.emit(
+            "PLAYBACK_START",
+            Some(uuid),
+            &[("playback_file_path", file.to_owned())],
+            &[],
+            None,
+        );
+        if file.starts_with("tone_stream://")
+            && !file.contains("loops=")
+            && !file.contains(";loops")
+        {
             return; // Runs until broken or hung up.
         }
-        if file.starts_with("silence_stream://") || file.starts_with("tone_stream://") || !file.is_empty() {
+        if file.starts_with("silence_stream://")
+            || file.starts_with("tone_stream://")
+            || !file.is_empty()
+        {
             let ms = file
                 .strip_prefix("silence_stream://")
                 .and_then(|s| s.split(',').next())
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(self.knobs.playback_ms);
-            self.schedule(Duration::from_millis(ms), Timer::PlaybackDone(uuid.to_owned(), generation));
+            self.schedule(
+                Duration::from_millis(ms),
+                Timer::PlaybackDone(uuid.to_owned(), generation),
+            );
         }
     }
 
     /// Ends a playback (done or broken).
     pub(crate) fn stop_playback(&mut self, uuid: &str, status: &str) -> bool {
-        let Some(file) = self.channels.get_mut(uuid).and_then(|c| c.playback.take()) else { return false };
+        let Some(file) = self.channels.get_mut(uuid).and_then(|c| c.playback.take()) else {
+            return false;
+        };
         self.emit(
             "PLAYBACK_STOP",
             Some(uuid),
-            &[("playback_file_path", file), ("playback_status", status.to_owned())],
+            &[
+                ("playback_file_path", file),
+                ("playback_status", status.to_owned()),
+            ],
             &[],
             None,
         );
         let parked = self.channels.get(uuid).is_some_and(|c| c.parked);
-        self.emit("CHANNEL_EXECUTE_COMPLETE", Some(uuid), &[], &[("Application-Response".into(), "FILE PLAYED".into())], None);
+        self.emit(
+            "CHANNEL_EXECUTE_COMPLETE",
+            Some(uuid),
+            &[],
+            &[("Application-Response".into(), "FILE PLAYED".into())],
+            None,
+        );
         if let Some(c) = self.channels.get_mut(uuid) {
             c.generation += 1;
             if parked {
@@ -816,7 +1010,9 @@ impl Node {
 
     /// Sends DTMF from a leg: its peer (SIP dialog or bridge) receives it.
     pub(crate) fn send_dtmf(&mut self, uuid: &str, digits: &str) {
-        let Some(c) = self.channels.get(uuid) else { return };
+        let Some(c) = self.channels.get(uuid) else {
+            return;
+        };
         let clean: String = digits
             .split('+')
             .map(|part| part.split('@').next().unwrap_or(""))
@@ -827,14 +1023,24 @@ impl Node {
         if let Some(b) = c.bridged.clone() {
             self.receive_dtmf(&b, &clean);
         } else if let Some(n) = c.peer_node {
-            let msg = PeerMsg::Dtmf { call_id: c.call_id.clone(), dir: c.dir.other(), digits: clean };
+            let msg = PeerMsg::Dtmf {
+                call_id: c.call_id.clone(),
+                dir: c.dir.other(),
+                digits: clean,
+            };
             self.send_peer(n, msg);
         }
     }
 
     fn receive_dtmf(&mut self, uuid: &str, digits: &str) {
         for d in digits.chars() {
-            self.emit("DTMF", Some(uuid), &[("dtmf_digit", d.to_string())], &[], None);
+            self.emit(
+                "DTMF",
+                Some(uuid),
+                &[("dtmf_digit", d.to_string())],
+                &[],
+                None,
+            );
         }
     }
 
@@ -848,7 +1054,11 @@ impl Node {
                 let arg = h
                     .get("execute-app-arg")
                     .map(str::to_owned)
-                    .or_else(|| cmd.body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
+                    .or_else(|| {
+                        cmd.body
+                            .as_ref()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                    })
                     .unwrap_or_default();
                 let ev = h.get("Event-UUID").map(str::to_owned);
                 self.run_app(uuid, &app, &arg, ev);
@@ -868,7 +1078,16 @@ impl Node {
                 let up = self.started.elapsed();
                 let s = up.as_secs();
                 let extra = [
-                    ("up_time", format!("0 years, 0 days, {} hours, {} minutes, {} seconds, {} milliseconds, 0 microseconds", s / 3600, s / 60 % 60, s % 60, up.subsec_millis())),
+                    (
+                        "up_time",
+                        format!(
+                            "0 years, 0 days, {} hours, {} minutes, {} seconds, {} milliseconds, 0 microseconds",
+                            s / 3600,
+                            s / 60 % 60,
+                            s % 60,
+                            up.subsec_millis()
+                        ),
+                    ),
                     ("uptime_msec", up.as_millis().to_string()),
                     ("session_count", self.channels.len().to_string()),
                     ("max_sessions", self.knobs.max_sessions.to_string()),
@@ -876,14 +1095,19 @@ impl Node {
                     ("sps_last", self.sps_window.1.to_string()),
                     ("since_startup", self.since_startup.to_string()),
                     ("peak", self.peak.to_string()),
-                    ("task_runtime", (util::now_us() / 1_000_000 + self.heartbeat.as_secs()).to_string()),
+                    (
+                        "task_runtime",
+                        (util::now_us() / 1_000_000 + self.heartbeat.as_secs()).to_string(),
+                    ),
                 ];
                 self.emit("HEARTBEAT", None, &extra, &[], None);
                 self.emit("RE_SCHEDULE", None, &extra, &[], None);
                 self.schedule(self.heartbeat, Timer::Heartbeat);
             }
             Timer::OriginateTimeout(id) => {
-                let Some(o) = self.originates.get_mut(&id) else { return };
+                let Some(o) = self.originates.get_mut(&id) else {
+                    return;
+                };
                 o.groups.clear();
                 o.last_cause = "NO_ANSWER".into();
                 let legs = o.legs.clone();
@@ -900,7 +1124,9 @@ impl Node {
             Timer::ScenarioAnswer(u) => {
                 // Scripted: the callee answers. For a call looped back into the
                 // mock that is the far inbound leg; else this leg directly.
-                let Some(c) = self.channels.get(&u) else { return };
+                let Some(c) = self.channels.get(&u) else {
+                    return;
+                };
                 match c.peer_node {
                     Some(n) if c.dir == Dir::Outbound => {
                         let call_id = c.call_id.clone();
@@ -923,12 +1149,20 @@ impl Node {
                 }
             }
             Timer::PlaybackDone(u, generation) => {
-                if self.channels.get(&u).is_some_and(|c| c.generation == generation) {
+                if self
+                    .channels
+                    .get(&u)
+                    .is_some_and(|c| c.generation == generation)
+                {
                     self.stop_playback(&u, "done");
                 }
             }
             Timer::AppDone(u, generation) => {
-                if self.channels.get(&u).is_some_and(|c| c.generation == generation) {
+                if self
+                    .channels
+                    .get(&u)
+                    .is_some_and(|c| c.generation == generation)
+                {
                     self.exec_complete(&u, "_none_");
                 }
             }
@@ -967,12 +1201,20 @@ impl Node {
                     self.answer(&u);
                 }
             }
-            PeerMsg::Bye { call_id, dir, cause } => {
+            PeerMsg::Bye {
+                call_id,
+                dir,
+                cause,
+            } => {
                 if let Some(u) = self.dialogs.get(&(call_id, dir)).cloned() {
                     self.hangup(&u, util::cause(&cause), false);
                 }
             }
-            PeerMsg::Dtmf { call_id, dir, digits } => {
+            PeerMsg::Dtmf {
+                call_id,
+                dir,
+                digits,
+            } => {
                 if let Some(u) = self.dialogs.get(&(call_id, dir)).cloned() {
                     self.receive_dtmf(&u, &digits);
                 }

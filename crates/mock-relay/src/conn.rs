@@ -46,7 +46,14 @@ async fn serve(
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
-    if node.send(NodeMsg::Connect { id, addr, tx: tx.clone() }).is_err() {
+    if node
+        .send(NodeMsg::Connect {
+            id,
+            addr,
+            tx: tx.clone(),
+        })
+        .is_err()
+    {
         return;
     }
     let writer = tokio::spawn(async move {
@@ -94,7 +101,14 @@ async fn serve(
                         tokio::time::sleep(Duration::from_millis(delay)).await;
                     }
                     let (done_tx, done_rx) = oneshot::channel();
-                    if node.send(NodeMsg::Command { id, cmd, done: done_tx }).is_err() {
+                    if node
+                        .send(NodeMsg::Command {
+                            id,
+                            cmd,
+                            done: done_tx,
+                        })
+                        .is_err()
+                    {
                         break 'outer;
                     }
                     match done_rx.await {

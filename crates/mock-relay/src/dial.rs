@@ -131,7 +131,10 @@ pub fn parse_originate(args: &str) -> Result<OriginateArgs, String> {
     let undef = |i: usize| a.get(i).filter(|v| v.as_str() != "undef").cloned();
     let dest = if let Some(app) = a[1].strip_prefix('&') {
         match app.split_once('(') {
-            Some((name, rest)) => (name.to_owned(), rest.strip_suffix(')').unwrap_or(rest).to_owned()),
+            Some((name, rest)) => (
+                name.to_owned(),
+                rest.strip_suffix(')').unwrap_or(rest).to_owned(),
+            ),
             None => (app.to_owned(), String::new()),
         }
         .into()
@@ -196,7 +199,12 @@ fn parse_vars(s: &str) -> Vec<(String, String)> {
 }
 
 /// Takes leading `open … close` blocks off `s`, returning their contents.
-fn take_blocks<'a>(mut s: &'a str, open: char, close: char, vars: &mut Vec<(String, String)>) -> &'a str {
+fn take_blocks<'a>(
+    mut s: &'a str,
+    open: char,
+    close: char,
+    vars: &mut Vec<(String, String)>,
+) -> &'a str {
     while let Some(rest) = s.strip_prefix(open) {
         match rest.find(close) {
             Some(end) => {
@@ -301,7 +309,10 @@ pub fn parse_endpoint(ep: &str) -> Endpoint {
             fs_path,
         };
     }
-    if let Some(rest) = ep.strip_prefix("user/").or_else(|| ep.strip_prefix("loopback/")) {
+    if let Some(rest) = ep
+        .strip_prefix("user/")
+        .or_else(|| ep.strip_prefix("loopback/"))
+    {
         return Endpoint::Local(rest.split(['@', '/']).next().unwrap_or_default().to_owned());
     }
     Endpoint::Unknown(ep.to_owned())
@@ -317,14 +328,20 @@ mod tests {
             "{origination_uuid=u1,sip_h_X-Call=abc,x=a\\,b}[leg_timeout=5]sofia/external/1000@127.0.0.1:5080;fs_path=sip:10.0.0.1:5060,[a=1]sofia/internal/2000@h|error/user_busy &park() XML default 'John Doe' 1234 30",
         )
         .unwrap();
-        assert_eq!(a.dial.globals, vec![
-            ("origination_uuid".into(), "u1".into()),
-            ("sip_h_X-Call".into(), "abc".into()),
-            ("x".into(), "a,b".into())
-        ]);
+        assert_eq!(
+            a.dial.globals,
+            vec![
+                ("origination_uuid".into(), "u1".into()),
+                ("sip_h_X-Call".into(), "abc".into()),
+                ("x".into(), "a,b".into())
+            ]
+        );
         assert_eq!(a.dial.groups.len(), 2);
         assert_eq!(a.dial.groups[0].len(), 2);
-        assert_eq!(a.dial.groups[0][0].vars, vec![("leg_timeout".into(), "5".into())]);
+        assert_eq!(
+            a.dial.groups[0][0].vars,
+            vec![("leg_timeout".into(), "5".into())]
+        );
         assert_eq!(
             parse_endpoint(&a.dial.groups[0][0].endpoint),
             Endpoint::Sofia {
@@ -335,7 +352,10 @@ mod tests {
                 fs_path: Some(("10.0.0.1".into(), Some(5060)))
             }
         );
-        assert_eq!(parse_endpoint(&a.dial.groups[1][0].endpoint), Endpoint::Error("USER_BUSY".into()));
+        assert_eq!(
+            parse_endpoint(&a.dial.groups[1][0].endpoint),
+            Endpoint::Error("USER_BUSY".into())
+        );
         assert_eq!(a.dest, Destination::App("park".into(), "".into()));
         assert_eq!(a.cid_name.as_deref(), Some("John Doe"));
         assert_eq!(a.cid_num.as_deref(), Some("1234"));
@@ -346,13 +366,22 @@ mod tests {
     fn usage_and_extension() {
         assert_eq!(parse_originate("x").unwrap_err(), ORIGINATE_USAGE);
         let a = parse_originate("sofia/gateway/gw1/15551234 9999 XML public").unwrap();
-        assert_eq!(a.dest, Destination::Exten("9999".into(), "XML".into(), "public".into()));
+        assert_eq!(
+            a.dest,
+            Destination::Exten("9999".into(), "XML".into(), "public".into())
+        );
         assert_eq!(
             parse_endpoint(&a.dial.groups[0][0].endpoint),
-            Endpoint::Gateway { gateway: "gw1".into(), number: "15551234".into() }
+            Endpoint::Gateway {
+                gateway: "gw1".into(),
+                number: "15551234".into()
+            }
         );
         let b = parse_originate("{^^:a=1,2:b=3}sofia/x/y@z &echo").unwrap();
-        assert_eq!(b.dial.globals, vec![("a".into(), "1,2".into()), ("b".into(), "3".into())]);
+        assert_eq!(
+            b.dial.globals,
+            vec![("a".into(), "1,2".into()), ("b".into(), "3".into())]
+        );
         assert_eq!(b.dest, Destination::App("echo".into(), "".into()));
     }
 }

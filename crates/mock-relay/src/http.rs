@@ -70,7 +70,10 @@ async fn health(State(c): State<Shared>) -> Json<Value> {
 
 async fn snapshot(c: &Cluster, node: usize) -> Value {
     let (tx, rx) = oneshot::channel();
-    if c.senders[node].send(NodeMsg::Control(Control::Snapshot(tx))).is_err() {
+    if c.senders[node]
+        .send(NodeMsg::Control(Control::Snapshot(tx)))
+        .is_err()
+    {
         return json!({});
     }
     rx.await.unwrap_or(json!({}))
@@ -94,7 +97,9 @@ async fn journal(State(c): State<Shared>, Query(q): Query<JournalQuery>) -> Json
             && q.dir.as_deref().is_none_or(|d| d == e.dir)
             && q.kind.as_deref().is_none_or(|k| k == e.kind)
             && q.since.is_none_or(|s| e.n > s)
-            && q.contains.as_deref().is_none_or(|t| e.text.contains(t) || e.detail.contains(t))
+            && q.contains
+                .as_deref()
+                .is_none_or(|t| e.text.contains(t) || e.detail.contains(t))
     });
     if let Some(l) = q.limit
         && entries.len() > l
@@ -122,7 +127,9 @@ async fn channels(State(c): State<Shared>) -> Json<Value> {
     let mut all = Vec::new();
     for i in 0..c.infos.len() {
         let s = snapshot(&c, i).await;
-        all.push(json!({"node": i, "core_uuid": s.get("core_uuid"), "channels": s.get("channels")}));
+        all.push(
+            json!({"node": i, "core_uuid": s.get("core_uuid"), "channels": s.get("channels")}),
+        );
     }
     Json(json!({"nodes": all}))
 }
@@ -140,13 +147,17 @@ fn to_event(headers: &BTreeMap<String, Value>, body: Option<String>) -> Event {
     let mut e = Event::default();
     // Event-Name first, as in every FreeSWITCH event.
     if let Some(n) = headers.get("Event-Name") {
-        e.headers.push("Event-Name", n.as_str().map_or_else(|| n.to_string(), str::to_owned));
+        e.headers.push(
+            "Event-Name",
+            n.as_str().map_or_else(|| n.to_string(), str::to_owned),
+        );
     }
     for (k, v) in headers {
         if k == "Event-Name" {
             continue;
         }
-        e.headers.push(k, v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+        e.headers
+            .push(k, v.as_str().map_or_else(|| v.to_string(), str::to_owned));
     }
     e.body = body.map(String::into_bytes);
     e
@@ -154,23 +165,45 @@ fn to_event(headers: &BTreeMap<String, Value>, body: Option<String>) -> Event {
 
 async fn push_event(c: &Cluster, node: usize, conn: Option<u64>, event: Event) -> usize {
     let (tx, rx) = oneshot::channel();
-    let msg = NodeMsg::Control(Control::Push { conn, event, done: tx });
+    let msg = NodeMsg::Control(Control::Push {
+        conn,
+        event,
+        done: tx,
+    });
     if c.senders[node].send(msg).is_err() {
         return 0;
     }
     rx.await.unwrap_or(0)
 }
 
-async fn push(State(c): State<Shared>, body: Result<Json<PushReq>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn push(
+    State(c): State<Shared>,
+    body: Result<Json<PushReq>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}: send {{\"node\": 0, \"event\": {{\"Event-Name\": \"CUSTOM\", ...}}}}")),
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{e}: send {{\"node\": 0, \"event\": {{\"Event-Name\": \"CUSTOM\", ...}}}}"
+                ),
+            );
+        }
     };
     if !req.event.contains_key("Event-Name") {
-        return err(StatusCode::BAD_REQUEST, "event needs an \"Event-Name\" header");
+        return err(
+            StatusCode::BAD_REQUEST,
+            "event needs an \"Event-Name\" header",
+        );
     }
     let nodes: Vec<usize> = match req.node {
-        Some(n) if n >= c.infos.len() => return err(StatusCode::NOT_FOUND, format!("no node {n}: the cluster has {}", c.infos.len())),
+        Some(n) if n >= c.infos.len() => {
+            return err(
+                StatusCode::NOT_FOUND,
+                format!("no node {n}: the cluster has {}", c.infos.len()),
+            );
+        }
         Some(n) => vec![n],
         None => (0..c.infos.len()).collect(),
     };
@@ -205,17 +238,34 @@ struct InboundReq {
     network_addr: Option<String>,
 }
 
-async fn inbound_call(State(c): State<Shared>, body: Result<Json<InboundReq>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn inbound_call(
+    State(c): State<Shared>,
+    body: Result<Json<InboundReq>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}: send {{\"node\": 0, \"from\": \"1000\", \"to\": \"2000\"}}")),
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("{e}: send {{\"node\": 0, \"from\": \"1000\", \"to\": \"2000\"}}"),
+            );
+        }
     };
     let Some(info) = c.infos.get(req.node) else {
-        return err(StatusCode::NOT_FOUND, format!("no node {}: the cluster has {}", req.node, c.infos.len()));
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("no node {}: the cluster has {}", req.node, c.infos.len()),
+        );
     };
     let profile = req.profile.unwrap_or_else(|| "external".into());
     let Some((_, port)) = info.profiles.iter().find(|(p, _)| *p == profile) else {
-        return err(StatusCode::BAD_REQUEST, format!("node {} has no profile {profile:?} (external, internal)", req.node));
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "node {} has no profile {profile:?} (external, internal)",
+                req.node
+            ),
+        );
     };
     let call_id = new_uuid();
     let inv = Invite {
@@ -263,10 +313,22 @@ async fn scenario_add(
 ) -> Response {
     let Json(s) = match body {
         Ok(b) => b,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}: fields are node, reply, hangup_cause, answer_after_ms, dtmf, events")),
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("{e}: fields are node, reply, hangup_cause, answer_after_ms, dtmf, events"),
+            );
+        }
     };
-    if command.is_empty() || !command.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-        return err(StatusCode::BAD_REQUEST, "command must be an API command name such as originate");
+    if command.is_empty()
+        || !command
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "command must be an API command name such as originate",
+        );
     }
     c.scenarios.add(&command, s);
     Json(json!({"queued": c.scenarios.list().len()})).into_response()
@@ -300,10 +362,20 @@ fn default_timeout() -> u64 {
     5000
 }
 
-async fn scenario_play(State(c): State<Shared>, body: Result<Json<PlayReq>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn scenario_play(
+    State(c): State<Shared>,
+    body: Result<Json<PlayReq>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}: steps are {{sleep_ms}}, {{push}} or {{expect_recv: {{contains, node, timeout_ms}}}}")),
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{e}: steps are {{sleep_ms}}, {{push}} or {{expect_recv: {{contains, node, timeout_ms}}}}"
+                ),
+            );
+        }
     };
     let mut since = c.journal.last_n();
     for (i, step) in req.steps.into_iter().enumerate() {
@@ -336,7 +408,8 @@ async fn scenario_play(State(c): State<Shared>, body: Result<Json<PlayReq>, axum
                     break;
                 }
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                    return Json(json!({"status": "timeout", "step": i, "expected": x.contains})).into_response();
+                    return Json(json!({"status": "timeout", "step": i, "expected": x.contains}))
+                        .into_response();
                 }
             }
         }
@@ -353,13 +426,26 @@ struct FaultReq {
     ms: u64,
 }
 
-async fn faults(State(c): State<Shared>, body: Result<Json<FaultReq>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn faults(
+    State(c): State<Shared>,
+    body: Result<Json<FaultReq>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(f) = match body {
         Ok(b) => b,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}: send {{\"node\": 0, \"action\": \"drop_connections|refuse_connections|restart|delay_replies\", \"ms\": 1000}}")),
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{e}: send {{\"node\": 0, \"action\": \"drop_connections|refuse_connections|restart|delay_replies\", \"ms\": 1000}}"
+                ),
+            );
+        }
     };
     let Some(info) = c.infos.get(f.node) else {
-        return err(StatusCode::NOT_FOUND, format!("no node {}: the cluster has {}", f.node, c.infos.len()));
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("no node {}: the cluster has {}", f.node, c.infos.len()),
+        );
     };
     match f.action.as_str() {
         "drop_connections" => {
@@ -368,7 +454,8 @@ async fn faults(State(c): State<Shared>, body: Result<Json<FaultReq>, axum::extr
             Json(json!({"dropped": rx.await.unwrap_or(0)})).into_response()
         }
         "refuse_connections" => {
-            info.refuse_until_ms.store(crate::util::now_us() / 1000 + f.ms, Ordering::Relaxed);
+            info.refuse_until_ms
+                .store(crate::util::now_us() / 1000 + f.ms, Ordering::Relaxed);
             Json(json!({"refusing_ms": f.ms})).into_response()
         }
         "delay_replies" => {
@@ -385,7 +472,9 @@ async fn faults(State(c): State<Shared>, body: Result<Json<FaultReq>, axum::extr
         }
         other => err(
             StatusCode::BAD_REQUEST,
-            format!("unknown fault {other:?}: use drop_connections, refuse_connections, restart or delay_replies"),
+            format!(
+                "unknown fault {other:?}: use drop_connections, refuse_connections, restart or delay_replies"
+            ),
         ),
     }
 }
@@ -415,7 +504,10 @@ async fn knobs_set(
         Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}")),
     };
     if !(0.0..=1.0).contains(&k.failure_ratio) {
-        return err(StatusCode::BAD_REQUEST, "failure_ratio must be between 0 and 1");
+        return err(
+            StatusCode::BAD_REQUEST,
+            "failure_ratio must be between 0 and 1",
+        );
     }
     let (tx, rx) = oneshot::channel();
     let _ = c.senders[n].send(NodeMsg::Control(Control::SetKnobs(Box::new(k), tx)));

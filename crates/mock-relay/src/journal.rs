@@ -96,6 +96,10 @@ impl Journal {
 
     /// Empties the journal.
     pub fn reset(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.clear();
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clear();
     }
 }

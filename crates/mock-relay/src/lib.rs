@@ -48,8 +48,12 @@ impl MockCluster {
         if config.nodes == 0 {
             anyhow::bail!("--nodes must be at least 1");
         }
-        let templates = templates::Templates::load().context("loading the compiled-in event templates")?;
-        let schema_dir = config.schema_dir.clone().unwrap_or_else(schema::default_dir);
+        let templates =
+            templates::Templates::load().context("loading the compiled-in event templates")?;
+        let schema_dir = config
+            .schema_dir
+            .clone()
+            .unwrap_or_else(schema::default_dir);
         let schemas = schema::Schemas::load(&schema_dir);
         for e in &schemas.errors {
             tracing::warn!(error = %e, "schema not loaded (reported in /__mock__/health)");
@@ -57,11 +61,15 @@ impl MockCluster {
         let mut listeners = Vec::new();
         let mut infos = Vec::new();
         for i in 0..config.nodes {
-            let port = if config.esl_port == 0 { 0 } else { config.esl_port + i as u16 };
+            let port = if config.esl_port == 0 {
+                0
+            } else {
+                config.esl_port + i as u16
+            };
             let addr = SocketAddr::new(config.bind, port);
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding node {i}'s ESL port {addr}: choose a free port with --esl-port"))?;
+            let l = TcpListener::bind(addr).await.with_context(|| {
+                format!("binding node {i}'s ESL port {addr}: choose a free port with --esl-port")
+            })?;
             let esl_addr = l.local_addr()?;
             infos.push(Arc::new(NodeInfo {
                 index: i,
@@ -103,9 +111,19 @@ impl MockCluster {
         });
         let mut tasks = Vec::new();
         for ((info, rx), l) in infos.iter().zip(receivers).zip(listeners) {
-            let node = Node::new(info.clone(), cluster.clone(), senders[info.index].clone(), config.knobs.clone(), config.heartbeat);
+            let node = Node::new(
+                info.clone(),
+                cluster.clone(),
+                senders[info.index].clone(),
+                config.knobs.clone(),
+                config.heartbeat,
+            );
             tasks.push(tokio::spawn(node.run(rx)));
-            tasks.push(tokio::spawn(conn::accept_loop(l, info.clone(), cluster.clone())));
+            tasks.push(tokio::spawn(conn::accept_loop(
+                l,
+                info.clone(),
+                cluster.clone(),
+            )));
             tracing::info!(node = info.index, esl = %info.esl_addr, hostname = %info.hostname, "simulated node up");
         }
         let app = http::router(cluster.clone());
@@ -115,7 +133,11 @@ impl MockCluster {
             }
         }));
         tracing::info!(http = %http_addr, "control plane up");
-        Ok(MockCluster { cluster, http_addr, tasks })
+        Ok(MockCluster {
+            cluster,
+            http_addr,
+            tasks,
+        })
     }
 
     /// Number of nodes.
@@ -140,7 +162,9 @@ impl MockCluster {
 
     /// Events delivered to connections so far (all nodes).
     pub fn events_sent(&self) -> u64 {
-        self.cluster.events_sent.load(std::sync::atomic::Ordering::Relaxed)
+        self.cluster
+            .events_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The shared cluster state (journal, schemas, templates).

@@ -67,7 +67,9 @@ fn parse_external(s: &str) -> anyhow::Result<ExternalOutcome> {
         "busy" => ExternalOutcome::Busy,
         "noanswer" | "no_answer" => ExternalOutcome::NoAnswer,
         other => match other.strip_prefix("fail:") {
-            Some(cause) if !cause.is_empty() => ExternalOutcome::Fail { cause: cause.to_owned() },
+            Some(cause) if !cause.is_empty() => ExternalOutcome::Fail {
+                cause: cause.to_owned(),
+            },
             _ => anyhow::bail!("--external {other:?}: use answer, busy, noanswer or fail:<CAUSE>"),
         },
     })
@@ -76,7 +78,9 @@ fn parse_external(s: &str) -> anyhow::Result<ExternalOutcome> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let a = Args::parse();
     if !(0.0..=1.0).contains(&a.failure_ratio) {
@@ -106,9 +110,17 @@ async fn main() -> anyhow::Result<()> {
     let cluster = MockCluster::start(config).await?;
     for i in 0..cluster.nodes() {
         let n = cluster.node(i);
-        tracing::info!("node {i}: {} ESL {} SIP sip:mod_sofia@{}:5080 (external), :5060 (internal)", n.hostname, n.esl_addr, n.ip);
+        tracing::info!(
+            "node {i}: {} ESL {} SIP sip:mod_sofia@{}:5080 (external), :5060 (internal)",
+            n.hostname,
+            n.esl_addr,
+            n.ip
+        );
     }
-    tracing::info!("control plane: http://{}/__mock__/health", cluster.http_addr());
+    tracing::info!(
+        "control plane: http://{}/__mock__/health",
+        cluster.http_addr()
+    );
     tokio::signal::ctrl_c().await?;
     cluster.stop().await;
     Ok(())

@@ -16,31 +16,125 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Every event name `event`/`nixevent` accept (Appendix A), `ALL` aside.
 pub const EVENT_NAMES: &[&str] = &[
-    "CUSTOM", "CLONE", "CHANNEL_CREATE", "CHANNEL_DESTROY", "CHANNEL_STATE", "CHANNEL_CALLSTATE",
-    "CHANNEL_ANSWER", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_EXECUTE",
-    "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HOLD", "CHANNEL_UNHOLD", "CHANNEL_BRIDGE",
-    "CHANNEL_UNBRIDGE", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA", "CHANNEL_OUTGOING",
-    "CHANNEL_PARK", "CHANNEL_UNPARK", "CHANNEL_APPLICATION", "CHANNEL_ORIGINATE", "CHANNEL_UUID",
-    "API", "LOG", "INBOUND_CHAN", "OUTBOUND_CHAN", "STARTUP", "SHUTDOWN", "PUBLISH", "UNPUBLISH",
-    "TALK", "NOTALK", "SESSION_CRASH", "MODULE_LOAD", "MODULE_UNLOAD", "DTMF", "MESSAGE",
-    "PRESENCE_IN", "NOTIFY_IN", "PRESENCE_OUT", "PRESENCE_PROBE", "MESSAGE_WAITING",
-    "MESSAGE_QUERY", "ROSTER", "CODEC", "BACKGROUND_JOB", "DETECTED_SPEECH", "DETECTED_TONE",
-    "PRIVATE_COMMAND", "HEARTBEAT", "TRAP", "ADD_SCHEDULE", "DEL_SCHEDULE", "EXE_SCHEDULE",
-    "RE_SCHEDULE", "RELOADXML", "NOTIFY", "PHONE_FEATURE", "PHONE_FEATURE_SUBSCRIBE",
-    "SEND_MESSAGE", "RECV_MESSAGE", "REQUEST_PARAMS", "CHANNEL_DATA", "GENERAL", "COMMAND",
-    "SESSION_HEARTBEAT", "CLIENT_DISCONNECTED", "SERVER_DISCONNECTED", "SEND_INFO", "RECV_INFO",
-    "RECV_RTCP_MESSAGE", "SEND_RTCP_MESSAGE", "CALL_SECURE", "NAT", "RECORD_START", "RECORD_STOP",
-    "PLAYBACK_START", "PLAYBACK_STOP", "CALL_UPDATE", "FAILURE", "SOCKET_DATA", "MEDIA_BUG_START",
-    "MEDIA_BUG_STOP", "CONFERENCE_DATA_QUERY", "CONFERENCE_DATA", "CALL_SETUP_REQ",
-    "CALL_SETUP_RESULT", "CALL_DETAIL", "DEVICE_STATE", "TEXT", "SHUTDOWN_REQUESTED", "CERT_RELOAD",
+    "CUSTOM",
+    "CLONE",
+    "CHANNEL_CREATE",
+    "CHANNEL_DESTROY",
+    "CHANNEL_STATE",
+    "CHANNEL_CALLSTATE",
+    "CHANNEL_ANSWER",
+    "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_EXECUTE",
+    "CHANNEL_EXECUTE_COMPLETE",
+    "CHANNEL_HOLD",
+    "CHANNEL_UNHOLD",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_UNBRIDGE",
+    "CHANNEL_PROGRESS",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_OUTGOING",
+    "CHANNEL_PARK",
+    "CHANNEL_UNPARK",
+    "CHANNEL_APPLICATION",
+    "CHANNEL_ORIGINATE",
+    "CHANNEL_UUID",
+    "API",
+    "LOG",
+    "INBOUND_CHAN",
+    "OUTBOUND_CHAN",
+    "STARTUP",
+    "SHUTDOWN",
+    "PUBLISH",
+    "UNPUBLISH",
+    "TALK",
+    "NOTALK",
+    "SESSION_CRASH",
+    "MODULE_LOAD",
+    "MODULE_UNLOAD",
+    "DTMF",
+    "MESSAGE",
+    "PRESENCE_IN",
+    "NOTIFY_IN",
+    "PRESENCE_OUT",
+    "PRESENCE_PROBE",
+    "MESSAGE_WAITING",
+    "MESSAGE_QUERY",
+    "ROSTER",
+    "CODEC",
+    "BACKGROUND_JOB",
+    "DETECTED_SPEECH",
+    "DETECTED_TONE",
+    "PRIVATE_COMMAND",
+    "HEARTBEAT",
+    "TRAP",
+    "ADD_SCHEDULE",
+    "DEL_SCHEDULE",
+    "EXE_SCHEDULE",
+    "RE_SCHEDULE",
+    "RELOADXML",
+    "NOTIFY",
+    "PHONE_FEATURE",
+    "PHONE_FEATURE_SUBSCRIBE",
+    "SEND_MESSAGE",
+    "RECV_MESSAGE",
+    "REQUEST_PARAMS",
+    "CHANNEL_DATA",
+    "GENERAL",
+    "COMMAND",
+    "SESSION_HEARTBEAT",
+    "CLIENT_DISCONNECTED",
+    "SERVER_DISCONNECTED",
+    "SEND_INFO",
+    "RECV_INFO",
+    "RECV_RTCP_MESSAGE",
+    "SEND_RTCP_MESSAGE",
+    "CALL_SECURE",
+    "NAT",
+    "RECORD_START",
+    "RECORD_STOP",
+    "PLAYBACK_START",
+    "PLAYBACK_STOP",
+    "CALL_UPDATE",
+    "FAILURE",
+    "SOCKET_DATA",
+    "MEDIA_BUG_START",
+    "MEDIA_BUG_STOP",
+    "CONFERENCE_DATA_QUERY",
+    "CONFERENCE_DATA",
+    "CALL_SETUP_REQ",
+    "CALL_SETUP_RESULT",
+    "CALL_DETAIL",
+    "DEVICE_STATE",
+    "TEXT",
+    "SHUTDOWN_REQUESTED",
+    "CERT_RELOAD",
 ];
 
 const MYEVENTS_SET: &[&str] = &[
-    "CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_BRIDGE", "CHANNEL_CREATE", "CHANNEL_DATA",
-    "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP",
-    "CHANNEL_HANGUP_COMPLETE", "CHANNEL_ORIGINATE", "CHANNEL_UUID", "CHANNEL_OUTGOING",
-    "CHANNEL_PARK", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA", "CHANNEL_STATE",
-    "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK", "DETECTED_SPEECH", "DTMF", "NOTALK", "TALK",
+    "CHANNEL_ANSWER",
+    "CHANNEL_APPLICATION",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_CREATE",
+    "CHANNEL_DATA",
+    "CHANNEL_DESTROY",
+    "CHANNEL_EXECUTE",
+    "CHANNEL_EXECUTE_COMPLETE",
+    "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_ORIGINATE",
+    "CHANNEL_UUID",
+    "CHANNEL_OUTGOING",
+    "CHANNEL_PARK",
+    "CHANNEL_PROGRESS",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_STATE",
+    "CHANNEL_UNBRIDGE",
+    "CHANNEL_UNPARK",
+    "DETECTED_SPEECH",
+    "DTMF",
+    "NOTALK",
+    "TALK",
 ];
 
 /// Static identity of a node.
@@ -433,7 +527,8 @@ impl Cluster {
     /// The node whose SIP profile listens on `host:port`.
     pub fn node_by_sip(&self, host: &str, port: u16) -> Option<(usize, String)> {
         self.infos.iter().find_map(|n| {
-            let host_ok = n.ip == host || n.hostname == host || (host == "localhost" && n.ip == "127.0.0.1");
+            let host_ok =
+                n.ip == host || n.hostname == host || (host == "localhost" && n.ip == "127.0.0.1");
             if !host_ok {
                 return None;
             }
@@ -515,8 +610,18 @@ impl Node {
         }
     }
 
-    pub(crate) fn journal(&self, conn: u64, dir: &'static str, kind: &'static str, text: String, uid: Option<String>, detail: String) {
-        self.cluster.journal.push(self.info.index, conn, dir, kind, text, uid, detail);
+    pub(crate) fn journal(
+        &self,
+        conn: u64,
+        dir: &'static str,
+        kind: &'static str,
+        text: String,
+        uid: Option<String>,
+        detail: String,
+    ) {
+        self.cluster
+            .journal
+            .push(self.info.index, conn, dir, kind, text, uid, detail);
     }
 
     pub(crate) fn schedule(&self, after: Duration, t: Timer) {
@@ -539,7 +644,14 @@ impl Node {
                 let mut greeting = Vec::new();
                 server::encode_auth_request(&mut greeting);
                 let _ = tx.send(Out::Frame(greeting));
-                self.journal(id, "out", "notice", "auth/request".into(), None, String::new());
+                self.journal(
+                    id,
+                    "out",
+                    "notice",
+                    "auth/request".into(),
+                    None,
+                    String::new(),
+                );
                 self.conns.insert(
                     id,
                     Conn {
@@ -578,7 +690,14 @@ impl Node {
             Control::Push { conn, event, done } => {
                 let body = event.encode(EventFormat::Plain);
                 let name = event.event_name().unwrap_or("CUSTOM").to_owned();
-                let n = self.deliver(&name, event.subclass(), event.unique_id(), &body, conn, true);
+                let n = self.deliver(
+                    &name,
+                    event.subclass(),
+                    event.unique_id(),
+                    &body,
+                    conn,
+                    true,
+                );
                 let _ = done.send(n);
             }
             Control::DropConnections(tx) => {
@@ -680,7 +799,7 @@ impl Node {
             if only.is_some_and(|o| o != conn.id) {
                 continue;
             }
-            if !(force && only.is_some()) && !conn.wants(name, subclass) {
+            if !(conn.wants(name, subclass) || force && only.is_some()) {
                 continue;
             }
             if conn.myevents.is_some() && conn.myevents.as_deref() != unique_id {
@@ -721,10 +840,19 @@ impl Node {
             journal.push(conn.id);
         }
         for id in journal {
-            self.journal(id, "out", "event", name.to_owned(), unique_id.map(str::to_owned), String::new());
+            self.journal(
+                id,
+                "out",
+                "event",
+                name.to_owned(),
+                unique_id.map(str::to_owned),
+                String::new(),
+            );
         }
         if delivered > 0 {
-            self.cluster.events_sent.fetch_add(delivered as u64, Ordering::Relaxed);
+            self.cluster
+                .events_sent
+                .fetch_add(delivered as u64, Ordering::Relaxed);
         }
         delivered
     }
@@ -732,7 +860,9 @@ impl Node {
     /// True when some connection may want this event (so it is worth
     /// rendering).
     pub(crate) fn anyone_wants(&self, name: &str) -> bool {
-        self.conns.values().any(|c| c.wants(name, None) || (c.events_on && name == "CUSTOM"))
+        self.conns
+            .values()
+            .any(|c| c.wants(name, None) || (c.events_on && name == "CUSTOM"))
     }
 
     pub(crate) fn next_seq(&mut self) -> u64 {
@@ -758,7 +888,9 @@ impl Node {
         let Some(out) = self.render(name, uuid, extra, tail, body, seq) else {
             return;
         };
-        let uid = uuid.filter(|u| self.channels.contains_key(*u)).map(str::to_owned);
+        let uid = uuid
+            .filter(|u| self.channels.contains_key(*u))
+            .map(str::to_owned);
         self.deliver(name, None, uid.as_deref(), &out, None, false);
     }
 
@@ -871,7 +1003,10 @@ impl Node {
                     match seg {
                         crate::template::Seg::Lit(enc, _) => value.extend_from_slice(enc),
                         crate::template::Seg::Var(v) => match resolve(v) {
-                            Some(x) => switchy_protocol::esl::percent::encode_into(x.as_bytes(), &mut value),
+                            Some(x) => switchy_protocol::esl::percent::encode_into(
+                                x.as_bytes(),
+                                &mut value,
+                            ),
                             None => skip = true,
                         },
                     }
@@ -937,7 +1072,8 @@ pub(crate) fn filters_pass(filters: &[(String, String)], ev: &Event) -> bool {
         let matched = if let Some(re) = val.strip_prefix('/') {
             let (pat, flags) = re.rsplit_once('/').unwrap_or((re, ""));
             let mut b = regex::RegexBuilder::new(pat);
-            b.case_insensitive(flags.contains('i')).dot_matches_new_line(flags.contains('s'));
+            b.case_insensitive(flags.contains('i'))
+                .dot_matches_new_line(flags.contains('s'));
             b.build().is_ok_and(|r| r.is_match(actual))
         } else {
             actual.eq_ignore_ascii_case(val)
@@ -1022,7 +1158,9 @@ impl Node {
             return;
         }
         match parsed {
-            ParsedCommand::Auth(_) | ParsedCommand::UserAuth(_) => self.reply(id, "-ERR command not found", &[]),
+            ParsedCommand::Auth(_) | ParsedCommand::UserAuth(_) => {
+                self.reply(id, "-ERR command not found", &[])
+            }
             ParsedCommand::Exit => {
                 self.reply(id, "+OK bye", &[]);
                 self.goodbye(id);
@@ -1037,7 +1175,14 @@ impl Node {
                     return;
                 }
                 let out = self.api(&c, &args, Some(id));
-                self.journal(id, "out", "api_response", out.lines().next().unwrap_or("").to_owned(), None, out.clone());
+                self.journal(
+                    id,
+                    "out",
+                    "api_response",
+                    out.lines().next().unwrap_or("").to_owned(),
+                    None,
+                    out.clone(),
+                );
                 let mut f = Vec::new();
                 server::encode_api_response(out.as_bytes(), &mut f);
                 if let Some(conn) = self.conns.get_mut(&id) {
@@ -1073,7 +1218,11 @@ impl Node {
                         h.clear();
                     }
                 }
-                let text = if on { "+OK no longer listening for events" } else { "-ERR not listening for events" };
+                let text = if on {
+                    "+OK no longer listening for events"
+                } else {
+                    "-ERR not listening for events"
+                };
                 self.reply(id, text, &[]);
             }
             ParsedCommand::Filter(args) => self.cmd_filter(id, &args),
@@ -1096,7 +1245,9 @@ impl Node {
                 };
                 self.reply(id, &text, &[]);
             }
-            ParsedCommand::DivertEvents(_) => self.reply(id, "-ERR not controlling a session.", &[]),
+            ParsedCommand::DivertEvents(_) => {
+                self.reply(id, "-ERR not controlling a session.", &[])
+            }
             ParsedCommand::Linger(_) | ParsedCommand::NoLinger => {
                 self.reply(id, "-ERR not controlling a session", &[])
             }
@@ -1124,11 +1275,21 @@ impl Node {
             }
             ParsedCommand::NoLog => {
                 let was = self.conns.get_mut(&id).and_then(|c| c.log_level.take());
-                self.reply(id, if was.is_some() { "+OK no longer logging" } else { "-ERR not loging" }, &[]);
+                self.reply(
+                    id,
+                    if was.is_some() {
+                        "+OK no longer logging"
+                    } else {
+                        "-ERR not loging"
+                    },
+                    &[],
+                );
             }
             ParsedCommand::SendEvent(name) => self.cmd_sendevent(id, &name, &cmd),
             ParsedCommand::SendMsg(uuid) => {
-                let uuid = uuid.or_else(|| cmd.headers.get("session-id").map(str::to_owned)).unwrap_or_default();
+                let uuid = uuid
+                    .or_else(|| cmd.headers.get("session-id").map(str::to_owned))
+                    .unwrap_or_default();
                 if self.channels.contains_key(&uuid) {
                     self.reply(id, "+OK", &[]);
                     self.sendmsg(&uuid, &cmd);
@@ -1159,12 +1320,21 @@ impl Node {
             server::encode_disconnect_notice(server::GOODBYE, &mut f);
             let _ = c.tx.send(Out::Frame(f));
             let _ = c.tx.send(Out::Close);
-            self.journal(id, "out", "notice", "text/disconnect-notice".into(), None, String::new());
+            self.journal(
+                id,
+                "out",
+                "notice",
+                "text/disconnect-notice".into(),
+                None,
+                String::new(),
+            );
         }
     }
 
     fn cmd_event(&mut self, id: u64, format: Option<String>, tokens: Vec<String>) {
-        let Some(c) = self.conns.get_mut(&id) else { return };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
         if let Some(f) = format.as_deref().and_then(EventFormat::from_keyword) {
             c.format = f;
         }
@@ -1199,7 +1369,9 @@ impl Node {
     }
 
     fn cmd_nixevent(&mut self, id: u64, tokens: Vec<String>) {
-        let Some(c) = self.conns.get_mut(&id) else { return };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
         let mut any = false;
         let mut custom = false;
         for t in &tokens {
@@ -1226,11 +1398,21 @@ impl Node {
                 any = true;
             }
         }
-        self.reply(id, if any { "+OK events nixed" } else { "-ERR no keywords supplied" }, &[]);
+        self.reply(
+            id,
+            if any {
+                "+OK events nixed"
+            } else {
+                "-ERR no keywords supplied"
+            },
+            &[],
+        );
     }
 
     fn cmd_filter(&mut self, id: u64, args: &str) {
-        let Some(c) = self.conns.get_mut(&id) else { return };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
         let args = args.trim_end();
         if args.is_empty() {
             self.reply(id, "-ERR command not found", &[]);
@@ -1247,7 +1429,11 @@ impl Node {
             } else {
                 if v.is_empty() {
                     c.filters.retain(|(fh, _)| !fh.eq_ignore_ascii_case(h));
-                } else if let Some(p) = c.filters.iter().position(|(fh, fv)| fh.eq_ignore_ascii_case(h) && fv == v) {
+                } else if let Some(p) = c
+                    .filters
+                    .iter()
+                    .position(|(fh, fv)| fh.eq_ignore_ascii_case(h) && fv == v)
+                {
                     c.filters.remove(p);
                 }
                 format!("+OK filter deleted. [{h}][{v}]")
@@ -1270,7 +1456,11 @@ impl Node {
 
     fn cmd_sendevent(&mut self, id: u64, name: &str, cmd: &ClientCommand) {
         let up = name.trim().to_ascii_uppercase();
-        let up = if up.is_empty() { "CUSTOM".to_owned() } else { up };
+        let up = if up.is_empty() {
+            "CUSTOM".to_owned()
+        } else {
+            up
+        };
         let ev_uuid = new_uuid();
         let mut ev = Event::default();
         ev.headers.push("Command", format!("sendevent {name}"));
@@ -1288,7 +1478,11 @@ impl Node {
         }
         let ts = util::now_us();
         let seq = self.next_seq();
-        let event_name = if EVENT_NAMES.contains(&up.as_str()) { up.clone() } else { "CLONE".into() };
+        let event_name = if EVENT_NAMES.contains(&up.as_str()) {
+            up.clone()
+        } else {
+            "CLONE".into()
+        };
         for (k, v) in [
             ("Event-Name", event_name.clone()),
             ("Core-UUID", self.core_uuid.clone()),
@@ -1320,7 +1514,10 @@ impl Node {
 
     /// Fires BACKGROUND_JOB (after the API event) for a finished bgapi.
     pub(crate) fn background_job(&mut self, job: &str, cmd: &str, args: &str, out: &str) {
-        let mut extra = vec![("job_uuid", job.to_owned()), ("job_command", cmd.to_owned())];
+        let mut extra = vec![
+            ("job_uuid", job.to_owned()),
+            ("job_command", cmd.to_owned()),
+        ];
         let tail: Vec<(String, String)> = Vec::new();
         if !args.is_empty() {
             extra.push(("job_arg", args.to_owned()));
@@ -1330,7 +1527,10 @@ impl Node {
 
     /// Fires the API event of an executed API command.
     pub(crate) fn api_event(&mut self, cmd: &str, args: &str) {
-        let extra = [("api_command", cmd.to_owned()), ("api_arg", args.to_owned())];
+        let extra = [
+            ("api_command", cmd.to_owned()),
+            ("api_arg", args.to_owned()),
+        ];
         if args.is_empty() {
             // FreeSWITCH leaves API-Command-Argument out when there is none.
             self.emit("API", None, &[("api_command", cmd.to_owned())], &[], None);
@@ -1342,7 +1542,9 @@ impl Node {
     /// Sends a log line to connections logging at `level` or more.
     pub(crate) fn log_line(&mut self, level: u8, text: &str) {
         let ts = util::now_us();
-        let names = ["CONSOLE", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG"];
+        let names = [
+            "CONSOLE", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG",
+        ];
         let line = format!(
             "{}.{:06} 99.00% [{}] mod_commands.c:7247 {text}\n",
             util::date_local(ts),
@@ -1370,7 +1572,14 @@ impl Node {
             }
         }
         for id in ids {
-            self.journal(id, "out", "log", line.trim_end().to_owned(), None, String::new());
+            self.journal(
+                id,
+                "out",
+                "log",
+                line.trim_end().to_owned(),
+                None,
+                String::new(),
+            );
         }
     }
 

@@ -49,8 +49,15 @@ fn load_dir(dir: &Path, errors: &mut Vec<String>) -> Vec<(String, Value)> {
         if p.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
-        match std::fs::read_to_string(&p).map_err(|e| e.to_string()).and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string())) {
+        let stem = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        match std::fs::read_to_string(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
+        {
             Ok(v) => out.push((stem, v)),
             Err(e) => errors.push(format!("{}: {e}", p.display())),
         }
@@ -66,8 +73,16 @@ impl Schemas {
             ..Default::default()
         };
         for (stem, v) in load_dir(&dir.join("commands"), &mut s.errors) {
-            let usage = v.get("x-usage").and_then(Value::as_str).unwrap_or("-ERR invalid syntax").to_owned();
-            let kind = v.get("x-kind").and_then(Value::as_str).unwrap_or("api").to_owned();
+            let usage = v
+                .get("x-usage")
+                .and_then(Value::as_str)
+                .unwrap_or("-ERR invalid syntax")
+                .to_owned();
+            let kind = v
+                .get("x-kind")
+                .and_then(Value::as_str)
+                .unwrap_or("api")
+                .to_owned();
             match jsonschema::validator_for(&v) {
                 Ok(val) => {
                     s.commands.insert(stem, (val, usage, kind));
@@ -97,7 +112,11 @@ impl Schemas {
 
     /// Names of the socket commands with a schema.
     pub fn esl_commands(&self) -> Vec<String> {
-        self.commands.iter().filter(|(_, (_, _, k))| k == "esl").map(|(n, _)| n.clone()).collect()
+        self.commands
+            .iter()
+            .filter(|(_, (_, _, k))| k == "esl")
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Names of the events with a schema.
@@ -114,7 +133,10 @@ impl Schemas {
     pub fn check_api(&self, command: &str, args: &str) -> Option<String> {
         let key = if command == "log" { "api-log" } else { command };
         let (val, usage, _) = self.commands.get(key)?;
-        let words: Vec<Value> = crate::dial::split_args(args).into_iter().map(Value::String).collect();
+        let words: Vec<Value> = crate::dial::split_args(args)
+            .into_iter()
+            .map(Value::String)
+            .collect();
         let inst = serde_json::json!({"command": command, "args": words});
         if val.is_valid(&inst) {
             None

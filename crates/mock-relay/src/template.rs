@@ -42,7 +42,9 @@ pub struct Template {
 impl Template {
     /// Index of the first header whose name starts with `variable_`.
     pub fn first_variable(&self) -> Option<usize> {
-        self.headers.iter().position(|h| h.name.starts_with("variable_"))
+        self.headers
+            .iter()
+            .position(|h| h.name.starts_with("variable_"))
     }
 
     /// Index just past the last `variable_*` header.
@@ -58,10 +60,13 @@ impl Template {
         let mut t = self.clone();
         t.event = event.to_owned();
         t.headers.retain(|h| {
-            !drop.contains(&h.name.as_str()) && !(drop_variables && h.name.starts_with("variable_"))
+            !(drop.contains(&h.name.as_str()) || drop_variables && h.name.starts_with("variable_"))
         });
         if let Some(h) = t.headers.iter_mut().find(|h| h.name == "Event-Name") {
-            h.segs = vec![Seg::Lit(event.as_bytes().to_vec(), event.as_bytes().to_vec())];
+            h.segs = vec![Seg::Lit(
+                event.as_bytes().to_vec(),
+                event.as_bytes().to_vec(),
+            )];
         }
         t
     }
@@ -154,7 +159,10 @@ pub fn parse(text: &str) -> Result<HashMap<(String, String, String), Template>, 
         while let Some(p) = rest.find("${") {
             if p > 0 {
                 let lit = &rest[..p];
-                segs.push(Seg::Lit(lit.as_bytes().to_vec(), percent::decode(lit.as_bytes())));
+                segs.push(Seg::Lit(
+                    lit.as_bytes().to_vec(),
+                    percent::decode(lit.as_bytes()),
+                ));
             }
             let Some(end) = rest[p..].find('}') else {
                 return Err(err("unterminated ${"));
@@ -163,7 +171,10 @@ pub fn parse(text: &str) -> Result<HashMap<(String, String, String), Template>, 
             rest = &rest[p + end + 1..];
         }
         if !rest.is_empty() {
-            segs.push(Seg::Lit(rest.as_bytes().to_vec(), percent::decode(rest.as_bytes())));
+            segs.push(Seg::Lit(
+                rest.as_bytes().to_vec(),
+                percent::decode(rest.as_bytes()),
+            ));
         }
         t.headers.push(THeader {
             name: name.to_owned(),

@@ -24,14 +24,21 @@ impl Templates {
             .into_iter()
             .map(|((e, d, s), t)| (key(&e, &d, &s), Arc::new(t)))
             .collect();
-        let get = |map: &HashMap<String, Arc<Template>>, k: &str| -> Result<Template, TemplateError> {
-            map.get(k).map(|t| (**t).clone()).ok_or_else(|| TemplateError {
-                line: 0,
-                reason: format!("missing base template {k}"),
-            })
-        };
+        let get =
+            |map: &HashMap<String, Arc<Template>>, k: &str| -> Result<Template, TemplateError> {
+                map.get(k)
+                    .map(|t| (**t).clone())
+                    .ok_or_else(|| TemplateError {
+                        line: 0,
+                        reason: format!("missing base template {k}"),
+                    })
+            };
         for dir in ["inbound", "outbound"] {
-            let state = if dir == "inbound" { "CS_EXECUTE" } else { "CS_CONSUME_MEDIA" };
+            let state = if dir == "inbound" {
+                "CS_EXECUTE"
+            } else {
+                "CS_CONSUME_MEDIA"
+            };
             let answer = get(&map, &key("CHANNEL_ANSWER", dir, state))?;
             for e in ["CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA"] {
                 map.insert(key(e, dir, "*"), Arc::new(answer.derive(e, &[], false)));
@@ -40,7 +47,12 @@ impl Templates {
             for e in ["CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE"] {
                 let mut t = park.derive(e, &[], false);
                 // Bridge-A/B before the channel data, Other-Leg before variables.
-                let seq = t.headers.iter().position(|h| h.name == "Event-Sequence").unwrap_or(0) + 1;
+                let seq = t
+                    .headers
+                    .iter()
+                    .position(|h| h.name == "Event-Sequence")
+                    .unwrap_or(0)
+                    + 1;
                 t.insert(seq, "Bridge-A-Unique-ID", TValue::Var("bridge_a"));
                 t.insert(seq + 1, "Bridge-B-Unique-ID", TValue::Var("bridge_b"));
                 let at = t.first_variable().unwrap_or(t.headers.len());
@@ -49,14 +61,28 @@ impl Templates {
                 map.insert(key(e, dir, "*"), Arc::new(t));
             }
             let exec = get(&map, &key("CHANNEL_EXECUTE", dir, "CS_EXECUTE"))?;
-            let app_headers = ["Application", "Application-Data", "Application-UUID", "Application-UUID-Name"];
+            let app_headers = [
+                "Application",
+                "Application-Data",
+                "Application-UUID",
+                "Application-UUID-Name",
+            ];
             for (e, tail) in [
                 ("PLAYBACK_START", &["Playback-File-Path"][..]),
-                ("PLAYBACK_STOP", &["Playback-File-Path", "Playback-Status"][..]),
+                (
+                    "PLAYBACK_STOP",
+                    &["Playback-File-Path", "Playback-Status"][..],
+                ),
                 ("RECORD_START", &["Record-File-Path"][..]),
                 ("RECORD_STOP", &["Record-File-Path"][..]),
-                ("MEDIA_BUG_START", &["Media-Bug-Function", "Media-Bug-Target"][..]),
-                ("MEDIA_BUG_STOP", &["Media-Bug-Function", "Media-Bug-Target"][..]),
+                (
+                    "MEDIA_BUG_START",
+                    &["Media-Bug-Function", "Media-Bug-Target"][..],
+                ),
+                (
+                    "MEDIA_BUG_STOP",
+                    &["Media-Bug-Function", "Media-Bug-Target"][..],
+                ),
             ] {
                 let mut t = exec.derive(e, &app_headers, false);
                 for h in tail {
@@ -121,12 +147,18 @@ impl Templates {
         if let Some(t) = self.map.get(&key(event, dir, "*")) {
             return Some(t);
         }
-        let other = if dir == "inbound" { "outbound" } else { "inbound" };
+        let other = if dir == "inbound" {
+            "outbound"
+        } else {
+            "inbound"
+        };
         let prefix_same = format!("{event} {dir} ");
         let prefix_other = format!("{event} {other} ");
         let mut best: Option<(&String, &Arc<Template>)> = None;
         for (k, t) in &self.map {
-            if k.starts_with(&prefix_same) && best.is_none_or(|(bk, _)| !bk.starts_with(&prefix_same) || k < bk) {
+            if k.starts_with(&prefix_same)
+                && best.is_none_or(|(bk, _)| !bk.starts_with(&prefix_same) || k < bk)
+            {
                 best = Some((k, t));
             }
         }
@@ -137,7 +169,8 @@ impl Templates {
                 }
             }
         }
-        best.map(|(_, t)| t).or_else(|| self.map.get(&key(event, "-", "-")))
+        best.map(|(_, t)| t)
+            .or_else(|| self.map.get(&key(event, "-", "-")))
     }
 
     /// Every event name a template exists for.

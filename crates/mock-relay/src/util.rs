@@ -14,7 +14,11 @@ pub fn now_us() -> u64 {
 fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32, usize) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
-    let (h, m, s) = ((rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32);
+    let (h, m, s) = (
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    );
     let wd = ((days + 4).rem_euclid(7)) as usize;
     // Howard Hinnant's days-to-civil.
     let z = days + 719_468;
@@ -180,7 +184,10 @@ mod tests {
     #[test]
     fn dates_match_freeswitch_format() {
         // 1795422803217570 µs is in the capture: Mon, 23 Nov 2026 08:33:23 GMT.
-        assert_eq!(date_gmt(1_795_422_803_217_570), "Mon, 23 Nov 2026 08:33:23 GMT");
+        assert_eq!(
+            date_gmt(1_795_422_803_217_570),
+            "Mon, 23 Nov 2026 08:33:23 GMT"
+        );
         assert_eq!(date_local(1_795_422_803_217_570), "2026-11-23 08:33:23");
     }
 

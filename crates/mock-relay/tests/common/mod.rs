@@ -20,7 +20,12 @@ pub struct Esl {
 impl Esl {
     pub async fn raw(addr: SocketAddr) -> Esl {
         let stream = TcpStream::connect(addr).await.expect("connect to mock ESL");
-        Esl { stream, dec: Decoder::new(), events: Vec::new(), frames: Vec::new() }
+        Esl {
+            stream,
+            dec: Decoder::new(),
+            events: Vec::new(),
+            frames: Vec::new(),
+        }
     }
 
     /// Connects and authenticates.
@@ -43,7 +48,13 @@ impl Esl {
             let n = match tokio::time::timeout(T, self.stream.read(&mut buf)).await {
                 Ok(r) => r.ok()?,
                 Err(_) => {
-                    let last: Vec<String> = self.events.iter().rev().take(12).map(|e| format!("{} {:?}", name_of(e), e.unique_id())).collect();
+                    let last: Vec<String> = self
+                        .events
+                        .iter()
+                        .rev()
+                        .take(12)
+                        .map(|e| format!("{} {:?}", name_of(e), e.unique_id()))
+                        .collect();
                     panic!("mock did not answer in time; last events (newest first): {last:#?}");
                 }
             };
@@ -83,7 +94,10 @@ impl Esl {
 
     pub async fn subscribe(&mut self, fmt: EventFormat, names: &[&str]) {
         let r = self.cmd(Command::event(fmt, names, &[]).unwrap()).await;
-        assert!(reply_text(&r).starts_with("+OK event listener enabled"), "{r:?}");
+        assert!(
+            reply_text(&r).starts_with("+OK event listener enabled"),
+            "{r:?}"
+        );
     }
 
     /// Waits for an event matching `f` (looking at already-received ones first).
@@ -92,7 +106,11 @@ impl Esl {
             return self.events[p].clone();
         }
         loop {
-            match self.next().await.expect("connection open while waiting for an event") {
+            match self
+                .next()
+                .await
+                .expect("connection open while waiting for an event")
+            {
                 Message::Event(_, e) => {
                     self.events.push(e.clone());
                     if f(&e) {
@@ -109,7 +127,7 @@ impl Esl {
         self.events
             .iter()
             .filter(|e| e.unique_id() == Some(uuid))
-            .map(|e| name_of(e))
+            .map(name_of)
             .collect()
     }
 }
@@ -140,8 +158,15 @@ pub fn is_on(name: &'static str, uuid: String) -> impl Fn(&Event) -> bool {
 }
 
 /// A tiny HTTP/1.1 client: returns (status, JSON body).
-pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).await.expect("connect control plane");
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("connect control plane");
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: mock\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -149,11 +174,21 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<serde
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut resp = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut resp)).await.expect("http answered").unwrap();
+    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut resp))
+        .await
+        .expect("http answered")
+        .unwrap();
     let text = String::from_utf8_lossy(&resp).into_owned();
-    let status: u16 = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let json_text = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let json_text = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         // Undo chunked encoding.
         let mut out = String::new();
         let mut r = rest;
@@ -169,5 +204,8 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<serde
     } else {
         rest.to_owned()
     };
-    (status, serde_json::from_str(&json_text).unwrap_or(serde_json::Value::String(json_text)))
+    (
+        status,
+        serde_json::from_str(&json_text).unwrap_or(serde_json::Value::String(json_text)),
+    )
 }
