@@ -41,9 +41,12 @@ impl Node {
             app: None,
             app_data: None,
             app_uuid: None,
+            last_app: None,
+            last_app_data: None,
             vars: Vec::new(),
             peer_node: None,
             external: false,
+            unreachable: None,
             bridged: None,
             originate: None,
             parked: false,
@@ -208,6 +211,7 @@ impl Node {
             o.last_cause = c.to_owned();
             false
         };
+        let mut unreachable = None;
         let (target, profile, user, req_host) = match &endpoint {
             Endpoint::Error(c) => return fail(o, util::cause(c)),
             Endpoint::Unknown(_) => return fail(o, "CHAN_NOT_IMPLEMENTED"),
@@ -224,6 +228,10 @@ impl Node {
                 }
                 let (h, p) = fs_path.clone().unwrap_or((host.clone(), *port));
                 let target = self.cluster.node_by_sip(&h, p.unwrap_or(5060));
+                if target.is_none() && self.cluster.infos.iter().any(|n| n.ip == h) {
+                    // A mock node's address where no profile listens.
+                    unreachable = Some("NORMAL_TEMPORARY_FAILURE");
+                }
                 let req = match port {
                     Some(p) => format!("{host}:{p}"),
                     None => host.clone(),
@@ -284,6 +292,7 @@ impl Node {
         c.originate = Some(id);
         c.peer_node = target.as_ref().map(|(n, _)| *n);
         c.external = target.is_none();
+        c.unreachable = unreachable;
         let call_id = c.call_id.clone();
         c.state = "CS_NONE";
         self.insert_channel(c);
@@ -325,7 +334,7 @@ impl Node {
             }
             None => {
                 let ring = Duration::from_millis(self.knobs.ring_ms);
-                if self.knobs.external != ExternalOutcome::NoAnswer {
+                if unreachable.is_some() || self.knobs.external != ExternalOutcome::NoAnswer {
                     self.schedule(ring, Timer::External(uuid.clone()));
                 }
             }
@@ -377,8 +386,7 @@ impl Node {
         c.vars = inv.vars.clone();
         self.insert_channel(c);
         self.emit("CHANNEL_STATE", Some(&uuid), &[], &[], None);
-        self.emit("CODEC", Some(&uuid), &[], &[], None);
-        self.emit("CODEC", Some(&uuid), &[], &[], None);
+        self.emit_codecs(&uuid);
         self.set_state(&uuid, "CS_INIT");
         self.emit("CHANNEL_CREATE", Some(&uuid), &[], &[], None);
         if let Some(c) = self.channels.get_mut(&uuid) {
@@ -396,6 +404,14 @@ impl Node {
         }
     }
 
+    /// The two CODEC events (read codec, then write codec).
+    fn emit_codecs(&mut self, uuid: &str) {
+        self.emit("CODEC", Some(uuid), &[], &[], None);
+        self.variant = Some("#2");
+        self.emit("CODEC", Some(uuid), &[], &[], None);
+        self.variant = None;
+    }
+
     /// Runs the `park` application.
     pub(crate) fn start_park(&mut self, uuid: &str) {
         if let Some(c) = self.channels.get_mut(uuid) {
@@ -403,6 +419,8 @@ impl Node {
             c.app_data = None;
             c.app_uuid = Some(new_uuid());
             c.parked = true;
+            c.last_app = Some("park".into());
+            c.last_app_data = None;
         }
         self.emit("CHANNEL_EXECUTE", Some(uuid), &[], &[], None);
         self.emit("CHANNEL_PARK", Some(uuid), &[], &[], None);
@@ -449,8 +467,7 @@ impl Node {
         c.answer_state = "answered";
         let (dir, peer, call_id, external) = (c.dir, c.peer_node, c.call_id.clone(), c.external);
         if dir == Dir::Outbound {
-            self.emit("CODEC", Some(uuid), &[], &[], None);
-            self.emit("CODEC", Some(uuid), &[], &[], None);
+            self.emit_codecs(uuid);
         }
         self.emit("CHANNEL_ANSWER", Some(uuid), &[], &[], None);
         self.set_call_state(uuid, "ACTIVE");
@@ -512,8 +529,6 @@ impl Node {
         c.hangup_cause = Some(cause);
         c.hangup_us = util::now_us();
         c.answer_state = "hangup";
-        c.set_var("hangup_cause", cause);
-        c.set_var("hangup_cause_q850", &util::cause_q850(cause).to_string());
         self.emit("CHANNEL_HANGUP", Some(uuid), &[], &[], None);
         true
     }
@@ -713,6 +728,8 @@ impl Node {
             c.app = Some(app.to_owned());
             c.app_data = (!arg.is_empty()).then(|| arg.to_owned());
             c.app_uuid = Some(event_uuid.unwrap_or_else(new_uuid));
+            c.last_app = c.app.clone();
+            c.last_app_data = c.app_data.clone();
         }
         let restore = |node: &mut Node| {
             if let (Some(c), Some((a, d, u))) = (node.channels.get_mut(uuid), prev.clone())
@@ -1138,6 +1155,10 @@ impl Node {
                 }
             }
             Timer::External(u) => {
+                if let Some(cause) = self.channels.get(&u).and_then(|c| c.unreachable) {
+                    self.hangup(&u, cause, false);
+                    return;
+                }
                 let outcome = self.knobs.external.clone();
                 match outcome {
                     ExternalOutcome::Answer => {

@@ -390,11 +390,16 @@ pub struct Channel {
     pub(crate) app: Option<String>,
     pub(crate) app_data: Option<String>,
     pub(crate) app_uuid: Option<String>,
+    /// The last application run (`variable_current_application`).
+    pub(crate) last_app: Option<String>,
+    pub(crate) last_app_data: Option<String>,
     pub(crate) vars: Vec<(String, String)>,
     /// Node of the SIP peer leg (same dialog), if inside the mock.
     pub(crate) peer_node: Option<usize>,
     /// Whether the dialog reaches outside the mock (external destination).
     pub(crate) external: bool,
+    /// Nobody listens at the destination: the call fails with this cause.
+    pub(crate) unreachable: Option<&'static str>,
     /// Leg bridged to inside this node.
     pub(crate) bridged: Option<String>,
     /// The originate waiting on this outbound leg.
@@ -559,6 +564,8 @@ pub struct Node {
     pub(crate) next_id: u64,
     pub(crate) sps_window: (u64, u32),
     pub(crate) heartbeat: Duration,
+    /// Template variant for the next rendered event (`#2`: the second CODEC).
+    pub(crate) variant: Option<&'static str>,
 }
 
 pub(crate) fn new_uuid() -> String {
@@ -593,6 +600,7 @@ impl Node {
             next_id: 1,
             sps_window: (0, 0),
             heartbeat,
+            variant: None,
         }
     }
 
@@ -910,7 +918,23 @@ impl Node {
             Some(c) => (c.dir.as_str(), c.state),
             None => ("-", "-"),
         };
-        let Some(t) = self.cluster.templates.get(name, dir, state).cloned() else {
+        let keyed_state = match self.variant {
+            Some(v) => format!("{state}{v}"),
+            None => state.to_owned(),
+        };
+        // Legs hung up before answer have their own captured header lists.
+        let unanswered = chan.is_some_and(|c| c.hangup_cause.is_some() && !c.answered());
+        let noanswer = unanswered
+            .then(|| {
+                self.cluster
+                    .templates
+                    .get_exact(name, dir, &format!("{keyed_state}!noanswer"))
+            })
+            .flatten();
+        let Some(t) = noanswer
+            .or_else(|| self.cluster.templates.get(name, dir, &keyed_state))
+            .cloned()
+        else {
             tracing::warn!(event = name, "no template for event; not emitted");
             return None;
         };
@@ -945,6 +969,9 @@ impl Node {
                 "call_state_number" => Some(call_state_number(c.call_state).to_string()),
                 "answer_state" => Some(c.answer_state.to_owned()),
                 "hangup_cause" => c.hangup_cause.map(str::to_owned),
+                "hangup_q850" => c.hangup_cause.map(|h| util::cause_q850(h).to_string()),
+                "last_app" => c.last_app.clone(),
+                "last_app_data" => c.last_app_data.clone(),
                 "direction" => Some(c.dir.as_str().to_owned()),
                 "channel_name" => Some(c.name.clone()),
                 "dest" => Some(c.dest.clone()),

@@ -154,6 +154,7 @@ impl Templates {
         };
         let prefix_same = format!("{event} {dir} ");
         let prefix_other = format!("{event} {other} ");
+        let plain = |k: &String| !k.contains('#') && !k.contains('!');
         let mut best: Option<(&String, &Arc<Template>)> = None;
         for (k, t) in &self.map {
             if k.starts_with(&prefix_same)
@@ -164,13 +165,18 @@ impl Templates {
         }
         if best.is_none() {
             for (k, t) in &self.map {
-                if k.starts_with(&prefix_other) && best.is_none_or(|(bk, _)| k < bk) {
+                if plain(k) && k.starts_with(&prefix_other) && best.is_none_or(|(bk, _)| k < bk) {
                     best = Some((k, t));
                 }
             }
         }
         best.map(|(_, t)| t)
             .or_else(|| self.map.get(&key(event, "-", "-")))
+    }
+
+    /// The template of exactly this key, no fallback.
+    pub fn get_exact(&self, event: &str, dir: &str, state: &str) -> Option<&Arc<Template>> {
+        self.map.get(&key(event, dir, state))
     }
 
     /// Every event name a template exists for.
