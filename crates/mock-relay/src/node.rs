@@ -566,6 +566,8 @@ pub struct Node {
     pub(crate) heartbeat: Duration,
     /// Template variant for the next rendered event (`#2`: the second CODEC).
     pub(crate) variant: Option<&'static str>,
+    /// Event-Date-Local / -GMT of the current second.
+    pub(crate) dates: std::cell::RefCell<(u64, String, String)>,
 }
 
 pub(crate) fn new_uuid() -> String {
@@ -601,6 +603,7 @@ impl Node {
             sps_window: (0, 0),
             heartbeat,
             variant: None,
+            dates: std::cell::RefCell::new((u64::MAX, String::new(), String::new())),
         }
     }
 
@@ -938,60 +941,120 @@ impl Node {
             tracing::warn!(event = name, "no template for event; not emitted");
             return None;
         };
-        let core_uuid = self.core_uuid.clone();
-        let info = self.info.clone();
-        let resolve = |v: &str| -> Option<String> {
-            if let Some((_, x)) = extra.iter().find(|(k, _)| *k == v) {
-                return Some(x.clone());
+        let (date_local, date_gmt) = {
+            let mut d = self.dates.borrow_mut();
+            if d.0 != ts / 1_000_000 {
+                *d = (ts / 1_000_000, util::date_local(ts), util::date_gmt(ts));
             }
-            let node_val = match v {
-                "core_uuid" => Some(core_uuid.clone()),
-                "hostname" => Some(info.hostname.clone()),
-                "ipv4" => Some(info.ip.clone()),
-                "date_local" => Some(util::date_local(ts)),
-                "date_gmt" => Some(util::date_gmt(ts)),
-                "ts" => Some(ts.to_string()),
-                "seq" => Some(seq.to_string()),
+            (d.1.clone(), d.2.clone())
+        };
+        use crate::template::Ph;
+        use std::io::Write;
+        let enc = |out: &mut Vec<u8>, v: &str| {
+            switchy_protocol::esl::percent::encode_into(v.as_bytes(), out)
+        };
+        // Writes a placeholder's value, percent-encoded; false: leave the
+        // header out.
+        let resolve = |ph: Ph, name: &str, out: &mut Vec<u8>| -> bool {
+            let num = |out: &mut Vec<u8>, n: u64| {
+                let _ = write!(out, "{n}");
+                true
+            };
+            match ph {
+                Ph::CoreUuid => {
+                    return {
+                        enc(out, &self.core_uuid);
+                        true
+                    };
+                }
+                Ph::Hostname => {
+                    return {
+                        enc(out, &self.info.hostname);
+                        true
+                    };
+                }
+                Ph::Ipv4 => {
+                    return {
+                        enc(out, &self.info.ip);
+                        true
+                    };
+                }
+                Ph::DateLocal => {
+                    return {
+                        enc(out, &date_local);
+                        true
+                    };
+                }
+                Ph::DateGmt => {
+                    return {
+                        enc(out, &date_gmt);
+                        true
+                    };
+                }
+                Ph::Ts => return num(out, ts),
+                Ph::Seq => return num(out, seq),
+                Ph::Named => {
+                    return match extra.iter().find(|(k, _)| *k == name) {
+                        Some((_, x)) => {
+                            enc(out, x);
+                            true
+                        }
+                        None => false,
+                    };
+                }
+                _ => {}
+            }
+            let Some(c) = chan else { return false };
+            let s: Option<&str> = match ph {
+                Ph::Uuid => Some(&c.uuid),
+                Ph::PeerUuid => c.bridged.as_deref(),
+                Ph::State => Some(c.state),
+                Ph::StateNumber => return num(out, state_number(c.state) as u64),
+                Ph::CallState => Some(c.call_state),
+                Ph::OrigCallState => Some(c.orig_call_state),
+                Ph::CallStateNumber => return num(out, call_state_number(c.call_state) as u64),
+                Ph::AnswerState => Some(c.answer_state),
+                Ph::HangupCause => c.hangup_cause,
+                Ph::HangupQ850 => {
+                    return c
+                        .hangup_cause
+                        .is_some_and(|h| num(out, util::cause_q850(h) as u64));
+                }
+                Ph::LastApp => c.last_app.as_deref(),
+                Ph::LastAppData => c.last_app_data.as_deref(),
+                Ph::Direction => Some(c.dir.as_str()),
+                Ph::ChannelName => Some(&c.name),
+                Ph::Dest => Some(&c.dest),
+                Ph::CidName => Some(&c.cid_name),
+                Ph::CidNum => Some(&c.cid_num),
+                Ph::Context => Some(&c.context),
+                Ph::NetworkAddr => Some(&c.network_addr),
+                Ph::CreatedUs => return num(out, c.created_us),
+                Ph::AnsweredUs => return num(out, c.answered_us),
+                Ph::ProgressUs => return num(out, c.progress_us),
+                Ph::ProgressMediaUs => return num(out, c.progress_media_us),
+                Ph::HangupUs => return num(out, c.hangup_us),
+                Ph::BridgedUs => return num(out, c.bridged_us),
+                Ph::App => c.app.as_deref(),
+                Ph::AppData => c.app_data.as_deref(),
+                Ph::AppUuid => {
+                    match &c.app_uuid {
+                        Some(u) => enc(out, u),
+                        None => enc(out, &new_uuid()),
+                    }
+                    return true;
+                }
+                Ph::SipCallId => Some(&c.call_id),
+                Ph::ReqUri => Some(&c.req_uri),
+                Ph::Profile => Some(&c.profile),
                 _ => None,
             };
-            if node_val.is_some() {
-                return node_val;
-            }
-            let c = chan?;
-            let t = |us: u64| Some(us.to_string());
-            match v {
-                "uuid" => Some(c.uuid.clone()),
-                "peer_uuid" => c.bridged.clone(),
-                "state" => Some(c.state.to_owned()),
-                "state_number" => Some(state_number(c.state).to_string()),
-                "call_state" => Some(c.call_state.to_owned()),
-                "orig_call_state" => Some(c.orig_call_state.to_owned()),
-                "call_state_number" => Some(call_state_number(c.call_state).to_string()),
-                "answer_state" => Some(c.answer_state.to_owned()),
-                "hangup_cause" => c.hangup_cause.map(str::to_owned),
-                "hangup_q850" => c.hangup_cause.map(|h| util::cause_q850(h).to_string()),
-                "last_app" => c.last_app.clone(),
-                "last_app_data" => c.last_app_data.clone(),
-                "direction" => Some(c.dir.as_str().to_owned()),
-                "channel_name" => Some(c.name.clone()),
-                "dest" => Some(c.dest.clone()),
-                "cid_name" => Some(c.cid_name.clone()),
-                "cid_num" => Some(c.cid_num.clone()),
-                "context" => Some(c.context.clone()),
-                "network_addr" => Some(c.network_addr.clone()),
-                "created_us" => t(c.created_us),
-                "answered_us" => t(c.answered_us),
-                "progress_us" => t(c.progress_us),
-                "progress_media_us" => t(c.progress_media_us),
-                "hangup_us" => t(c.hangup_us),
-                "bridged_us" => t(c.bridged_us),
-                "app" => c.app.clone(),
-                "app_data" => c.app_data.clone(),
-                "app_uuid" => c.app_uuid.clone().or_else(|| Some(new_uuid())),
-                "sip_call_id" => Some(c.call_id.clone()),
-                "req_uri" => Some(c.req_uri.clone()),
-                "profile" => Some(c.profile.clone()),
-                _ => None,
+            match s {
+                Some(v) => {
+                    enc(out, v);
+                    true
+                }
+                None => false,
             }
         };
         // Channel variables override the template's captured values; those
@@ -1029,13 +1092,11 @@ impl Node {
                 for seg in &h.segs {
                     match seg {
                         crate::template::Seg::Lit(enc, _) => value.extend_from_slice(enc),
-                        crate::template::Seg::Var(v) => match resolve(v) {
-                            Some(x) => switchy_protocol::esl::percent::encode_into(
-                                x.as_bytes(),
-                                &mut value,
-                            ),
-                            None => skip = true,
-                        },
+                        crate::template::Seg::Var(name, ph) => {
+                            if !resolve(*ph, name, &mut value) {
+                                skip = true;
+                            }
+                        }
                     }
                 }
                 if skip {

@@ -12,13 +12,106 @@ use switchy_protocol::esl::percent;
 /// The template file compiled into the binary.
 pub const EVENTS_TMPL: &str = include_str!("../templates/events.tmpl");
 
+/// Placeholders the renderer resolves without a lookup by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Ph {
+    CoreUuid,
+    Hostname,
+    Ipv4,
+    DateLocal,
+    DateGmt,
+    Ts,
+    Seq,
+    Uuid,
+    PeerUuid,
+    State,
+    StateNumber,
+    CallState,
+    OrigCallState,
+    CallStateNumber,
+    AnswerState,
+    HangupCause,
+    HangupQ850,
+    LastApp,
+    LastAppData,
+    Direction,
+    ChannelName,
+    Dest,
+    CidName,
+    CidNum,
+    Context,
+    NetworkAddr,
+    CreatedUs,
+    AnsweredUs,
+    ProgressUs,
+    ProgressMediaUs,
+    HangupUs,
+    BridgedUs,
+    App,
+    AppData,
+    AppUuid,
+    SipCallId,
+    ReqUri,
+    Profile,
+    /// Event-specific: looked up by name among the values passed to render.
+    Named,
+}
+
+impl Ph {
+    /// The placeholder of a `${name}`.
+    pub fn of(name: &str) -> Ph {
+        match name {
+            "core_uuid" => Ph::CoreUuid,
+            "hostname" => Ph::Hostname,
+            "ipv4" => Ph::Ipv4,
+            "date_local" => Ph::DateLocal,
+            "date_gmt" => Ph::DateGmt,
+            "ts" => Ph::Ts,
+            "seq" => Ph::Seq,
+            "uuid" => Ph::Uuid,
+            "peer_uuid" => Ph::PeerUuid,
+            "state" => Ph::State,
+            "state_number" => Ph::StateNumber,
+            "call_state" => Ph::CallState,
+            "orig_call_state" => Ph::OrigCallState,
+            "call_state_number" => Ph::CallStateNumber,
+            "answer_state" => Ph::AnswerState,
+            "hangup_cause" => Ph::HangupCause,
+            "hangup_q850" => Ph::HangupQ850,
+            "last_app" => Ph::LastApp,
+            "last_app_data" => Ph::LastAppData,
+            "direction" => Ph::Direction,
+            "channel_name" => Ph::ChannelName,
+            "dest" => Ph::Dest,
+            "cid_name" => Ph::CidName,
+            "cid_num" => Ph::CidNum,
+            "context" => Ph::Context,
+            "network_addr" => Ph::NetworkAddr,
+            "created_us" => Ph::CreatedUs,
+            "answered_us" => Ph::AnsweredUs,
+            "progress_us" => Ph::ProgressUs,
+            "progress_media_us" => Ph::ProgressMediaUs,
+            "hangup_us" => Ph::HangupUs,
+            "bridged_us" => Ph::BridgedUs,
+            "app" => Ph::App,
+            "app_data" => Ph::AppData,
+            "app_uuid" => Ph::AppUuid,
+            "sip_call_id" => Ph::SipCallId,
+            "req_uri" => Ph::ReqUri,
+            "profile" => Ph::Profile,
+            _ => Ph::Named,
+        }
+    }
+}
+
 /// One piece of a header value.
 #[derive(Clone, Debug)]
 pub enum Seg {
     /// Literal text: (plain-encoded, decoded).
     Lit(Vec<u8>, Vec<u8>),
     /// A placeholder, resolved when rendering.
-    Var(String),
+    Var(String, Ph),
 }
 
 /// One header of a template.
@@ -74,7 +167,7 @@ impl Template {
     /// Inserts a header with a placeholder or literal value at `at`.
     pub fn insert(&mut self, at: usize, name: &str, value: TValue) {
         let segs = match value {
-            TValue::Var(v) => vec![Seg::Var(v.to_owned())],
+            TValue::Var(v) => vec![Seg::Var(v.to_owned(), Ph::of(v))],
             TValue::Lit(l) => {
                 let mut enc = Vec::new();
                 percent::encode_into(l.as_bytes(), &mut enc);
@@ -167,7 +260,8 @@ pub fn parse(text: &str) -> Result<HashMap<(String, String, String), Template>, 
             let Some(end) = rest[p..].find('}') else {
                 return Err(err("unterminated ${"));
             };
-            segs.push(Seg::Var(rest[p + 2..p + end].to_owned()));
+            let name = &rest[p + 2..p + end];
+            segs.push(Seg::Var(name.to_owned(), Ph::of(name)));
             rest = &rest[p + end + 1..];
         }
         if !rest.is_empty() {
@@ -204,7 +298,7 @@ pub fn render_plain(
         for s in &h.segs {
             match s {
                 Seg::Lit(enc, _) => value.extend_from_slice(enc),
-                Seg::Var(v) => match vars(v) {
+                Seg::Var(v, _) => match vars(v) {
                     Some(x) => percent::encode_into(x.as_bytes(), &mut value),
                     None => skip = true,
                 },
