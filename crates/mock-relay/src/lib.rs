@@ -114,7 +114,6 @@ impl MockCluster {
             let node = Node::new(
                 info.clone(),
                 cluster.clone(),
-                senders[info.index].clone(),
                 config.knobs.clone(),
                 config.heartbeat,
             );

@@ -549,7 +549,6 @@ impl Cluster {
 pub struct Node {
     pub(crate) info: Arc<NodeInfo>,
     pub(crate) cluster: Arc<Cluster>,
-    pub(crate) me: mpsc::UnboundedSender<NodeMsg>,
     pub(crate) core_uuid: String,
     pub(crate) seq: u64,
     pub(crate) started: Instant,
@@ -568,6 +567,10 @@ pub struct Node {
     pub(crate) variant: Option<&'static str>,
     /// Event-Date-Local / -GMT of the current second.
     pub(crate) dates: std::cell::RefCell<(u64, String, String)>,
+    /// Timers, earliest first (no task per timer).
+    pub(crate) timers: std::collections::BinaryHeap<std::cmp::Reverse<(tokio::time::Instant, u64)>>,
+    pub(crate) timer_payloads: HashMap<u64, Timer>,
+    pub(crate) timer_seq: u64,
 }
 
 pub(crate) fn new_uuid() -> String {
@@ -579,7 +582,6 @@ impl Node {
     pub fn new(
         info: Arc<NodeInfo>,
         cluster: Arc<Cluster>,
-        me: mpsc::UnboundedSender<NodeMsg>,
         knobs: Knobs,
         heartbeat: Duration,
     ) -> Self {
@@ -587,7 +589,6 @@ impl Node {
         Node {
             info,
             cluster,
-            me,
             core_uuid: new_uuid(),
             seq: 0,
             started: Instant::now(),
@@ -604,13 +605,28 @@ impl Node {
             heartbeat,
             variant: None,
             dates: std::cell::RefCell::new((u64::MAX, String::new(), String::new())),
+            timers: std::collections::BinaryHeap::new(),
+            timer_payloads: HashMap::new(),
+            timer_seq: 0,
         }
     }
 
     /// Processes messages until shut down.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<NodeMsg>) {
         self.schedule(self.heartbeat, Timer::Heartbeat);
-        while let Some(msg) = rx.recv().await {
+        loop {
+            let next = self.timers.peek().map(|r| r.0.0);
+            let msg = match next {
+                Some(at) => tokio::select! {
+                    m = rx.recv() => m,
+                    _ = tokio::time::sleep_until(at) => {
+                        self.fire_due_timers();
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(msg) = msg else { break };
             if matches!(msg, NodeMsg::Control(Control::Shutdown)) {
                 for c in self.conns.values() {
                     let _ = c.tx.send(Out::Close);
@@ -618,6 +634,27 @@ impl Node {
                 break;
             }
             self.handle(msg);
+            // Timers that fell due while busy run before the next message.
+            if self
+                .timers
+                .peek()
+                .is_some_and(|r| r.0.0 <= tokio::time::Instant::now())
+            {
+                self.fire_due_timers();
+            }
+        }
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = tokio::time::Instant::now();
+        while let Some(std::cmp::Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(t) = self.timer_payloads.remove(&id) {
+                self.timer(t);
+            }
         }
     }
 
@@ -635,12 +672,12 @@ impl Node {
             .push(self.info.index, conn, dir, kind, text, uid, detail);
     }
 
-    pub(crate) fn schedule(&self, after: Duration, t: Timer) {
-        let tx = self.me.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let _ = tx.send(NodeMsg::Timer(t));
-        });
+    pub(crate) fn schedule(&mut self, after: Duration, t: Timer) {
+        self.timer_seq += 1;
+        let id = self.timer_seq;
+        self.timers
+            .push(std::cmp::Reverse((tokio::time::Instant::now() + after, id)));
+        self.timer_payloads.insert(id, t);
     }
 
     pub(crate) fn send_peer(&self, node: usize, msg: PeerMsg) {

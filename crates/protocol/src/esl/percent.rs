@@ -3,9 +3,10 @@
 
 /// True for bytes FreeSWITCH writes as `%XX` in a plain event value.
 #[inline]
-fn must_encode(b: u8) -> bool {
+const fn must_encode(b: u8) -> bool {
     // Below 0x20 or above 0x7E, plus the reserved set.
-    !(0x20..=0x7e).contains(&b)
+    b < 0x20
+        || b > 0x7e
         || matches!(
             b,
             b' ' | b'"'
@@ -48,12 +49,33 @@ fn hex_val(b: u8) -> Option<u8> {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
+/// `must_encode` as a table, for the encoder's hot loop.
+const ENCODE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = must_encode(b as u8);
+        b += 1;
+    }
+    t
+};
+
 /// Appends `value` percent-encoded as FreeSWITCH does, including its quirk:
 /// a `%` already followed by two uppercase hex digits is copied, not
 /// re-encoded (so such a value does not survive a round trip).
 pub fn encode_into(value: &[u8], out: &mut Vec<u8>) {
+    // Most values need no escape at all: copy runs of plain bytes at once.
     let mut i = 0;
     while i < value.len() {
+        let run = value[i..]
+            .iter()
+            .position(|&b| ENCODE[b as usize])
+            .unwrap_or(value.len() - i);
+        out.extend_from_slice(&value[i..i + run]);
+        i += run;
+        if i >= value.len() {
+            break;
+        }
         let b = value[i];
         if b == b'%'
             && i + 2 < value.len()
