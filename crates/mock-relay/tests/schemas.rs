@@ -120,3 +120,33 @@ async fn synthesized_events_satisfy_their_schemas() {
     }
     m.stop().await;
 }
+
+#[tokio::test]
+async fn heartbeat_comes_on_its_interval_and_satisfies_its_schema() {
+    let config = MockConfig {
+        heartbeat: std::time::Duration::from_millis(100),
+        ..MockConfig::ephemeral(1)
+    };
+    let m = MockCluster::start(config).await.unwrap();
+    let mut c = Esl::connect(m.esl_addr(0)).await;
+    c.subscribe(EventFormat::Plain, &["HEARTBEAT", "RE_SCHEDULE"])
+        .await;
+    let hb = c.wait_event(is("HEARTBEAT")).await;
+    assert_eq!(hb.get("Event-Info"), Some("System Ready"));
+    assert_eq!(hb.get("Session-Count"), Some("0"));
+    c.wait_event(is("RE_SCHEDULE")).await;
+    for e in [&hb] {
+        let obj: serde_json::Map<String, serde_json::Value> = e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+            .collect();
+        let errors = m
+            .cluster()
+            .schemas
+            .check_event("HEARTBEAT", &serde_json::Value::Object(obj))
+            .unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+    m.stop().await;
+}
