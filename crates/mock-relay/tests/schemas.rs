@@ -135,7 +135,8 @@ async fn heartbeat_comes_on_its_interval_and_satisfies_its_schema() {
     assert_eq!(hb.get("Event-Info"), Some("System Ready"));
     assert_eq!(hb.get("Session-Count"), Some("0"));
     c.wait_event(is("RE_SCHEDULE")).await;
-    for e in [&hb] {
+    {
+        let e = &hb;
         let obj: serde_json::Map<String, serde_json::Value> = e
             .headers
             .iter()
