@@ -1,7 +1,9 @@
 //! Wire formats of switchy, as pure data and codecs with no I/O.
 //!
 //! - [`esl`]: the FreeSWITCH Event Socket protocol (client and server side).
+//! - [`wire`]: the agent ⇄ controller protocol (bincode frames).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod esl;
+pub mod wire;

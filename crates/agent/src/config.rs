@@ -1,0 +1,166 @@
+//! Agent configuration: flags > `SWITCHY_*` environment > TOML file >
+//! defaults (see `deploy/agent.toml`).
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// TLS files.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsFiles {
+    /// Cluster CA certificate (PEM).
+    pub ca: Option<PathBuf>,
+    /// This agent's certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// This agent's private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// The ESL side.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EslFile {
+    /// FreeSWITCH host.
+    pub host: Option<String>,
+    /// ESL port.
+    pub port: Option<u16>,
+    /// File holding the ESL password.
+    pub password_file: Option<PathBuf>,
+    /// Events to subscribe.
+    pub events: Option<Vec<String>>,
+}
+
+/// Buffer limits.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferFile {
+    /// Events kept while the controller is unreachable.
+    pub max_events: Option<usize>,
+}
+
+/// Timings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimingFile {
+    /// Heartbeat to the controller, s.
+    pub heartbeat_secs: Option<u64>,
+    /// Periodic `api status` probe, s.
+    pub status_probe_secs: Option<u64>,
+    /// Probe timeout, ms.
+    pub status_timeout_ms: Option<u64>,
+    /// Reconnect backoff floor, ms.
+    pub backoff_min_ms: Option<u64>,
+    /// Reconnect backoff cap, ms.
+    pub backoff_max_ms: Option<u64>,
+}
+
+/// The TOML file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentFile {
+    /// Node id.
+    pub node_id: Option<String>,
+    /// Controller `host:port`.
+    pub controller: Option<String>,
+    /// Name in the controller's certificate.
+    pub controller_name: Option<String>,
+    /// TLS files.
+    pub tls: TlsFiles,
+    /// ESL.
+    pub esl: EslFile,
+    /// Buffer.
+    pub buffer: BufferFile,
+    /// Timings.
+    pub timing: TimingFile,
+}
+
+impl AgentFile {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<AgentFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+    }
+}
+
+/// The resolved configuration.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// Node id (must equal the certificate's name).
+    pub node_id: String,
+    /// Controller address.
+    pub controller: String,
+    /// Name in the controller's certificate.
+    pub controller_name: String,
+    /// CA certificate PEM.
+    pub ca_pem: Vec<u8>,
+    /// Agent certificate PEM.
+    pub cert_pem: Vec<u8>,
+    /// Agent key PEM.
+    pub key_pem: Vec<u8>,
+    /// ESL host.
+    pub esl_host: String,
+    /// ESL port.
+    pub esl_port: u16,
+    /// ESL password (never logged).
+    pub esl_password: String,
+    /// Events to subscribe.
+    pub events: Vec<String>,
+    /// Buffer size in events.
+    pub max_events: usize,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Status probe period.
+    pub status_probe: Duration,
+    /// Status probe timeout.
+    pub status_timeout: Duration,
+    /// Backoff floor.
+    pub backoff_min: Duration,
+    /// Backoff cap.
+    pub backoff_max: Duration,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("node_id", &self.node_id)
+            .field("controller", &self.controller)
+            .field("controller_name", &self.controller_name)
+            .field("esl", &format!("{}:{}", self.esl_host, self.esl_port))
+            .field("esl_password", &"<hidden>")
+            .field("events", &self.events)
+            .field("max_events", &self.max_events)
+            .finish()
+    }
+}
+
+impl AgentConfig {
+    /// Defaults for everything but identity, controller and TLS.
+    pub fn new(
+        node_id: &str,
+        controller: &str,
+        ca_pem: Vec<u8>,
+        cert_pem: Vec<u8>,
+        key_pem: Vec<u8>,
+    ) -> Self {
+        AgentConfig {
+            node_id: node_id.to_owned(),
+            controller: controller.to_owned(),
+            controller_name: "controller".into(),
+            ca_pem,
+            cert_pem,
+            key_pem,
+            esl_host: "127.0.0.1".into(),
+            esl_port: 8021,
+            esl_password: "ClueCon".into(),
+            events: vec!["ALL".into()],
+            max_events: 200_000,
+            heartbeat: Duration::from_secs(5),
+            status_probe: Duration::from_secs(5),
+            status_timeout: Duration::from_millis(2000),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}

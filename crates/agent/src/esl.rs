@@ -1,0 +1,232 @@
+//! An async ESL client on top of switchy-protocol's codec: one task owns the
+//! socket, replies are matched to a FIFO of pending commands, everything
+//! else goes to the event channel.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+use switchy_protocol::esl::{Command, Decoder, Event, EventFormat, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why ESL is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum EslError {
+    /// TCP connect failed.
+    #[error(
+        "cannot connect to FreeSWITCH ESL at {addr}: {source} (is FreeSWITCH running with mod_event_socket?)"
+    )]
+    Connect {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The password was refused.
+    #[error("FreeSWITCH refused the ESL password: fix [esl] password_file / SWITCHY_ESL_PASSWORD")]
+    Auth,
+    /// The connection broke.
+    #[error("ESL connection lost: {0}")]
+    Lost(String),
+    /// A frame could not be decoded.
+    #[error("ESL protocol error: {0}")]
+    Protocol(String),
+}
+
+type Pending = oneshot::Sender<Result<String, String>>;
+
+/// A handle to send commands over the connection.
+#[derive(Clone)]
+pub struct EslHandle {
+    tx: mpsc::Sender<(Command, Pending)>,
+}
+
+impl EslHandle {
+    /// Sends a command; returns FreeSWITCH's reply text (`api/response` body or
+    /// `Reply-Text`), or an error when the connection is gone.
+    pub async fn send(&self, cmd: Command, timeout: Duration) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((cmd, tx))
+            .await
+            .map_err(|_| "ESL connection is down".to_string())?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("ESL connection lost before the reply".into()),
+            Err(_) => Err(format!("no reply from FreeSWITCH within {timeout:?}")),
+        }
+    }
+
+    /// `api <command> <args>`.
+    pub async fn api(
+        &self,
+        command: &str,
+        args: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let c = Command::api(command, args).map_err(|e| e.to_string())?;
+        self.send(c, timeout).await
+    }
+
+    /// True while the connection task runs.
+    pub fn is_open(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+/// Connects, authenticates and subscribes; returns the command handle and
+/// the event stream (closed when the connection ends).
+pub async fn connect(
+    host: &str,
+    port: u16,
+    password: &str,
+    events: &[String],
+) -> Result<(EslHandle, mpsc::Receiver<Event>), EslError> {
+    let addr = format!("{host}:{port}");
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr))
+        .await
+        .map_err(|_| EslError::Connect {
+            addr: addr.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        })?
+        .map_err(|source| EslError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    stream.set_nodelay(true).ok();
+    let mut dec = Decoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Greeting, then auth.
+    let mut read_one =
+        async |stream: &mut TcpStream, dec: &mut Decoder| -> Result<Message, EslError> {
+            loop {
+                if let Some(m) = dec
+                    .next_message()
+                    .map_err(|e| EslError::Protocol(e.to_string()))?
+                {
+                    return Ok(m);
+                }
+                let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                    .await
+                    .map_err(|_| EslError::Lost("no greeting/reply within 10 s".into()))?
+                    .map_err(|e| EslError::Lost(e.to_string()))?;
+                if n == 0 {
+                    return Err(EslError::Lost("closed by FreeSWITCH".into()));
+                }
+                dec.feed(&buf[..n]);
+            }
+        };
+    match read_one(&mut stream, &mut dec).await? {
+        Message::AuthRequest => {}
+        Message::RudeRejection(_) => {
+            return Err(EslError::Lost(
+                "FreeSWITCH's ACL rejected this address (apply-inbound-acl)".into(),
+            ));
+        }
+        other => {
+            return Err(EslError::Protocol(format!(
+                "expected auth/request, got {other:?}"
+            )));
+        }
+    }
+    let auth = Command::auth(password).map_err(|_| EslError::Auth)?;
+    stream
+        .write_all(&auth.to_bytes())
+        .await
+        .map_err(|e| EslError::Lost(e.to_string()))?;
+    match read_one(&mut stream, &mut dec).await? {
+        Message::CommandReply(r) if r.result().is_ok() => {}
+        _ => return Err(EslError::Auth),
+    }
+    let names: Vec<&str> = events.iter().map(String::as_str).collect();
+    let sub = Command::event(EventFormat::Plain, &names, &[])
+        .map_err(|e| EslError::Protocol(e.to_string()))?;
+    stream
+        .write_all(&sub.to_bytes())
+        .await
+        .map_err(|e| EslError::Lost(e.to_string()))?;
+    loop {
+        match read_one(&mut stream, &mut dec).await? {
+            Message::CommandReply(r) => {
+                if let Err(e) = r.result() {
+                    return Err(EslError::Protocol(format!(
+                        "event subscription refused: {}",
+                        e.text
+                    )));
+                }
+                break;
+            }
+            Message::Event(..) => continue,
+            other => return Err(EslError::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (ev_tx, ev_rx) = mpsc::channel(16 * 1024);
+    tokio::spawn(run(stream, dec, cmd_rx, ev_tx));
+    Ok((EslHandle { tx: cmd_tx }, ev_rx))
+}
+
+async fn run(
+    stream: TcpStream,
+    mut dec: Decoder,
+    mut cmds: mpsc::Receiver<(Command, Pending)>,
+    events: mpsc::Sender<Event>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let reason = 'conn: loop {
+        // Drain whole frames first.
+        loop {
+            match dec.next_message() {
+                Ok(Some(Message::Event(_, e))) => {
+                    if events.send(e).await.is_err() {
+                        break 'conn "event consumer gone".to_string();
+                    }
+                }
+                Ok(Some(Message::CommandReply(r))) => {
+                    let text = r.reply_text().unwrap_or("").to_owned();
+                    if let Some(p) = pending.pop_front() {
+                        let _ = p.send(Ok(text));
+                    }
+                }
+                Ok(Some(Message::ApiResponse(a))) => {
+                    if let Some(p) = pending.pop_front() {
+                        let _ = p.send(Ok(a.text().into_owned()));
+                    }
+                }
+                Ok(Some(Message::DisconnectNotice(f))) => {
+                    break 'conn format!(
+                        "FreeSWITCH disconnected: {}",
+                        String::from_utf8_lossy(f.body.as_deref().unwrap_or_default()).trim()
+                    );
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) if !e.is_fatal() => tracing::warn!(error = %e, "undecodable event skipped"),
+                Err(e) => break 'conn e.to_string(),
+            }
+        }
+        tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) => break 'conn "closed by FreeSWITCH".to_string(),
+                Ok(n) => dec.feed(&buf[..n]),
+                Err(e) => break 'conn e.to_string(),
+            },
+            c = cmds.recv() => match c {
+                Some((cmd, reply)) => {
+                    if let Err(e) = wr.write_all(&cmd.to_bytes()).await {
+                        let _ = reply.send(Err(format!("ESL write failed: {e}")));
+                        break 'conn e.to_string();
+                    }
+                    pending.push_back(reply);
+                }
+                None => break 'conn "agent stopped".to_string(),
+            },
+        }
+    };
+    tracing::info!(reason = %reason, "ESL connection ended");
+    for p in pending {
+        let _ = p.send(Err(format!("ESL connection lost: {reason}")));
+    }
+}

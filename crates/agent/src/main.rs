@@ -1,0 +1,148 @@
+//! `switchy-agent`: runs beside one FreeSWITCH (systemd: deploy/switchy-agent.service).
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+use switchy_agent::config::AgentFile;
+use switchy_agent::{Agent, AgentConfig};
+
+/// Relays one FreeSWITCH's Event Socket to the switchy controller over QUIC
+/// with mutual TLS. Settings: flags > SWITCHY_* environment > --config file >
+/// defaults.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file (see deploy/agent.toml).
+    #[arg(long, env = "SWITCHY_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Node id; must equal the name in this agent's certificate.
+    #[arg(long, env = "SWITCHY_NODE_ID")]
+    node_id: Option<String>,
+    /// Controller address host:port (QUIC).
+    #[arg(long, env = "SWITCHY_CONTROLLER")]
+    controller: Option<String>,
+    /// Name in the controller's certificate [default: controller].
+    #[arg(long, env = "SWITCHY_CONTROLLER_NAME")]
+    controller_name: Option<String>,
+    /// Cluster CA certificate (PEM).
+    #[arg(long, env = "SWITCHY_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// This agent's certificate (PEM).
+    #[arg(long, env = "SWITCHY_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// This agent's private key (PEM).
+    #[arg(long, env = "SWITCHY_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// FreeSWITCH ESL host [default: 127.0.0.1].
+    #[arg(long, env = "SWITCHY_ESL_HOST")]
+    esl_host: Option<String>,
+    /// FreeSWITCH ESL port [default: 8021].
+    #[arg(long, env = "SWITCHY_ESL_PORT")]
+    esl_port: Option<u16>,
+    /// File with the ESL password (SWITCHY_ESL_PASSWORD also works) [default password: ClueCon].
+    #[arg(long, env = "SWITCHY_ESL_PASSWORD_FILE")]
+    esl_password_file: Option<PathBuf>,
+    /// Events to subscribe, comma-separated [default: ALL].
+    #[arg(long, env = "SWITCHY_ESL_EVENTS", value_delimiter = ',')]
+    events: Option<Vec<String>>,
+    /// Events buffered while the controller is unreachable [default: 200000].
+    #[arg(long, env = "SWITCHY_BUFFER_MAX_EVENTS")]
+    max_events: Option<usize>,
+    /// Heartbeat to the controller, seconds [default: 5].
+    #[arg(long)]
+    heartbeat_secs: Option<u64>,
+    /// Periodic `status` probe of FreeSWITCH, seconds [default: 5].
+    #[arg(long)]
+    status_probe_secs: Option<u64>,
+    /// Probe timeout before the node is marked degraded, ms [default: 2000].
+    #[arg(long)]
+    status_timeout_ms: Option<u64>,
+    /// Reconnect backoff floor, ms [default: 200].
+    #[arg(long)]
+    backoff_min_ms: Option<u64>,
+    /// Reconnect backoff cap, ms [default: 10000].
+    #[arg(long)]
+    backoff_max_ms: Option<u64>,
+}
+
+fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", path.display()))
+}
+
+fn resolve(a: Args) -> anyhow::Result<AgentConfig> {
+    let f = match &a.config {
+        Some(p) => AgentFile::load(p)?,
+        None => AgentFile::default(),
+    };
+    let node_id = a.node_id.or(f.node_id).ok_or_else(|| {
+        anyhow::anyhow!("no node id: set --node-id, SWITCHY_NODE_ID or node_id in the config")
+    })?;
+    let controller = a
+        .controller
+        .or(f.controller)
+        .ok_or_else(|| anyhow::anyhow!("no controller address: set --controller host:port"))?;
+    let need = |v: Option<PathBuf>, what: &str| {
+        v.ok_or_else(|| anyhow::anyhow!("no {what}: set --tls-{what} or [tls] {what}"))
+    };
+    let ca = read(&need(a.tls_ca.or(f.tls.ca), "ca")?, "CA certificate")?;
+    let cert = read(
+        &need(a.tls_cert.or(f.tls.cert), "cert")?,
+        "agent certificate",
+    )?;
+    let key = read(&need(a.tls_key.or(f.tls.key), "key")?, "agent key")?;
+    let mut c = AgentConfig::new(&node_id, &controller, ca, cert, key);
+    if let Some(n) = a.controller_name.or(f.controller_name) {
+        c.controller_name = n;
+    }
+    if let Some(h) = a.esl_host.or(f.esl.host) {
+        c.esl_host = h;
+    }
+    if let Some(p) = a.esl_port.or(f.esl.port) {
+        c.esl_port = p;
+    }
+    if let Ok(pw) = std::env::var("SWITCHY_ESL_PASSWORD") {
+        c.esl_password = pw;
+    } else if let Some(p) = a.esl_password_file.or(f.esl.password_file) {
+        c.esl_password = String::from_utf8(read(&p, "ESL password file")?)?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
+    }
+    if let Some(e) = a.events.or(f.esl.events) {
+        c.events = e;
+    }
+    if let Some(m) = a.max_events.or(f.buffer.max_events) {
+        c.max_events = m;
+    }
+    let t = &f.timing;
+    if let Some(s) = a.heartbeat_secs.or(t.heartbeat_secs) {
+        c.heartbeat = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = a.status_probe_secs.or(t.status_probe_secs) {
+        c.status_probe = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = a.status_timeout_ms.or(t.status_timeout_ms) {
+        c.status_timeout = Duration::from_millis(s.max(1));
+    }
+    if let Some(s) = a.backoff_min_ms.or(t.backoff_min_ms) {
+        c.backoff_min = Duration::from_millis(s.max(1));
+    }
+    if let Some(s) = a.backoff_max_ms.or(t.backoff_max_ms) {
+        c.backoff_max = Duration::from_millis(s.max(1));
+    }
+    Ok(c)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = resolve(Args::parse())?;
+    tracing::info!(config = ?config, "starting");
+    let agent = Agent::start(config)?;
+    tokio::signal::ctrl_c().await?;
+    agent.stop();
+    Ok(())
+}

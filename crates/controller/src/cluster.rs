@@ -1,0 +1,1100 @@
+//! The cluster: the QUIC server agents connect to, the node registry, the
+//! tracker, jobs, and the Rust API (`Node`, `Session`, `Job`).
+
+use crate::tracker::{Finished, Tracker};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use switchy_protocol::esl::{Event, api_result};
+use switchy_protocol::wire::{
+    self, AgentMsg, CommandKind, CommandRequest, CommandResponse, ControllerMsg, EslState, Profile,
+    WIRE_VERSION,
+};
+use tokio::sync::{broadcast, oneshot};
+
+/// Controller settings.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Variable that carries the call id (stamped on every originate).
+    pub tracking_var: String,
+    /// Channels older than this are reaped.
+    pub max_channel_age: Duration,
+    /// How long a bgapi job may run.
+    pub job_timeout: Duration,
+    /// How long an api command may take.
+    pub command_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            tracking_var: "sip_h_X-switchy-orig-uuid".into(),
+            max_channel_age: Duration::from_secs(4 * 3600),
+            job_timeout: Duration::from_secs(60),
+            command_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A node as the registry sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeInfo {
+    /// Node id (from the agent certificate).
+    pub id: String,
+    /// `connected`, `disconnected`.
+    pub agent: String,
+    /// `up`, `down`, `degraded`.
+    pub esl: String,
+    /// Why ESL is down or degraded.
+    pub reason: Option<String>,
+    /// FreeSWITCH hostname.
+    pub hostname: Option<String>,
+    /// Core-UUID of the current FreeSWITCH process.
+    pub core_uuid: Option<String>,
+    /// SIP profiles.
+    pub profiles: Vec<Profile>,
+    /// Events received from this node.
+    pub events: u64,
+    /// Events the agent dropped (buffer full), as last reported.
+    pub agent_dropped: u64,
+    /// Events buffered at the agent, as last reported.
+    pub agent_buffered: u64,
+    /// Number of agent (re)connections.
+    pub connects: u64,
+}
+
+struct NodeEntry {
+    info: NodeInfo,
+    conn: Option<quinn::Connection>,
+    agent_instance: String,
+    applied_seq: u64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events received.
+    pub events: AtomicU64,
+    /// Commands sent.
+    pub commands: AtomicU64,
+    /// Commands that failed.
+    pub command_errors: AtomicU64,
+    /// Agent sessions refused (version, identity).
+    pub refused: AtomicU64,
+    /// Duplicate events ignored after a reconnect.
+    pub duplicates: AtomicU64,
+    /// Sum of relay latencies (FreeSWITCH event time → applied), µs.
+    pub latency_sum_us: AtomicU64,
+    /// Latency histogram buckets (µs upper bounds in [`LATENCY_BUCKETS`]).
+    pub latency_buckets: [AtomicU64; 12],
+}
+
+/// Upper bounds of the relay-latency histogram, µs.
+pub const LATENCY_BUCKETS: [u64; 12] = [
+    100,
+    250,
+    500,
+    1000,
+    2000,
+    5000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    1_000_000,
+    u64::MAX,
+];
+
+/// The result of a bgapi job.
+pub type JobResult = Result<String, String>;
+
+/// What happened, for apps and observers.
+#[derive(Clone, Debug)]
+pub enum ClusterEvent {
+    /// An event from a node.
+    Event(String, Arc<Event>),
+    /// A session ended (also synthetic ends: restart, resync, reaper).
+    Finished(Arc<Finished>),
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ClusterConfig,
+    nodes: std::sync::RwLock<HashMap<String, NodeEntry>>,
+    pub(crate) tracker: std::sync::Mutex<Tracker>,
+    jobs: std::sync::Mutex<HashMap<String, oneshot::Sender<JobResult>>>,
+    next_cmd: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) instance: String,
+    pub(crate) events: broadcast::Sender<ClusterEvent>,
+}
+
+/// The cluster handle (cheap to clone).
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// No such node, or its agent is not connected.
+    #[error("node {0} is not connected: check its switchy-agent (GET /api/v1/nodes)")]
+    NodeDown(String),
+    /// The agent could not run it (ESL down …).
+    #[error("node {node}: {reason}")]
+    Agent {
+        /// Node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// No answer in time.
+    #[error("node {0}: no reply within the command timeout")]
+    Timeout(String),
+    /// The QUIC stream failed.
+    #[error("node {node}: transport error: {reason}")]
+    Transport {
+        /// Node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// Invalid argument (injection attempt …).
+    #[error("invalid command argument: {0}")]
+    Invalid(String),
+}
+
+impl Cluster {
+    /// A cluster with no nodes yet.
+    pub fn new(config: ClusterConfig) -> Cluster {
+        let (events, _) = broadcast::channel(65_536);
+        Cluster {
+            inner: Arc::new(Inner {
+                tracker: std::sync::Mutex::new(Tracker::new(&config.tracking_var)),
+                config,
+                nodes: std::sync::RwLock::new(HashMap::new()),
+                jobs: std::sync::Mutex::new(HashMap::new()),
+                next_cmd: AtomicU64::new(1),
+                counters: Counters::default(),
+                instance: uuid::Uuid::new_v4().to_string(),
+                events,
+            }),
+        }
+    }
+
+    /// Subscribes to cluster events.
+    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// Runs `f` with the tracker locked.
+    pub fn with_tracker<R>(&self, f: impl FnOnce(&Tracker) -> R) -> R {
+        let g = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        f(&g)
+    }
+
+    /// All nodes, sorted by id.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let g = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<NodeInfo> = g.values().map(|n| n.info.clone()).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// One node's registry entry.
+    pub fn node_info(&self, id: &str) -> Option<NodeInfo> {
+        let g = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner());
+        g.get(id).map(|n| n.info.clone())
+    }
+
+    /// A handle to send commands to a node.
+    pub fn node(&self, id: &str) -> Node {
+        Node {
+            cluster: self.clone(),
+            id: id.to_owned(),
+        }
+    }
+
+    /// A handle to act on a session (found on whichever node holds it).
+    pub fn session(&self, uuid: &str) -> Option<Session> {
+        let node = self.with_tracker(|t| t.session(uuid).map(|s| s.node.clone()))?;
+        Some(Session {
+            node: self.node(&node),
+            uuid: uuid.to_owned(),
+        })
+    }
+
+    fn publish(&self, ev: ClusterEvent) {
+        let _ = self.inner.events.send(ev);
+    }
+
+    fn finished(&self, fs: Vec<Finished>) {
+        for f in fs {
+            tracing::info!(node = %f.session.node, session = %f.session.uuid, cause = %f.cause, "session closed out");
+            self.publish(ClusterEvent::Finished(Arc::new(f)));
+        }
+    }
+
+    /// Starts the QUIC listener for agents; returns its bound address.
+    pub async fn listen(
+        &self,
+        addr: SocketAddr,
+        server: quinn::ServerConfig,
+    ) -> anyhow::Result<Listener> {
+        let endpoint = quinn::Endpoint::server(server, addr).map_err(|e| {
+            anyhow::anyhow!("cannot listen for agents on {addr}: {e} (choose another --listen)")
+        })?;
+        let local = endpoint.local_addr()?;
+        let me = self.clone();
+        let ep = endpoint.clone();
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move {
+                    match incoming.await {
+                        Ok(conn) => me.agent_session(conn).await,
+                        Err(e) => {
+                            me.inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "agent connection refused (TLS: unknown or missing certificate?)");
+                        }
+                    }
+                });
+            }
+        });
+        // The reaper.
+        let me = self.clone();
+        let reaper = tokio::spawn(async move {
+            let every = (me.inner.config.max_channel_age / 10)
+                .clamp(Duration::from_millis(100), Duration::from_secs(60));
+            loop {
+                tokio::time::sleep(every).await;
+                let reaped = {
+                    let mut t = me.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
+                    t.reap(me.inner.config.max_channel_age.as_micros() as u64)
+                };
+                if !reaped.is_empty() {
+                    tracing::warn!(
+                        count = reaped.len(),
+                        "reaped channels that never received CHANNEL_DESTROY"
+                    );
+                }
+                me.finished(reaped);
+            }
+        });
+        Ok(Listener {
+            addr: local,
+            endpoint: ep,
+            tasks: vec![task, reaper],
+        })
+    }
+
+    async fn agent_session(&self, conn: quinn::Connection) {
+        let Some(node_id) = crate::tls::peer_node_id(&conn) else {
+            tracing::warn!("agent certificate has no name; closing");
+            conn.close(1u32.into(), b"certificate without a name");
+            return;
+        };
+        let (mut send, mut recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(node = %node_id, error = %e, "agent opened no event stream");
+                return;
+            }
+        };
+        let hello = match read_frame::<AgentMsg>(&mut recv).await {
+            Ok(AgentMsg::Hello(h)) => h,
+            Ok(other) => {
+                tracing::warn!(node = %node_id, "first message was not Hello: {other:?}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(node = %node_id, error = %e, "no Hello from agent");
+                return;
+            }
+        };
+        let refuse = if hello.wire_version != WIRE_VERSION {
+            Some(format!(
+                "wire protocol version mismatch: agent speaks {}, controller speaks {}; upgrade the older side",
+                hello.wire_version, WIRE_VERSION
+            ))
+        } else if hello.node_id != node_id {
+            Some(format!(
+                "agent says it is {:?} but its certificate names {node_id:?}; fix node_id",
+                hello.node_id
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            tracing::error!(node = %node_id, %reason, "agent refused");
+            self.inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+            if let Ok(b) = wire::encode(&ControllerMsg::Refused { reason }) {
+                let _ = send.write_all(&b).await;
+                let _ = send.finish();
+                let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+            }
+            conn.close(2u32.into(), b"refused");
+            return;
+        }
+        {
+            let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+            let e = g.entry(node_id.clone()).or_insert_with(|| NodeEntry {
+                info: NodeInfo {
+                    id: node_id.clone(),
+                    agent: "connected".into(),
+                    esl: "down".into(),
+                    reason: None,
+                    hostname: None,
+                    core_uuid: None,
+                    profiles: Vec::new(),
+                    events: 0,
+                    agent_dropped: 0,
+                    agent_buffered: 0,
+                    connects: 0,
+                },
+                conn: None,
+                agent_instance: String::new(),
+                applied_seq: 0,
+            });
+            if let Some(old) = e.conn.replace(conn.clone()) {
+                old.close(3u32.into(), b"replaced by a new connection");
+            }
+            if e.agent_instance != hello.agent_instance {
+                e.agent_instance = hello.agent_instance.clone();
+                e.applied_seq = 0;
+            }
+            e.info.agent = "connected".into();
+            e.info.connects += 1;
+            if hello.hostname.is_some() {
+                e.info.hostname = hello.hostname.clone();
+            }
+            if !hello.profiles.is_empty() {
+                e.info.profiles = hello.profiles.clone();
+            }
+        }
+        if let Some(core) = &hello.core_uuid {
+            self.core_seen(&node_id, core);
+        }
+        let welcome = ControllerMsg::Welcome {
+            wire_version: WIRE_VERSION,
+            controller_id: self.inner.instance.clone(),
+        };
+        match wire::encode(&welcome) {
+            Ok(b) => {
+                if send.write_all(&b).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+        tracing::info!(node = %node_id, "agent connected");
+        loop {
+            let msg = match read_frame::<AgentMsg>(&mut recv).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(node = %node_id, error = %e, "agent event stream ended");
+                    break;
+                }
+            };
+            match msg {
+                AgentMsg::Events(batch) => {
+                    let upto = batch.last().map(|e| e.seq).unwrap_or(0);
+                    self.apply_batch(&node_id, batch);
+                    if let Ok(b) = wire::encode(&ControllerMsg::Ack { upto })
+                        && send.write_all(&b).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                AgentMsg::Snapshot(s) => {
+                    self.core_seen(&node_id, &s.core_uuid);
+                    let fs = {
+                        let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
+                        t.resync(&node_id, &s.core_uuid, &s.channels)
+                    };
+                    tracing::info!(node = %node_id, channels = s.channels.len(), closed = fs.len(), "resynced from snapshot");
+                    self.finished(fs);
+                }
+                AgentMsg::Status(st) => self.status(&node_id, st),
+                AgentMsg::Heartbeat {
+                    dropped, buffered, ..
+                } => {
+                    let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+                    if let Some(e) = g.get_mut(&node_id) {
+                        e.info.agent_dropped = dropped;
+                        e.info.agent_buffered = buffered;
+                    }
+                }
+                AgentMsg::Hello(_) => {}
+            }
+        }
+        let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = g.get_mut(&node_id)
+            && e.conn
+                .as_ref()
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            e.conn = None;
+            e.info.agent = "disconnected".into();
+        }
+    }
+
+    fn core_seen(&self, node: &str, core: &str) {
+        if core.is_empty() {
+            return;
+        }
+        let changed = {
+            let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+            match g.get_mut(node) {
+                Some(e) => {
+                    let changed = e.info.core_uuid.as_deref().is_some_and(|c| c != core);
+                    e.info.core_uuid = Some(core.to_owned());
+                    changed
+                }
+                None => false,
+            }
+        };
+        if changed {
+            tracing::warn!(node = %node, core_uuid = %core, "FreeSWITCH restarted (new Core-UUID): closing out its old channels");
+            let fs = {
+                let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
+                t.node_restarted(node, core)
+            };
+            self.finished(fs);
+        }
+    }
+
+    fn status(&self, node: &str, st: EslState) {
+        if let EslState::Up { core_uuid, .. } = &st {
+            self.core_seen(node, core_uuid);
+        }
+        let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let Some(e) = g.get_mut(node) else { return };
+        match st {
+            EslState::Up {
+                hostname, profiles, ..
+            } => {
+                e.info.esl = "up".into();
+                e.info.reason = None;
+                e.info.hostname = Some(hostname);
+                e.info.profiles = profiles;
+            }
+            EslState::Down(r) => {
+                e.info.esl = "down".into();
+                e.info.reason = Some(r);
+            }
+            EslState::Degraded(r) => {
+                e.info.esl = "degraded".into();
+                e.info.reason = Some(r);
+            }
+        }
+        tracing::info!(node = %node, esl = %e.info.esl, "node status");
+    }
+
+    fn apply_batch(&self, node: &str, batch: Vec<wire::WireEvent>) {
+        let applied_before = {
+            let g = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner());
+            g.get(node).map_or(0, |e| e.applied_seq)
+        };
+        let mut last = applied_before;
+        let mut count = 0u64;
+        for we in batch {
+            if we.seq <= last {
+                self.inner
+                    .counters
+                    .duplicates
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            last = we.seq;
+            count += 1;
+            let mut e = Event::default();
+            for (k, v) in &we.headers {
+                e.headers.push_raw(k.as_bytes(), v);
+            }
+            e.body = we.body;
+            let finished = {
+                let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
+                t.apply(node, &e)
+            };
+            let now = now_us();
+            if let Some(ts) = e.timestamp() {
+                let lat = now.saturating_sub(ts);
+                let c = &self.inner.counters;
+                c.latency_sum_us.fetch_add(lat, Ordering::Relaxed);
+                let b = LATENCY_BUCKETS
+                    .iter()
+                    .position(|&ub| lat <= ub)
+                    .unwrap_or(11);
+                c.latency_buckets[b].fetch_add(1, Ordering::Relaxed);
+            }
+            if e.event_name() == Some("BACKGROUND_JOB")
+                && let Some(job) = e.job_uuid()
+            {
+                let tx = self
+                    .inner
+                    .jobs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(job);
+                if let Some(tx) = tx {
+                    let body = e.body.as_deref().unwrap_or_default();
+                    let _ = tx.send(match api_result(body) {
+                        Ok(t) => Ok(t.into_owned()),
+                        Err(err) => Err(err.text),
+                    });
+                }
+            }
+            let e = Arc::new(e);
+            self.publish(ClusterEvent::Event(node.to_owned(), e));
+            if let Some(f) = finished {
+                self.publish(ClusterEvent::Finished(Arc::new(f)));
+            }
+        }
+        self.inner
+            .counters
+            .events
+            .fetch_add(count, Ordering::Relaxed);
+        let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = g.get_mut(node) {
+            e.applied_seq = e.applied_seq.max(last);
+            e.info.events += count;
+        }
+    }
+
+    /// Sends one command to a node on its own QUIC stream.
+    pub async fn command(&self, node: &str, kind: CommandKind) -> Result<String, CommandError> {
+        let conn = {
+            let g = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner());
+            g.get(node).and_then(|e| e.conn.clone())
+        }
+        .ok_or_else(|| CommandError::NodeDown(node.to_owned()))?;
+        let id = self.inner.next_cmd.fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.commands.fetch_add(1, Ordering::Relaxed);
+        let t = |reason: String| CommandError::Transport {
+            node: node.to_owned(),
+            reason,
+        };
+        let fut = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| t(e.to_string()))?;
+            let bytes = wire::encode(&CommandRequest { id, kind }).map_err(|e| t(e.to_string()))?;
+            send.write_all(&bytes).await.map_err(|e| t(e.to_string()))?;
+            send.finish().map_err(|e| t(e.to_string()))?;
+            let resp: CommandResponse =
+                read_frame(&mut recv).await.map_err(|e| t(e.to_string()))?;
+            resp.result.map_err(|reason| CommandError::Agent {
+                node: node.to_owned(),
+                reason,
+            })
+        };
+        let r = match tokio::time::timeout(self.inner.config.command_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(CommandError::Timeout(node.to_owned())),
+        };
+        if r.is_err() {
+            self.inner
+                .counters
+                .command_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Registers a job before its bgapi is sent.
+    fn register_job(&self, job: &str) -> oneshot::Receiver<JobResult> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.to_owned(), tx);
+        rx
+    }
+
+    /// Jobs in flight.
+    pub fn jobs(&self) -> Vec<String> {
+        self.inner
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn forget_job(&self, job: &str) {
+        self.inner
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(job);
+    }
+}
+
+/// The QUIC listener; dropping it closes every agent connection and frees
+/// the port.
+pub struct Listener {
+    /// Bound address.
+    pub addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.endpoint
+            .close(0u32.into(), b"controller shutting down");
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Reads one length-prefixed wire message from a QUIC stream.
+pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
+    recv: &mut quinn::RecvStream,
+) -> anyhow::Result<T> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await?;
+    let n = wire::frame_len(len, wire::MAX_FRAME)?;
+    let mut payload = vec![0u8; n];
+    recv.read_exact(&mut payload).await?;
+    Ok(wire::decode(&payload)?)
+}
+
+/// A node of the cluster.
+#[derive(Clone)]
+pub struct Node {
+    cluster: Cluster,
+    /// Node id.
+    pub id: String,
+}
+
+/// A `bgapi` in flight; await [`Job::wait`] for its result.
+pub struct Job {
+    /// Job-UUID.
+    pub uuid: String,
+    rx: oneshot::Receiver<JobResult>,
+    cluster: Cluster,
+    timeout: Duration,
+}
+
+impl Job {
+    /// The BACKGROUND_JOB result: `Ok(text after +OK)` or `Err(-ERR text)`.
+    pub async fn wait(self) -> Result<String, String> {
+        match tokio::time::timeout(self.timeout, self.rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("job dropped".into()),
+            Err(_) => {
+                self.cluster.forget_job(&self.uuid);
+                Err(format!(
+                    "job {} did not finish within {:?}",
+                    self.uuid, self.timeout
+                ))
+            }
+        }
+    }
+}
+
+fn word(field: &str, v: &str) -> Result<(), CommandError> {
+    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CommandError::Invalid(format!(
+            "{field} {v:?} must be one word without spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn line(field: &str, v: &str) -> Result<(), CommandError> {
+    if v.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+        return Err(CommandError::Invalid(format!(
+            "{field} contains a line break"
+        )));
+    }
+    Ok(())
+}
+
+impl Node {
+    /// `api <command> <args>`: FreeSWITCH's output.
+    pub async fn api(&self, command: &str, args: &str) -> Result<String, CommandError> {
+        word("command", command)?;
+        line("arguments", args)?;
+        self.cluster
+            .command(
+                &self.id,
+                CommandKind::Api {
+                    command: command.into(),
+                    args: args.into(),
+                },
+            )
+            .await
+    }
+
+    /// `bgapi <command> <args>` with a controller-chosen Job-UUID.
+    pub async fn bgapi(&self, command: &str, args: &str) -> Result<Job, CommandError> {
+        word("command", command)?;
+        line("arguments", args)?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let rx = self.cluster.register_job(&uuid);
+        let kind = CommandKind::BgApi {
+            command: command.into(),
+            args: args.into(),
+            job_uuid: uuid.clone(),
+        };
+        match self.cluster.command(&self.id, kind).await {
+            Ok(reply) if reply.starts_with("+OK") => Ok(Job {
+                uuid,
+                rx,
+                cluster: self.cluster.clone(),
+                timeout: self.cluster.inner.config.job_timeout,
+            }),
+            Ok(reply) => {
+                self.cluster.forget_job(&uuid);
+                Err(CommandError::Agent {
+                    node: self.id.clone(),
+                    reason: reply,
+                })
+            }
+            Err(e) => {
+                self.cluster.forget_job(&uuid);
+                Err(e)
+            }
+        }
+    }
+
+    /// `sendmsg <uuid>` executing an application.
+    pub async fn execute(&self, uuid: &str, app: &str, arg: &str) -> Result<String, CommandError> {
+        word("uuid", uuid)?;
+        word("application", app)?;
+        let mut headers = vec![
+            ("call-command".to_owned(), "execute".to_owned()),
+            ("execute-app-name".to_owned(), app.to_owned()),
+        ];
+        let mut body = None;
+        if arg.contains(['\r', '\n']) {
+            body = Some(arg.as_bytes().to_vec());
+        } else if !arg.is_empty() {
+            headers.push(("execute-app-arg".to_owned(), arg.to_owned()));
+        }
+        self.cluster
+            .command(
+                &self.id,
+                CommandKind::SendMsg {
+                    uuid: uuid.into(),
+                    headers,
+                    body,
+                },
+            )
+            .await
+    }
+
+    /// Originates a call: `dial` is the dial string (variables allowed),
+    /// `dest` the destination (`&park()` …). The tracking variable is
+    /// stamped automatically with the new leg's UUID, which is returned with
+    /// the job.
+    pub async fn originate(
+        &self,
+        dial: &str,
+        dest: &str,
+        vars: &[(String, String)],
+    ) -> Result<(String, Job), CommandError> {
+        word("destination", dest)?;
+        word("dial string", dial)?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let mut v = vec![
+            format!("origination_uuid={uuid}"),
+            format!("{}={uuid}", self.cluster.inner.config.tracking_var),
+        ];
+        for (k, val) in vars {
+            word("variable name", k)?;
+            if val.contains([',', '}', ' ']) || val.chars().any(char::is_control) {
+                return Err(CommandError::Invalid(format!(
+                    "variable {k} value {val:?} must not contain ',', '}}', spaces or control characters"
+                )));
+            }
+            v.push(format!("{k}={val}"));
+        }
+        let args = format!("{{{}}}{dial} {dest}", v.join(","));
+        let job = self.bgapi("originate", &args).await?;
+        Ok((uuid, job))
+    }
+}
+
+/// A channel on a node; methods mirror switchy's Session API and build the
+/// ESL command for it.
+#[derive(Clone)]
+pub struct Session {
+    /// The node holding it.
+    pub node: Node,
+    /// Its UUID.
+    pub uuid: String,
+}
+
+fn ok_or_err(r: String) -> Result<String, CommandError> {
+    if r.starts_with('-') {
+        Err(CommandError::Agent {
+            node: String::new(),
+            reason: r.trim_end().to_owned(),
+        })
+    } else {
+        Ok(r)
+    }
+}
+
+impl Session {
+    async fn api(&self, command: &str, args: String) -> Result<String, CommandError> {
+        ok_or_err(self.node.api(command, &args).await?)
+    }
+
+    /// `uuid_answer`.
+    pub async fn answer(&self) -> Result<String, CommandError> {
+        self.api("uuid_answer", self.uuid.clone()).await
+    }
+
+    /// `uuid_kill <uuid> <cause>`.
+    pub async fn hangup(&self, cause: &str) -> Result<String, CommandError> {
+        word("cause", cause)?;
+        self.api("uuid_kill", format!("{} {cause}", self.uuid))
+            .await
+    }
+
+    /// `uuid_park`.
+    pub async fn park(&self) -> Result<String, CommandError> {
+        self.api("uuid_park", self.uuid.clone()).await
+    }
+
+    /// Bridges to a destination: `sofia/<profile>/<dest_url>` or
+    /// `sofia/gateway/<gateway>/<dest_url>`, through `proxy` (`fs_path`),
+    /// with `{params}` variables.
+    pub async fn bridge(
+        &self,
+        dest_url: &str,
+        profile: &str,
+        gateway: Option<&str>,
+        proxy: Option<&str>,
+        params: &[(String, String)],
+    ) -> Result<String, CommandError> {
+        word("destination", dest_url)?;
+        let mut dial = match gateway {
+            Some(g) => {
+                word("gateway", g)?;
+                format!("sofia/gateway/{g}/{dest_url}")
+            }
+            None => {
+                word("profile", profile)?;
+                format!("sofia/{profile}/{dest_url}")
+            }
+        };
+        if let Some(p) = proxy {
+            word("proxy", p)?;
+            dial.push_str(&format!(";fs_path=sip:{p}"));
+        }
+        if !params.is_empty() {
+            let vars: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            dial = format!("{{{}}}{dial}", vars.join(","));
+        }
+        line("bridge", &dial)?;
+        ok_or_err(self.node.execute(&self.uuid, "bridge", &dial).await?)
+    }
+
+    /// `uuid_broadcast <uuid> <args> <leg>` (playback of a file or stream).
+    pub async fn playback(
+        &self,
+        args: &str,
+        leg: &str,
+        params: &[(String, String)],
+    ) -> Result<String, CommandError> {
+        word("playback", args)?;
+        word("leg", leg)?;
+        let path = if params.is_empty() {
+            args.to_owned()
+        } else {
+            format!(
+                "{{{}}}{args}",
+                params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        self.api("uuid_broadcast", format!("{} {path} {leg}", self.uuid))
+            .await
+    }
+
+    /// `uuid_broadcast <uuid> <path>[!cause] <leg>`.
+    pub async fn broadcast(
+        &self,
+        path: &str,
+        leg: &str,
+        hangup_cause: Option<&str>,
+    ) -> Result<String, CommandError> {
+        word("path", path)?;
+        word("leg", leg)?;
+        let p = match hangup_cause {
+            Some(c) => {
+                word("cause", c)?;
+                format!("{path}!{c}")
+            }
+            None => path.to_owned(),
+        };
+        self.api("uuid_broadcast", format!("{} {p} {leg}", self.uuid))
+            .await
+    }
+
+    /// `uuid_record <uuid> <action> <path>`.
+    pub async fn record(&self, action: &str, path: &str) -> Result<String, CommandError> {
+        word("action", action)?;
+        word("path", path)?;
+        self.api("uuid_record", format!("{} {action} {path}", self.uuid))
+            .await
+    }
+
+    /// `uuid_record <uuid> start <path>`.
+    pub async fn start_record(&self, path: &str) -> Result<String, CommandError> {
+        self.record("start", path).await
+    }
+
+    /// `uuid_record <uuid> stop <path>`.
+    pub async fn stop_record(&self, path: &str) -> Result<String, CommandError> {
+        self.record("stop", path).await
+    }
+
+    /// `sched_hangup +<secs> <uuid> <cause>`.
+    pub async fn sched_hangup(&self, secs: u64, cause: &str) -> Result<String, CommandError> {
+        word("cause", cause)?;
+        self.api("sched_hangup", format!("+{secs} {} {cause}", self.uuid))
+            .await
+    }
+
+    /// DTMF after `secs` (`sched_api … uuid_send_dtmf`).
+    pub async fn sched_dtmf(&self, secs: u64, digits: &str) -> Result<String, CommandError> {
+        word("digits", digits)?;
+        self.api(
+            "sched_api",
+            format!(
+                "+{secs} {} uuid_send_dtmf {} {digits}",
+                self.uuid, self.uuid
+            ),
+        )
+        .await
+    }
+
+    /// `uuid_send_dtmf <uuid> <digits>`.
+    pub async fn send_dtmf(&self, digits: &str) -> Result<String, CommandError> {
+        word("digits", digits)?;
+        self.api("uuid_send_dtmf", format!("{} {digits}", self.uuid))
+            .await
+    }
+
+    /// `uuid_setvar <uuid> <var> <value>`.
+    pub async fn setvar(&self, var: &str, value: &str) -> Result<String, CommandError> {
+        word("variable", var)?;
+        line("value", value)?;
+        self.api("uuid_setvar", format!("{} {var} {value}", self.uuid))
+            .await
+    }
+
+    /// `uuid_setvar_multi <uuid> a=1;b=2`.
+    pub async fn setvars(&self, vars: &[(String, String)]) -> Result<String, CommandError> {
+        for (k, v) in vars {
+            word("variable", k)?;
+            if v.contains([';', ' ']) || v.chars().any(char::is_control) {
+                return Err(CommandError::Invalid(format!(
+                    "value of {k} must not contain ';', spaces or control characters"
+                )));
+            }
+        }
+        let list: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.api(
+            "uuid_setvar_multi",
+            format!("{} {}", self.uuid, list.join(";")),
+        )
+        .await
+    }
+
+    /// `uuid_setvar <uuid> <var>` (unset).
+    pub async fn unsetvar(&self, var: &str) -> Result<String, CommandError> {
+        word("variable", var)?;
+        self.api("uuid_setvar", format!("{} {var}", self.uuid))
+            .await
+    }
+
+    /// `uuid_audio <uuid> start <read|write> mute`.
+    pub async fn mute(&self, direction: &str) -> Result<String, CommandError> {
+        word("direction", direction)?;
+        self.api(
+            "uuid_audio",
+            format!("{} start {direction} mute 1", self.uuid),
+        )
+        .await
+    }
+
+    /// `uuid_audio <uuid> stop`.
+    pub async fn unmute(&self) -> Result<String, CommandError> {
+        self.api("uuid_audio", format!("{} stop", self.uuid)).await
+    }
+
+    /// `uuid_deflect <uuid> <uri>` (SIP REFER).
+    pub async fn deflect(&self, uri: &str) -> Result<String, CommandError> {
+        word("uri", uri)?;
+        self.api("uuid_deflect", format!("{} {uri}", self.uuid))
+            .await
+    }
+
+    /// The `respond` application (`respond 407`).
+    pub async fn respond(&self, code: u16) -> Result<String, CommandError> {
+        ok_or_err(
+            self.node
+                .execute(&self.uuid, "respond", &code.to_string())
+                .await?,
+        )
+    }
+
+    /// The `echo` application.
+    pub async fn echo(&self) -> Result<String, CommandError> {
+        ok_or_err(self.node.execute(&self.uuid, "echo", "").await?)
+    }
+
+    /// `uuid_break <uuid> all`.
+    pub async fn breakmedia(&self) -> Result<String, CommandError> {
+        self.api("uuid_break", format!("{} all", self.uuid)).await
+    }
+
+    /// `uuid_media [off] <uuid>`: take media out of (true) or into the path.
+    pub async fn bypass_media(&self, bypass: bool) -> Result<String, CommandError> {
+        self.api(
+            "uuid_media",
+            if bypass {
+                format!("off {}", self.uuid)
+            } else {
+                self.uuid.clone()
+            },
+        )
+        .await
+    }
+
+    /// `sched_del <uuid>`: drop the session's scheduled tasks.
+    pub async fn clear_tasks(&self) -> Result<String, CommandError> {
+        self.api("sched_del", self.uuid.clone()).await
+    }
+}

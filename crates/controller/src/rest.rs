@@ -1,0 +1,538 @@
+//! The REST API (axum): nodes, sessions, calls, jobs, originate, session
+//! actions, api fan-out, health, Prometheus metrics, OpenAPI document.
+//! Bearer-token auth on everything but `/health`.
+
+use crate::cluster::{Cluster, CommandError, LATENCY_BUCKETS};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// REST state.
+#[derive(Clone)]
+pub struct Api {
+    /// The cluster.
+    pub cluster: Cluster,
+    /// The bearer token.
+    pub token: Arc<String>,
+}
+
+/// A JSON error with a status code and a message saying what to fix.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        let code = match &e {
+            CommandError::NodeDown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CommandError::Invalid(_) => StatusCode::BAD_REQUEST,
+            CommandError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            CommandError::Agent { .. } | CommandError::Transport { .. } => StatusCode::BAD_GATEWAY,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn body<T>(b: JsonBody<T>, example: &str) -> Result<T, ApiError> {
+    b.map(|Json(v)| v).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; expected a JSON body like {example}"),
+        )
+    })
+}
+
+async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_eq(t.as_bytes(), api.token.as_bytes()));
+    if !ok {
+        return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token: send 'Authorization: Bearer <token>' (the controller's --token / SWITCHY_API_TOKEN)".into()).into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The router.
+pub fn router(api: Api) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/nodes/{id}", get(node))
+        .route("/api/v1/nodes/{id}/originate", post(originate))
+        .route("/api/v1/sessions", get(sessions))
+        .route("/api/v1/sessions/{uuid}", get(session))
+        .route("/api/v1/sessions/{uuid}/{action}", post(session_action))
+        .route("/api/v1/calls", get(calls))
+        .route("/api/v1/calls/{id}", get(call))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/api", post(api_fanout))
+        .route("/api/v1/openapi.json", get(openapi))
+        .layer(middleware::from_fn_with_state(api.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .with_state(api)
+}
+
+async fn health(State(api): State<Api>) -> Json<Value> {
+    let nodes = api.cluster.nodes();
+    let up = nodes
+        .iter()
+        .filter(|n| n.agent == "connected" && n.esl == "up")
+        .count();
+    Json(json!({"status": "ok", "nodes": nodes.len(), "nodes_up": up}))
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let c = api.cluster.counters();
+    let nodes = api.cluster.nodes();
+    let (sessions, calls) = api.cluster.with_tracker(|t| (t.len(), t.calls().count()));
+    let mut s = String::new();
+    let mut put = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
+        s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in lines {
+            s.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    put(
+        "switchy_nodes",
+        "Nodes known to the controller.",
+        "gauge",
+        vec![(String::new(), nodes.len() as u64)],
+    );
+    put(
+        "switchy_node_up",
+        "1 when the node's agent is connected and its ESL is up.",
+        "gauge",
+        nodes
+            .iter()
+            .map(|n| {
+                (
+                    format!("{{node=\"{}\"}}", n.id),
+                    (n.agent == "connected" && n.esl == "up") as u64,
+                )
+            })
+            .collect(),
+    );
+    put(
+        "switchy_node_events_total",
+        "Events received per node.",
+        "counter",
+        nodes
+            .iter()
+            .map(|n| (format!("{{node=\"{}\"}}", n.id), n.events))
+            .collect(),
+    );
+    put(
+        "switchy_agent_dropped_events_total",
+        "Events the agent dropped with a full buffer.",
+        "counter",
+        nodes
+            .iter()
+            .map(|n| (format!("{{node=\"{}\"}}", n.id), n.agent_dropped))
+            .collect(),
+    );
+    put(
+        "switchy_events_total",
+        "Events received.",
+        "counter",
+        vec![(String::new(), c.events.load(Ordering::Relaxed))],
+    );
+    put(
+        "switchy_duplicate_events_total",
+        "Re-sent events ignored after a reconnect.",
+        "counter",
+        vec![(String::new(), c.duplicates.load(Ordering::Relaxed))],
+    );
+    put(
+        "switchy_sessions",
+        "Live sessions.",
+        "gauge",
+        vec![(String::new(), sessions as u64)],
+    );
+    put(
+        "switchy_calls",
+        "Live calls.",
+        "gauge",
+        vec![(String::new(), calls as u64)],
+    );
+    put(
+        "switchy_commands_total",
+        "Commands sent to nodes.",
+        "counter",
+        vec![(String::new(), c.commands.load(Ordering::Relaxed))],
+    );
+    put(
+        "switchy_command_errors_total",
+        "Commands that failed.",
+        "counter",
+        vec![(String::new(), c.command_errors.load(Ordering::Relaxed))],
+    );
+    put(
+        "switchy_agents_refused_total",
+        "Agent connections refused.",
+        "counter",
+        vec![(String::new(), c.refused.load(Ordering::Relaxed))],
+    );
+    s.push_str("# HELP switchy_relay_latency_seconds FreeSWITCH event time to tracker update.\n# TYPE switchy_relay_latency_seconds histogram\n");
+    let mut cum = 0;
+    for (i, ub) in LATENCY_BUCKETS.iter().enumerate() {
+        cum += c.latency_buckets[i].load(Ordering::Relaxed);
+        let le = if *ub == u64::MAX {
+            "+Inf".to_string()
+        } else {
+            format!("{}", *ub as f64 / 1e6)
+        };
+        s.push_str(&format!(
+            "switchy_relay_latency_seconds_bucket{{le=\"{le}\"}} {cum}\n"
+        ));
+    }
+    s.push_str(&format!(
+        "switchy_relay_latency_seconds_sum {}\n",
+        c.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+    ));
+    s.push_str(&format!("switchy_relay_latency_seconds_count {cum}\n"));
+    ([("content-type", "text/plain; version=0.0.4")], s).into_response()
+}
+
+async fn nodes(State(api): State<Api>) -> Json<Value> {
+    Json(json!({"nodes": api.cluster.nodes()}))
+}
+
+async fn node(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    api.cluster
+        .node_info(&id)
+        .map(|n| Json(json!(n)))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no node {id:?}: GET /api/v1/nodes lists them"),
+            )
+        })
+}
+
+#[derive(Deserialize, Default)]
+struct SessionFilter {
+    node: Option<String>,
+    direction: Option<String>,
+    call: Option<String>,
+    answered: Option<bool>,
+}
+
+async fn sessions(State(api): State<Api>, Query(f): Query<SessionFilter>) -> Json<Value> {
+    let list: Vec<Value> = api.cluster.with_tracker(|t| {
+        let mut v: Vec<_> = t
+            .sessions()
+            .filter(|s| f.node.as_deref().is_none_or(|n| n == s.node))
+            .filter(|s| f.direction.as_deref().is_none_or(|d| d == s.direction))
+            .filter(|s| f.call.as_deref().is_none_or(|c| c == s.call))
+            .filter(|s| f.answered.is_none_or(|a| a == (s.answered_us > 0)))
+            .map(|s| json!({"uuid": s.uuid, "node": s.node, "direction": s.direction, "state": s.state, "call_state": s.call_state, "answer_state": s.answer_state, "call": s.call, "dest": s.dest, "cid_num": s.cid_num, "created_us": s.created_us, "answered_us": s.answered_us}))
+            .collect();
+        v.sort_by(|a, b| a["created_us"].as_u64().cmp(&b["created_us"].as_u64()));
+        v
+    });
+    Json(json!({"count": list.len(), "sessions": list}))
+}
+
+async fn session(
+    State(api): State<Api>,
+    Path(uuid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    api.cluster
+        .with_tracker(|t| t.session(&uuid).map(|s| json!(s)))
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no live session {uuid}")))
+}
+
+async fn calls(State(api): State<Api>) -> Json<Value> {
+    let list: Vec<Value> = api
+        .cluster
+        .with_tracker(|t| t.calls().map(|c| json!(c)).collect());
+    Json(json!({"count": list.len(), "calls": list}))
+}
+
+async fn call(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    api.cluster
+        .with_tracker(|t| t.call(&id).map(|c| json!(c)))
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no live call {id}")))
+}
+
+async fn jobs(State(api): State<Api>) -> Json<Value> {
+    Json(json!({"jobs": api.cluster.jobs()}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginateReq {
+    /// Full endpoint, e.g. `sofia/external/1000@10.0.0.2:5080`.
+    endpoint: Option<String>,
+    /// Or: `dest_url` + `profile` (+ `proxy`) / `gateway`.
+    dest_url: Option<String>,
+    profile: Option<String>,
+    gateway: Option<String>,
+    proxy: Option<String>,
+    /// `&app(args)` destination (default `park`).
+    app: Option<String>,
+    app_args: Option<String>,
+    #[serde(default)]
+    vars: std::collections::BTreeMap<String, String>,
+    /// Wait for the originate to finish.
+    #[serde(default)]
+    wait: bool,
+}
+
+async fn originate(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    b: JsonBody<OriginateReq>,
+) -> Result<Json<Value>, ApiError> {
+    let r = body(
+        b,
+        r#"{"dest_url": "1000@10.0.0.2:5080", "profile": "external", "app": "park"}"#,
+    )?;
+    if api.cluster.node_info(&id).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no node {id:?}: GET /api/v1/nodes lists them"),
+        ));
+    }
+    let endpoint = match (r.endpoint, r.dest_url) {
+        (Some(e), _) => e,
+        (None, Some(d)) => {
+            let mut e = match r.gateway {
+                Some(g) => format!("sofia/gateway/{g}/{d}"),
+                None => format!(
+                    "sofia/{}/{d}",
+                    r.profile.unwrap_or_else(|| "external".into())
+                ),
+            };
+            if let Some(p) = r.proxy {
+                e.push_str(&format!(";fs_path=sip:{p}"));
+            }
+            e
+        }
+        (None, None) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "give \"endpoint\" or \"dest_url\" (with \"profile\" or \"gateway\")".into(),
+            ));
+        }
+    };
+    let app = r.app.unwrap_or_else(|| "park".into());
+    let dest = format!("&{app}({})", r.app_args.unwrap_or_default());
+    let vars: Vec<(String, String)> = r.vars.into_iter().collect();
+    let (uuid, job) = api
+        .cluster
+        .node(&id)
+        .originate(&endpoint, &dest, &vars)
+        .await?;
+    let job_uuid = job.uuid.clone();
+    if r.wait {
+        let result = job.wait().await;
+        return match result {
+            Ok(_) => Ok(Json(
+                json!({"uuid": uuid, "call": uuid, "job": job_uuid, "result": "answered"}),
+            )),
+            Err(e) => Err(ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!("originate failed: {e}"),
+            )),
+        };
+    }
+    let ju = job_uuid.clone();
+    tokio::spawn(async move {
+        if let Err(e) = job.wait().await {
+            tracing::info!(job = %ju, error = %e, "originate failed");
+        }
+    });
+    Ok(Json(json!({"uuid": uuid, "call": uuid, "job": job_uuid})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct ActionReq {
+    cause: Option<String>,
+    path: Option<String>,
+    leg: Option<String>,
+    dest_url: Option<String>,
+    profile: Option<String>,
+    gateway: Option<String>,
+    proxy: Option<String>,
+    name: Option<String>,
+    value: Option<String>,
+    vars: std::collections::BTreeMap<String, String>,
+    digits: Option<String>,
+    secs: Option<u64>,
+    code: Option<u16>,
+    uri: Option<String>,
+    action: Option<String>,
+}
+
+async fn session_action(
+    State(api): State<Api>,
+    Path((uuid, action)): Path<(String, String)>,
+    b: Result<Json<ActionReq>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r = match b {
+        Ok(Json(r)) => r,
+        Err(axum::extract::rejection::JsonRejection::MissingJsonContentType(_)) => {
+            ActionReq::default()
+        }
+        Err(e) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{e}; send a JSON object, e.g. {{\"cause\": \"NORMAL_CLEARING\"}}"),
+            ));
+        }
+    };
+    let s = api.cluster.session(&uuid).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no live session {uuid}: GET /api/v1/sessions lists them"),
+        )
+    })?;
+    let need = |v: Option<String>, f: &str| {
+        v.ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("action {action} needs \"{f}\""),
+            )
+        })
+    };
+    let out = match action.as_str() {
+        "hangup" => {
+            s.hangup(r.cause.as_deref().unwrap_or("NORMAL_CLEARING"))
+                .await?
+        }
+        "answer" => s.answer().await?,
+        "park" => s.park().await?,
+        "playback" => {
+            s.playback(
+                &need(r.path, "path")?,
+                r.leg.as_deref().unwrap_or("aleg"),
+                &[],
+            )
+            .await?
+        }
+        "broadcast" => {
+            s.broadcast(
+                &need(r.path, "path")?,
+                r.leg.as_deref().unwrap_or("aleg"),
+                r.cause.as_deref(),
+            )
+            .await?
+        }
+        "bridge" => {
+            let vars: Vec<(String, String)> = r.vars.into_iter().collect();
+            s.bridge(
+                &need(r.dest_url, "dest_url")?,
+                r.profile.as_deref().unwrap_or("external"),
+                r.gateway.as_deref(),
+                r.proxy.as_deref(),
+                &vars,
+            )
+            .await?
+        }
+        "setvar" => {
+            s.setvar(&need(r.name, "name")?, r.value.as_deref().unwrap_or(""))
+                .await?
+        }
+        "setvars" => s.setvars(&r.vars.into_iter().collect::<Vec<_>>()).await?,
+        "unsetvar" => s.unsetvar(&need(r.name, "name")?).await?,
+        "record" => {
+            s.record(
+                r.action.as_deref().unwrap_or("start"),
+                &need(r.path, "path")?,
+            )
+            .await?
+        }
+        "send_dtmf" => s.send_dtmf(&need(r.digits, "digits")?).await?,
+        "sched_hangup" => {
+            s.sched_hangup(
+                r.secs.unwrap_or(0),
+                r.cause.as_deref().unwrap_or("ALLOTTED_TIMEOUT"),
+            )
+            .await?
+        }
+        "deflect" => s.deflect(&need(r.uri, "uri")?).await?,
+        "respond" => s.respond(r.code.unwrap_or(486)).await?,
+        "echo" => s.echo().await?,
+        "breakmedia" => s.breakmedia().await?,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "unknown action {other:?}: use hangup, answer, park, playback, broadcast, bridge, setvar, setvars, unsetvar, record, send_dtmf, sched_hangup, deflect, respond, echo, breakmedia"
+                ),
+            ));
+        }
+    };
+    Ok(Json(
+        json!({"uuid": uuid, "action": action, "reply": out.trim_end()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiReq {
+    command: String,
+    #[serde(default)]
+    args: String,
+    /// Nodes to run it on (default: all).
+    nodes: Option<Vec<String>>,
+}
+
+async fn api_fanout(State(api): State<Api>, b: JsonBody<ApiReq>) -> Result<Json<Value>, ApiError> {
+    let r = body(b, r#"{"command": "status", "args": "", "nodes": ["fs1"]}"#)?;
+    let targets: Vec<String> = match r.nodes {
+        Some(n) if !n.is_empty() => n,
+        _ => api.cluster.nodes().into_iter().map(|n| n.id).collect(),
+    };
+    let mut futs = Vec::new();
+    for n in targets {
+        let node = api.cluster.node(&n);
+        let (c, a) = (r.command.clone(), r.args.clone());
+        futs.push(tokio::spawn(async move { (n, node.api(&c, &a).await) }));
+    }
+    let mut results = serde_json::Map::new();
+    for f in futs {
+        if let Ok((n, res)) = f.await {
+            results.insert(
+                n,
+                match res {
+                    Ok(out) => json!({"ok": !out.starts_with('-'), "output": out}),
+                    Err(CommandError::Invalid(m)) => {
+                        return Err(ApiError(StatusCode::BAD_REQUEST, m));
+                    }
+                    Err(e) => json!({"ok": false, "error": e.to_string()}),
+                },
+            );
+        }
+    }
+    Ok(Json(json!({"results": results})))
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}

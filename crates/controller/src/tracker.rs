@@ -1,0 +1,489 @@
+//! Sessions (channels) and calls (legs that belong together), kept from the
+//! events of every node. Bounded: finished sessions leave the tracker (their
+//! summary goes to the `finished` ring for CDRs), and a reaper ends channels
+//! that never received CHANNEL_DESTROY.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use switchy_protocol::esl::Event;
+
+/// Events kept per session.
+const HISTORY: usize = 64;
+/// Finished sessions kept for inspection and CDRs.
+const FINISHED: usize = 10_000;
+
+/// One channel.
+#[derive(Clone, Debug, Serialize)]
+pub struct Session {
+    /// `Unique-ID`.
+    pub uuid: String,
+    /// Node id.
+    pub node: String,
+    /// `inbound` / `outbound`.
+    pub direction: String,
+    /// `Channel-State`.
+    pub state: String,
+    /// `Channel-Call-State`.
+    pub call_state: String,
+    /// `Answer-State`.
+    pub answer_state: String,
+    /// The call this leg belongs to.
+    pub call: String,
+    /// `Caller-Destination-Number`.
+    pub dest: String,
+    /// `Caller-Caller-ID-Number`.
+    pub cid_num: String,
+    /// Time of CHANNEL_CREATE (µs since the epoch, FreeSWITCH's clock).
+    pub created_us: u64,
+    /// Time of CHANNEL_ORIGINATE, if any.
+    pub originate_us: u64,
+    /// Time of CHANNEL_ANSWER, if any.
+    pub answered_us: u64,
+    /// Time of CHANNEL_HANGUP, if any.
+    pub hangup_us: u64,
+    /// Hangup cause, once known.
+    pub hangup_cause: Option<String>,
+    /// Channel variables seen (`variable_*` without the prefix).
+    pub variables: BTreeMap<String, String>,
+    /// Latest value of every other header.
+    pub headers: BTreeMap<String, String>,
+    /// Recent events: (name, timestamp µs).
+    pub history: VecDeque<(String, u64)>,
+    /// Core-UUID of the FreeSWITCH process.
+    pub core_uuid: String,
+}
+
+/// Legs grouped by the call-tracking header (or bridge partner).
+#[derive(Clone, Debug, Serialize)]
+pub struct Call {
+    /// Call id: the tracking header's value (the originating leg's UUID).
+    pub id: String,
+    /// Legs as (node, uuid), first leg first.
+    pub legs: Vec<(String, String)>,
+    /// Creation time of the first leg.
+    pub created_us: u64,
+}
+
+/// A session that ended, for CDRs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finished {
+    /// The session at its end.
+    pub session: Session,
+    /// How it ended: the hangup cause, or a switchy cause
+    /// (`SWITCHY_NODE_RESTARTED`, `SWITCHY_RESYNC_GONE`, `SWITCHY_STALE_CHANNEL`).
+    pub cause: String,
+}
+
+/// The tracker.
+#[derive(Debug)]
+pub struct Tracker {
+    /// Variable carrying the call id (without `variable_`).
+    pub tracking_var: String,
+    sessions: HashMap<String, Session>,
+    calls: HashMap<String, Call>,
+    finished: VecDeque<Finished>,
+    /// Recently ended UUIDs: late events (the CS_DESTROY state after
+    /// CHANNEL_DESTROY) must not bring them back.
+    dead: std::collections::HashSet<String>,
+    dead_order: VecDeque<String>,
+    /// Channel events applied.
+    pub applied: u64,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Tracker {
+    /// An empty tracker grouping legs by `tracking_var`.
+    pub fn new(tracking_var: &str) -> Self {
+        Tracker {
+            tracking_var: tracking_var.trim_start_matches("variable_").to_owned(),
+            sessions: HashMap::new(),
+            calls: HashMap::new(),
+            finished: VecDeque::new(),
+            dead: std::collections::HashSet::new(),
+            dead_order: VecDeque::new(),
+            applied: 0,
+        }
+    }
+
+    /// Live sessions.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// One session.
+    pub fn session(&self, uuid: &str) -> Option<&Session> {
+        self.sessions.get(uuid)
+    }
+
+    /// Live calls.
+    pub fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values()
+    }
+
+    /// One call.
+    pub fn call(&self, id: &str) -> Option<&Call> {
+        self.calls.get(id)
+    }
+
+    /// Recently finished sessions, oldest first.
+    pub fn finished(&self) -> &VecDeque<Finished> {
+        &self.finished
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// True when no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    fn call_key(&self, e: &Event) -> Option<String> {
+        if let Some(v) = e
+            .variable(&self.tracking_var)
+            .filter(|v| !v.is_empty() && *v != "_undef_")
+        {
+            return Some(v.to_owned());
+        }
+        let other = e.get("Other-Leg-Unique-ID")?;
+        self.sessions.get(other).map(|s| s.call.clone())
+    }
+
+    fn join_call(&mut self, uuid: &str, node: &str, key: String, created_us: u64) {
+        let Some(s) = self.sessions.get_mut(uuid) else {
+            return;
+        };
+        if s.call == key {
+            return;
+        }
+        let old = std::mem::replace(&mut s.call, key.clone());
+        if let Some(c) = self.calls.get_mut(&old) {
+            c.legs.retain(|(_, u)| u != uuid);
+            if c.legs.is_empty() {
+                self.calls.remove(&old);
+            }
+        }
+        let call = self.calls.entry(key.clone()).or_insert_with(|| Call {
+            id: key,
+            legs: Vec::new(),
+            created_us,
+        });
+        if !call.legs.iter().any(|(_, u)| u == uuid) {
+            // Legs in creation order (events of two nodes arrive in any order).
+            let sessions = &self.sessions;
+            let at = call
+                .legs
+                .iter()
+                .position(|(_, u)| sessions.get(u).is_some_and(|s| s.created_us > created_us))
+                .unwrap_or(call.legs.len());
+            call.legs.insert(at, (node.to_owned(), uuid.to_owned()));
+            call.created_us = call.created_us.min(created_us);
+        }
+    }
+
+    /// Applies one event of `node`. Returns the finished session when the
+    /// event ended one (CHANNEL_DESTROY).
+    pub fn apply(&mut self, node: &str, e: &Event) -> Option<Finished> {
+        let name = e.event_name()?;
+        let uuid = e.unique_id()?;
+        if !name.starts_with("CHANNEL_")
+            && !matches!(
+                name,
+                "CODEC"
+                    | "CALL_UPDATE"
+                    | "DTMF"
+                    | "PLAYBACK_START"
+                    | "PLAYBACK_STOP"
+                    | "RECORD_START"
+                    | "RECORD_STOP"
+                    | "MEDIA_BUG_START"
+                    | "MEDIA_BUG_STOP"
+            )
+        {
+            return None;
+        }
+        self.applied += 1;
+        let ts = e.timestamp().unwrap_or_else(now_us);
+        if !self.sessions.contains_key(uuid) {
+            if name == "CHANNEL_DESTROY" || self.dead.contains(uuid) {
+                return None;
+            }
+            let s = Session {
+                uuid: uuid.to_owned(),
+                node: node.to_owned(),
+                direction: e.get("Call-Direction").unwrap_or("").to_owned(),
+                state: String::new(),
+                call_state: String::new(),
+                answer_state: String::new(),
+                call: String::new(),
+                dest: String::new(),
+                cid_num: String::new(),
+                created_us: ts,
+                originate_us: 0,
+                answered_us: 0,
+                hangup_us: 0,
+                hangup_cause: None,
+                variables: BTreeMap::new(),
+                headers: BTreeMap::new(),
+                history: VecDeque::new(),
+                core_uuid: e.core_uuid().unwrap_or("").to_owned(),
+            };
+            self.sessions.insert(uuid.to_owned(), s);
+            self.join_call(uuid, node, uuid.to_owned(), ts);
+        }
+        let key = self.call_key(e);
+        let s = self.sessions.get_mut(uuid)?;
+        for (k, v) in e.headers.iter() {
+            match k {
+                "Channel-State" => s.state = v.to_owned(),
+                "Channel-Call-State" => s.call_state = v.to_owned(),
+                "Answer-State" => s.answer_state = v.to_owned(),
+                "Caller-Destination-Number" => s.dest = v.to_owned(),
+                "Caller-Caller-ID-Number" => s.cid_num = v.to_owned(),
+                "Hangup-Cause" => s.hangup_cause = Some(v.to_owned()),
+                _ => {}
+            }
+            if let Some(var) = k.strip_prefix("variable_") {
+                s.variables.insert(var.to_owned(), v.to_owned());
+            } else if !k.starts_with("Event-")
+                && !k.starts_with("Caller-")
+                && !k.starts_with("Other-Leg-")
+            {
+                s.headers.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        match name {
+            "CHANNEL_CREATE" => s.created_us = s.created_us.min(ts),
+            "CHANNEL_ORIGINATE" => s.originate_us = ts,
+            "CHANNEL_ANSWER" => s.answered_us = ts,
+            "CHANNEL_HANGUP" => s.hangup_us = ts,
+            _ => {}
+        }
+        if s.history.len() >= HISTORY {
+            s.history.pop_front();
+        }
+        s.history.push_back((name.to_owned(), ts));
+        let created = s.created_us;
+        if let Some(k) = key {
+            self.join_call(uuid, node, k, created);
+        }
+        if name == "CHANNEL_DESTROY" {
+            let cause = self
+                .sessions
+                .get(uuid)
+                .and_then(|s| s.hangup_cause.clone())
+                .unwrap_or_else(|| "NORMAL_CLEARING".into());
+            return self.finish(uuid, &cause);
+        }
+        None
+    }
+
+    /// Ends a session (removing it and, with its last leg, its call).
+    pub fn finish(&mut self, uuid: &str, cause: &str) -> Option<Finished> {
+        let s = self.sessions.remove(uuid)?;
+        if self.dead_order.len() >= FINISHED
+            && let Some(old) = self.dead_order.pop_front()
+        {
+            self.dead.remove(&old);
+        }
+        self.dead.insert(uuid.to_owned());
+        self.dead_order.push_back(uuid.to_owned());
+        if let Some(c) = self.calls.get_mut(&s.call) {
+            c.legs.retain(|(_, u)| u != uuid);
+            if c.legs.is_empty() {
+                self.calls.remove(&s.call);
+            }
+        }
+        let f = Finished {
+            session: s,
+            cause: cause.to_owned(),
+        };
+        if self.finished.len() >= FINISHED {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(f.clone());
+        Some(f)
+    }
+
+    /// A node's FreeSWITCH restarted (new Core-UUID): its old channels are
+    /// closed out.
+    pub fn node_restarted(&mut self, node: &str, new_core: &str) -> Vec<Finished> {
+        let old: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.node == node && s.core_uuid != new_core)
+            .map(|s| s.uuid.clone())
+            .collect();
+        old.iter()
+            .filter_map(|u| self.finish(u, "SWITCHY_NODE_RESTARTED"))
+            .collect()
+    }
+
+    /// Makes the node's sessions match a snapshot of its live channels:
+    /// sessions FreeSWITCH no longer has are closed out, unknown live
+    /// channels are added.
+    pub fn resync(
+        &mut self,
+        node: &str,
+        core_uuid: &str,
+        channels: &[Vec<(String, String)>],
+    ) -> Vec<Finished> {
+        let get = |row: &Vec<(String, String)>, k: &str| {
+            row.iter()
+                .find(|(c, _)| c == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let live: std::collections::HashSet<String> =
+            channels.iter().map(|r| get(r, "uuid")).collect();
+        let gone: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.node == node && !live.contains(&s.uuid))
+            .map(|s| s.uuid.clone())
+            .collect();
+        let finished = gone
+            .iter()
+            .filter_map(|u| self.finish(u, "SWITCHY_RESYNC_GONE"))
+            .collect();
+        for row in channels {
+            let uuid = get(row, "uuid");
+            if uuid.is_empty() || self.sessions.contains_key(&uuid) {
+                continue;
+            }
+            let created_us = get(row, "created_epoch").parse::<u64>().unwrap_or(0) * 1_000_000;
+            let answered = get(row, "callstate") == "ACTIVE";
+            let s = Session {
+                uuid: uuid.clone(),
+                node: node.to_owned(),
+                direction: get(row, "direction"),
+                state: get(row, "state"),
+                call_state: get(row, "callstate"),
+                answer_state: if answered {
+                    "answered".into()
+                } else {
+                    "ringing".into()
+                },
+                call: String::new(),
+                dest: get(row, "dest"),
+                cid_num: get(row, "cid_num"),
+                created_us,
+                originate_us: 0,
+                answered_us: 0,
+                hangup_us: 0,
+                hangup_cause: None,
+                variables: BTreeMap::new(),
+                headers: BTreeMap::new(),
+                history: VecDeque::new(),
+                core_uuid: core_uuid.to_owned(),
+            };
+            self.sessions.insert(uuid.clone(), s);
+            self.join_call(&uuid, node, uuid.clone(), created_us);
+        }
+        finished
+    }
+
+    /// Ends sessions older than `max_age_us` (channels FreeSWITCH never
+    /// reported destroyed).
+    pub fn reap(&mut self, max_age_us: u64) -> Vec<Finished> {
+        let now = now_us();
+        let stale: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.created_us > 0 && now.saturating_sub(s.created_us) > max_age_us)
+            .map(|s| s.uuid.clone())
+            .collect();
+        stale
+            .iter()
+            .filter_map(|u| self.finish(u, "SWITCHY_STALE_CHANNEL"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(name: &str, uuid: &str, extra: &[(&str, &str)]) -> Event {
+        let mut e = Event::new(name)
+            .with("Unique-ID", uuid)
+            .with("Call-Direction", "outbound");
+        for (k, v) in extra {
+            e = e.with(k, v);
+        }
+        e
+    }
+
+    #[test]
+    fn legs_group_by_tracking_header_across_nodes_and_leave_when_destroyed() {
+        let mut t = Tracker::new("sip_h_X-switchy-orig-uuid");
+        t.apply(
+            "n1",
+            &ev(
+                "CHANNEL_CREATE",
+                "a",
+                &[("variable_sip_h_X-switchy-orig-uuid", "a")],
+            ),
+        );
+        t.apply(
+            "n2",
+            &ev(
+                "CHANNEL_CREATE",
+                "b",
+                &[("variable_sip_h_X-switchy-orig-uuid", "a")],
+            ),
+        );
+        let c = t.call("a").unwrap();
+        assert_eq!(
+            c.legs,
+            vec![("n1".into(), "a".into()), ("n2".into(), "b".into())]
+        );
+        t.apply(
+            "n1",
+            &ev(
+                "CHANNEL_HANGUP",
+                "a",
+                &[("Hangup-Cause", "NORMAL_CLEARING")],
+            ),
+        );
+        let f = t.apply("n1", &ev("CHANNEL_DESTROY", "a", &[])).unwrap();
+        assert_eq!(f.cause, "NORMAL_CLEARING");
+        assert_eq!(t.call("a").unwrap().legs.len(), 1);
+        t.apply("n2", &ev("CHANNEL_DESTROY", "b", &[]));
+        assert!(t.call("a").is_none());
+        assert!(t.is_empty());
+        assert_eq!(t.finished().len(), 2);
+    }
+
+    #[test]
+    fn resync_restart_and_reaper_close_out_channels() {
+        let mut t = Tracker::new("x");
+        t.apply("n1", &ev("CHANNEL_CREATE", "a", &[("Core-UUID", "c1")]));
+        t.apply("n1", &ev("CHANNEL_CREATE", "b", &[("Core-UUID", "c1")]));
+        let row = |u: &str| {
+            vec![
+                ("uuid".to_string(), u.to_string()),
+                ("direction".to_string(), "inbound".to_string()),
+            ]
+        };
+        let gone = t.resync("n1", "c1", &[row("b"), row("z")]);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].cause, "SWITCHY_RESYNC_GONE");
+        assert!(t.session("z").is_some());
+        let restarted = t.node_restarted("n1", "c2");
+        assert_eq!(restarted.len(), 2);
+        t.apply(
+            "n1",
+            &ev("CHANNEL_CREATE", "old", &[("Event-Date-Timestamp", "1")]),
+        );
+        let reaped = t.reap(1_000_000);
+        assert_eq!(reaped[0].cause, "SWITCHY_STALE_CHANNEL");
+    }
+}

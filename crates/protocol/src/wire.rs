@@ -1,0 +1,375 @@
+//! The agent ⇄ controller wire protocol, sans-IO: serde messages encoded
+//! with bincode 2 (standard config, size-limited), carried in frames of a
+//! 4-byte big-endian length followed by the payload. Documented in
+//! `relay-protocol/wire.md`.
+//!
+//! Streams (QUIC, ALPN [`ALPN`]):
+//! - one bidirectional **event stream** per agent connection, opened by the
+//!   agent: [`AgentMsg`] up (Hello first), [`ControllerMsg`] down (Welcome or
+//!   Refused first, then acks);
+//! - one bidirectional **command stream** per command, opened by the
+//!   controller: one [`CommandRequest`] down, one [`CommandResponse`] up.
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version; both sides refuse a peer with another one.
+pub const WIRE_VERSION: u32 = 1;
+/// QUIC ALPN of this protocol version.
+pub const ALPN: &[u8] = b"switchy/1";
+/// Largest frame payload accepted (16 MiB).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// One FreeSWITCH event as relayed: header pairs in arrival order (values
+/// are the decoded bytes) and the body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEvent {
+    /// Agent-assigned sequence number (per agent process, from 1), used for
+    /// acknowledgements and de-duplication after a reconnect.
+    pub seq: u64,
+    /// Microseconds since the epoch when the agent received it.
+    pub received_us: u64,
+    /// Headers in order, duplicates kept.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body, if any.
+    pub body: Option<Vec<u8>>,
+}
+
+/// A SIP profile of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Profile name (`external`).
+    pub name: String,
+    /// Its URL (`sip:mod_sofia@10.0.0.5:5080`).
+    pub url: String,
+}
+
+/// First message of an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`WIRE_VERSION`] of the agent.
+    pub wire_version: u32,
+    /// Node id (the agent certificate's name).
+    pub node_id: String,
+    /// Agent software version.
+    pub agent_version: String,
+    /// Agent process id (a restarted agent restarts its event numbering).
+    pub agent_instance: String,
+    /// FreeSWITCH hostname, if ESL is up.
+    pub hostname: Option<String>,
+    /// FreeSWITCH Core-UUID, if ESL is up.
+    pub core_uuid: Option<String>,
+    /// FreeSWITCH version line.
+    pub fs_version: Option<String>,
+    /// SIP profiles.
+    pub profiles: Vec<Profile>,
+    /// Highest event sequence the agent still holds unacknowledged from
+    /// before (0: none).
+    pub resend_from: u64,
+}
+
+/// ESL connection state of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EslState {
+    /// Connected and authenticated.
+    Up {
+        /// Core-UUID of the FreeSWITCH process.
+        core_uuid: String,
+        /// Its hostname.
+        hostname: String,
+        /// Its SIP profiles.
+        profiles: Vec<Profile>,
+    },
+    /// Not connected; why.
+    Down(String),
+    /// Connected but not answering the periodic `status` in time.
+    Degraded(String),
+}
+
+/// The live channels of a node (from `show channels as json`), sent after
+/// any reconnect so the controller's view matches FreeSWITCH again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Core-UUID the snapshot belongs to.
+    pub core_uuid: String,
+    /// One entry per channel: column name → value.
+    pub channels: Vec<Vec<(String, String)>>,
+}
+
+/// Agent → controller, on the event stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMsg {
+    /// First message.
+    Hello(Hello),
+    /// Events in order.
+    Events(Vec<WireEvent>),
+    /// Live channels after a reconnect.
+    Snapshot(Snapshot),
+    /// ESL state changed.
+    Status(EslState),
+    /// Liveness; also carries counters.
+    Heartbeat {
+        /// Microseconds since the epoch at the agent.
+        sent_us: u64,
+        /// Events dropped so far because the buffer was full.
+        dropped: u64,
+        /// Events buffered, waiting for acknowledgement.
+        buffered: u64,
+    },
+}
+
+/// Controller → agent, on the event stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerMsg {
+    /// Hello accepted.
+    Welcome {
+        /// [`WIRE_VERSION`] of the controller.
+        wire_version: u32,
+        /// Controller instance id (changes on restart).
+        controller_id: String,
+    },
+    /// Hello refused (version mismatch, unknown node …); the connection is
+    /// closed after this.
+    Refused {
+        /// What to fix.
+        reason: String,
+    },
+    /// Every event up to this sequence is applied; the agent may drop them.
+    Ack {
+        /// Highest applied event sequence.
+        upto: u64,
+    },
+    /// Send a fresh snapshot.
+    ResyncRequest,
+}
+
+/// A command for FreeSWITCH.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandKind {
+    /// `api <command> <args>`.
+    Api {
+        /// Command name.
+        command: String,
+        /// Argument string.
+        args: String,
+    },
+    /// `bgapi <command> <args>` with a controller-chosen Job-UUID.
+    BgApi {
+        /// Command name.
+        command: String,
+        /// Argument string.
+        args: String,
+        /// Job-UUID.
+        job_uuid: String,
+    },
+    /// `sendmsg <uuid>` with headers (and body).
+    SendMsg {
+        /// Channel.
+        uuid: String,
+        /// Message headers.
+        headers: Vec<(String, String)>,
+        /// Body (for multi-line arguments).
+        body: Option<Vec<u8>>,
+    },
+}
+
+/// Controller → agent, alone on a command stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRequest {
+    /// Controller-assigned id.
+    pub id: u64,
+    /// What to run.
+    pub kind: CommandKind,
+}
+
+/// Agent → controller, the answer on the same command stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResponse {
+    /// Id of the request.
+    pub id: u64,
+    /// FreeSWITCH's reply (`api/response` body or `Reply-Text`), or why the
+    /// command could not be run.
+    pub result: Result<String, String>,
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The length prefix exceeds [`MAX_FRAME`] (or the configured limit).
+    #[error("wire frame of {0} bytes exceeds the {1}-byte limit: the peer is broken or hostile")]
+    TooLarge(usize, usize),
+    /// The payload is not a valid message.
+    #[error("undecodable wire message: {0} (is the peer running the same wire version?)")]
+    Decode(String),
+    /// The message could not be encoded.
+    #[error("cannot encode wire message: {0}")]
+    Encode(String),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ MAX_FRAME }>()
+}
+
+/// Encodes a message as one frame (length prefix + payload).
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![0u8; 4];
+    let payload = bincode::serde::encode_to_vec(msg, config())
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    if payload.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(payload.len(), MAX_FRAME));
+    }
+    out[..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Decodes one payload (without its length prefix).
+pub fn decode<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, WireError> {
+    let (v, used) = bincode::serde::decode_from_slice(payload, config())
+        .map_err(|e| WireError::Decode(e.to_string()))?;
+    if used != payload.len() {
+        return Err(WireError::Decode(format!(
+            "{} trailing bytes",
+            payload.len() - used
+        )));
+    }
+    Ok(v)
+}
+
+/// Checks a frame's length prefix against the limit.
+pub fn frame_len(prefix: [u8; 4], limit: usize) -> Result<usize, WireError> {
+    let n = u32::from_be_bytes(prefix) as usize;
+    if n > limit {
+        return Err(WireError::TooLarge(n, limit));
+    }
+    Ok(n)
+}
+
+/// Incremental frame decoder: feed bytes, take messages.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder accepting frames up to `limit` bytes (0: [`MAX_FRAME`]).
+    pub fn new(limit: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            limit: if limit == 0 {
+                MAX_FRAME
+            } else {
+                limit.min(MAX_FRAME)
+            },
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next message, `Ok(None)` when more bytes are needed.
+    pub fn next_msg<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, WireError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let n = frame_len(
+            [self.buf[0], self.buf[1], self.buf[2], self.buf[3]],
+            self.limit,
+        )?;
+        if self.buf.len() < 4 + n {
+            return Ok(None);
+        }
+        let v = decode(&self.buf[4..4 + n]);
+        self.buf.drain(..4 + n);
+        v.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> AgentMsg {
+        AgentMsg::Hello(Hello {
+            wire_version: WIRE_VERSION,
+            node_id: "fs1".into(),
+            agent_version: "0.1.0".into(),
+            agent_instance: "i1".into(),
+            hostname: Some("fs1".into()),
+            core_uuid: Some("c1".into()),
+            fs_version: None,
+            profiles: vec![Profile {
+                name: "external".into(),
+                url: "sip:mod_sofia@1.2.3.4:5080".into(),
+            }],
+            resend_from: 0,
+        })
+    }
+
+    #[test]
+    fn frames_round_trip_split_anywhere() {
+        let msgs = vec![
+            hello(),
+            AgentMsg::Events(vec![WireEvent {
+                seq: 1,
+                received_us: 5,
+                headers: vec![
+                    ("Event-Name".into(), b"CHANNEL_CREATE".to_vec()),
+                    ("X".into(), vec![0xff, 0]),
+                ],
+                body: Some(b"body".to_vec()),
+            }]),
+            AgentMsg::Status(EslState::Down("refused".into())),
+        ];
+        let mut bytes = Vec::new();
+        for m in &msgs {
+            bytes.extend(encode(m).unwrap());
+        }
+        for cut in 0..bytes.len() {
+            let mut d = FrameDecoder::new(0);
+            let mut got = Vec::new();
+            d.feed(&bytes[..cut]);
+            while let Some(m) = d.next_msg::<AgentMsg>().unwrap() {
+                got.push(m);
+            }
+            d.feed(&bytes[cut..]);
+            while let Some(m) = d.next_msg::<AgentMsg>().unwrap() {
+                got.push(m);
+            }
+            assert_eq!(got, msgs);
+        }
+    }
+
+    #[test]
+    fn hostile_length_is_refused_before_allocating() {
+        let mut d = FrameDecoder::new(1024);
+        d.feed(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            d.next_msg::<AgentMsg>(),
+            Err(WireError::TooLarge(_, 1024))
+        ));
+        // A length that fits but lies about a vector's size inside.
+        let mut evil = vec![];
+        let payload = [2u8, 0xfc, 0xff, 0xff, 0xff, 0x7f];
+        evil.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        evil.extend_from_slice(&payload);
+        let mut d = FrameDecoder::new(0);
+        d.feed(&evil);
+        assert!(d.next_msg::<AgentMsg>().is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for g in [
+            &[0u8, 0, 0, 3, 9, 9, 9][..],
+            &[0, 0, 0, 1, 200],
+            &[0, 0, 0, 0],
+        ] {
+            let mut d = FrameDecoder::new(0);
+            d.feed(g);
+            assert!(d.next_msg::<AgentMsg>().is_err() || d.next_msg::<ControllerMsg>().is_err());
+        }
+    }
+}

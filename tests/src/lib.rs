@@ -1,0 +1,218 @@
+//! Harness for end-to-end tests and benchmarks: a simulated cluster
+//! (mock-relay), one real agent per node, a real controller, a cluster CA,
+//! all on loopback with ephemeral ports.
+
+use mock_relay::{MockCluster, MockConfig};
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchy_agent::{Agent, AgentConfig};
+use switchy_controller::ca::{self, Pem};
+use switchy_controller::{ClusterConfig, Controller};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The REST token used by the harness.
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// A whole system on loopback.
+pub struct Harness {
+    /// The simulated FreeSWITCH nodes.
+    pub mock: MockCluster,
+    /// The controller (None while "restarting").
+    pub controller: Option<Controller>,
+    /// One agent per node.
+    pub agents: Vec<Agent>,
+    /// The cluster CA.
+    pub ca: Pem,
+    /// The controller's certificate.
+    pub controller_pem: Pem,
+    /// Where agents connect.
+    pub quic_addr: SocketAddr,
+}
+
+/// Node id of mock node `i`.
+pub fn node_id(i: usize) -> String {
+    format!("fs{}", i + 1)
+}
+
+/// An agent config for node `i` of the mock with certificate `pem`.
+pub fn agent_config(
+    mock: &MockCluster,
+    i: usize,
+    quic: SocketAddr,
+    ca: &Pem,
+    pem: &Pem,
+) -> AgentConfig {
+    let mut c = AgentConfig::new(
+        &node_id(i),
+        &quic.to_string(),
+        ca.cert.clone().into_bytes(),
+        pem.cert.clone().into_bytes(),
+        pem.key.clone().into_bytes(),
+    );
+    let esl = mock.esl_addr(i);
+    c.esl_host = esl.ip().to_string();
+    c.esl_port = esl.port();
+    c.backoff_min = Duration::from_millis(50);
+    c.backoff_max = Duration::from_millis(400);
+    c.heartbeat = Duration::from_millis(500);
+    c.status_probe = Duration::from_millis(500);
+    c
+}
+
+/// Starts a controller on `quic` (port 0: any) with the harness' CA.
+pub async fn start_controller(
+    ca: &Pem,
+    controller: &Pem,
+    quic: SocketAddr,
+) -> anyhow::Result<Controller> {
+    let config = ClusterConfig {
+        max_channel_age: Duration::from_secs(3600),
+        ..ClusterConfig::default()
+    };
+    let mut last = None;
+    // The previous controller's UDP port may take a moment to be released.
+    for _ in 0..40 {
+        match Controller::start(
+            config.clone(),
+            quic,
+            "127.0.0.1:0".parse()?,
+            TOKEN.into(),
+            ca.cert.as_bytes(),
+            controller.cert.as_bytes(),
+            controller.key.as_bytes(),
+        )
+        .await
+        {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("controller did not start")))
+}
+
+impl Harness {
+    /// `nodes` simulated nodes, their agents and a controller.
+    pub async fn start(nodes: usize) -> anyhow::Result<Harness> {
+        Self::start_with(MockConfig::ephemeral(nodes)).await
+    }
+
+    /// As [`Harness::start`] with a mock configuration.
+    pub async fn start_with(mock_config: MockConfig) -> anyhow::Result<Harness> {
+        let mock = MockCluster::start(mock_config).await?;
+        let ca = ca::new_ca()?;
+        let controller_pem = ca::issue(&ca, "controller", &[])?;
+        let controller = start_controller(&ca, &controller_pem, "127.0.0.1:0".parse()?).await?;
+        let quic_addr = controller.quic_addr;
+        let mut agents = Vec::new();
+        for i in 0..mock.nodes() {
+            let pem = ca::issue(&ca, &node_id(i), &[])?;
+            agents.push(Agent::start(agent_config(&mock, i, quic_addr, &ca, &pem))?);
+        }
+        Ok(Harness {
+            mock,
+            controller: Some(controller),
+            agents,
+            ca,
+            controller_pem,
+            quic_addr,
+        })
+    }
+
+    /// The REST address.
+    pub fn http(&self) -> SocketAddr {
+        self.controller
+            .as_ref()
+            .expect("controller running")
+            .http_addr
+    }
+
+    /// The running controller.
+    pub fn ctl(&self) -> &Controller {
+        self.controller.as_ref().expect("controller running")
+    }
+
+    /// Waits until every node's agent is connected with ESL up.
+    pub async fn wait_nodes_up(&self) -> anyhow::Result<()> {
+        let want = self.mock.nodes();
+        wait_for(Duration::from_secs(15), || {
+            let n = self.ctl().cluster.nodes();
+            n.iter()
+                .filter(|n| n.agent == "connected" && n.esl == "up")
+                .count()
+                == want
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("nodes did not come up: {:?}", self.ctl().cluster.nodes()))
+    }
+}
+
+/// Polls `f` every 20 ms until true or `timeout`.
+pub async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<(), ()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A tiny HTTP/1.1 client: (status, JSON).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect REST");
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut resp))
+        .await
+        .expect("REST answered")
+        .expect("read");
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let json = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut r = rest;
+        while let Some((len, tail)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+            if n == 0 || tail.len() < n {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            r = tail.get(n + 2..).unwrap_or("");
+        }
+        out
+    } else {
+        rest.to_owned()
+    };
+    (
+        status,
+        serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json)),
+    )
+}
