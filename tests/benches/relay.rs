@@ -1,1 +1,205 @@
-fn main() {}
+//! Relay benchmarks: mock-relay → switchy-agent → switchy-controller, all on
+//! loopback in this process (2 tokio workers), over real TCP and QUIC.
+//!
+//!     cargo bench -p switchy-e2e --bench relay
+//!
+//! 1. throughput: complete calls (44 channel events each, real FreeSWITCH
+//!    header lists) originated unpaced; events/s applied by the controller;
+//! 2. latency at ~10,000 events/s: event creation in the mock
+//!    (Event-Date-Timestamp) to the controller's tracker update, p50/p99;
+//! 3. REST → FreeSWITCH → reply: `POST /api/v1/api {"command":"status"}`
+//!    round trips, p50/p99 (a new TCP connection per request).
+
+use mock_relay::{Knobs, MockConfig};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use switchy_controller::ClusterEvent;
+use switchy_e2e::*;
+use switchy_protocol::esl::{Command, Decoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn pct(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    if v.is_empty() {
+        return 0;
+    }
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Sends `calls` originates (each loops back, answers at once and hangs up)
+/// at `rate` calls/s (0: unpaced) through a raw ESL connection.
+async fn drive(esl: std::net::SocketAddr, calls: usize, rate: usize) {
+    let mut s = tokio::net::TcpStream::connect(esl).await.unwrap();
+    s.write_all(&Command::auth("ClueCon").unwrap().to_bytes())
+        .await
+        .unwrap();
+    // Drain replies in the background.
+    let (mut rd, mut wr) = s.into_split();
+    let drain = tokio::spawn(async move {
+        let mut d = Decoder::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            d.feed(&buf[..n]);
+            while let Ok(Some(_)) = d.next_frame() {}
+        }
+    });
+    let t0 = Instant::now();
+    let mut sent = 0;
+    let mut batch = Vec::new();
+    while sent < calls {
+        let due = if rate == 0 {
+            calls
+        } else {
+            ((t0.elapsed().as_secs_f64() * rate as f64) as usize + 1).min(calls)
+        };
+        while sent < due {
+            Command::bgapi("originate", &format!("{{sip_h_X-switchy-orig-uuid=c{sent}}}sofia/external/{sent}@127.0.0.1:5080 &hangup()"), None)
+                .unwrap()
+                .encode_into(&mut batch);
+            sent += 1;
+        }
+        wr.write_all(&batch).await.unwrap();
+        batch.clear();
+        if rate != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drain.abort();
+}
+
+async fn throughput(calls: usize) {
+    let knobs = Knobs {
+        auto_answer_ms: Some(0),
+        ..Knobs::default()
+    };
+    let h = Harness::start_with(MockConfig {
+        knobs,
+        journal_capacity: 1000,
+        ..MockConfig::ephemeral(1)
+    })
+    .await
+    .unwrap();
+    h.wait_nodes_up().await.unwrap();
+    let c = h.ctl().cluster.clone();
+    let before = c.counters().events.load(Ordering::Relaxed);
+    let sent_before = h.mock.events_sent();
+    let t0 = Instant::now();
+    drive(h.mock.esl_addr(0), calls, 0).await;
+    // Until the controller has applied everything the mock sent the agent.
+    let mut last_report = Instant::now();
+    loop {
+        let sent = h.mock.events_sent() - sent_before;
+        let got = c.counters().events.load(Ordering::Relaxed) - before;
+        if got >= sent && sent >= (calls as u64) * 40 {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("throughput: waiting: mock sent {sent}, controller applied {got}");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let events = c.counters().events.load(Ordering::Relaxed) - before;
+    println!(
+        "throughput: {events} events ({calls} calls) relayed mock -> agent -> controller in {secs:.2} s = {:.0} events/s applied",
+        events as f64 / secs
+    );
+}
+
+async fn latency(seconds: u64, events_per_s: usize) {
+    let knobs = Knobs {
+        auto_answer_ms: Some(0),
+        ..Knobs::default()
+    };
+    let h = Harness::start_with(MockConfig {
+        knobs,
+        journal_capacity: 1000,
+        ..MockConfig::ephemeral(1)
+    })
+    .await
+    .unwrap();
+    h.wait_nodes_up().await.unwrap();
+    let mut rx = h.ctl().cluster.subscribe();
+    let collect = tokio::spawn(async move {
+        let mut lat = Vec::new();
+        while let Ok(ev) = rx.recv().await {
+            if let ClusterEvent::Event(_, e) = ev
+                && let Some(ts) = e.timestamp()
+            {
+                lat.push(now_us().saturating_sub(ts));
+            }
+        }
+        lat
+    });
+    // Each call produces 44 channel events plus API/BACKGROUND_JOB.
+    let rate = (events_per_s / 46).max(1);
+    let calls = rate * seconds as usize;
+    let t0 = Instant::now();
+    drive(h.mock.esl_addr(0), calls, rate).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(h);
+    let mut lat = collect.await.unwrap_or_default();
+    let n = lat.len();
+    let (p50, p99, max) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99), pct(&mut lat, 1.0));
+    println!(
+        "latency: {n} events at {:.0} events/s ({rate} calls/s): mock event time -> controller tracker update p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        n as f64 / secs,
+        p50 as f64 / 1e3,
+        p99 as f64 / 1e3,
+        max as f64 / 1e3
+    );
+}
+
+async fn rest_round_trip(n: usize) {
+    let h = Harness::start(1).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (st, _) = http(
+            h.http(),
+            "POST",
+            "/api/v1/api",
+            Some(TOKEN),
+            Some(r#"{"command":"status","nodes":["fs1"]}"#),
+        )
+        .await;
+        assert_eq!(st, 200);
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    println!(
+        "rest: {n} x POST /api/v1/api status -> agent -> FreeSWITCH (mock) -> reply: p50 {:.3} ms, p99 {:.3} ms",
+        pct(&mut lat, 0.5) as f64 / 1e3,
+        pct(&mut lat, 0.99) as f64 / 1e3
+    );
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let calls = args.first().copied().unwrap_or(10_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        throughput(calls).await;
+        latency(10, 10_000).await;
+        rest_round_trip(2000).await;
+    });
+}

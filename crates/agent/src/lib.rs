@@ -300,7 +300,16 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::
     };
     write_msg(&mut send, &AgentMsg::Hello(hello)).await?;
     match read_frame::<ControllerMsg>(&mut recv).await? {
-        ControllerMsg::Welcome { controller_id, .. } => {
+        ControllerMsg::Welcome {
+            controller_id,
+            wire_version,
+        } => {
+            if wire_version != st.wire_version {
+                anyhow::bail!(
+                    "wire protocol version mismatch: controller speaks {wire_version}, this agent {}; upgrade the older side",
+                    st.wire_version
+                );
+            }
             tracing::info!(node = %c.node_id, controller = %controller_id, "connected to the controller");
         }
         ControllerMsg::Refused { reason } => {

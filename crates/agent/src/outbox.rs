@@ -85,18 +85,17 @@ impl Outbox {
         }
         g.next_seq += 1;
         let seq = g.next_seq;
-        let headers = e
-            .headers
-            .iter_bytes()
-            .map(|(k, v)| (k.to_owned(), v.to_vec()))
-            .collect();
+        let headers = switchy_protocol::wire::pack_headers(
+            e.headers.iter_bytes().map(|(k, v)| (k.as_bytes(), v)),
+        );
+        let body = e.body.clone().map(serde_bytes::ByteBuf::from);
         g.events.push_back((
             noise,
             WireEvent {
                 seq,
                 received_us: now_us(),
                 headers,
-                body: e.body.clone(),
+                body,
             },
         ));
         drop(g);
@@ -166,7 +165,11 @@ mod tests {
         let names: Vec<Vec<u8>> = o
             .after(0, 10)
             .into_iter()
-            .map(|e| e.headers[0].1.clone())
+            .map(|e| {
+                switchy_protocol::wire::unpack_headers(&e.headers).unwrap()[0]
+                    .1
+                    .to_vec()
+            })
             .collect();
         assert_eq!(
             names,

@@ -528,10 +528,19 @@ impl Cluster {
             last = we.seq;
             count += 1;
             let mut e = Event::default();
-            for (k, v) in &we.headers {
-                e.headers.push_raw(k.as_bytes(), v);
+            match wire::unpack_headers(&we.headers) {
+                Ok(pairs) => {
+                    for (k, v) in pairs {
+                        e.headers.push_raw(k, v);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(node = %node, error = %err, "malformed event from agent skipped");
+                    continue;
+                }
             }
-            e.body = we.body;
+            e.body = we.body.map(serde_bytes::ByteBuf::into_vec);
+            let e = Arc::new(e);
             let finished = {
                 let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
                 t.apply(node, &e)
@@ -564,7 +573,6 @@ impl Cluster {
                     });
                 }
             }
-            let e = Arc::new(e);
             self.publish(ClusterEvent::Event(node.to_owned(), e));
             if let Some(f) = finished {
                 self.publish(ClusterEvent::Finished(Arc::new(f)));

@@ -1,6 +1,8 @@
 //! `switchy-controller`: the cluster's brain (serve), and its CA tools.
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +18,8 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run the controller: QUIC for agents, REST API.
+    /// Run the controller: QUIC for agents, REST API. Settings: flags >
+    /// SWITCHY_* environment > --config file > defaults.
     Serve(Serve),
     /// Cluster certificate authority.
     Ca {
@@ -49,6 +52,9 @@ enum CaCmd {
 
 #[derive(Parser, Debug)]
 struct Serve {
+    /// TOML config file (see deploy/controller.toml).
+    #[arg(long, env = "SWITCHY_CONTROLLER_CONFIG")]
+    config: Option<PathBuf>,
     /// QUIC address agents connect to.
     #[arg(long, env = "SWITCHY_LISTEN", default_value = "0.0.0.0:4433")]
     listen: SocketAddr,
@@ -58,28 +64,85 @@ struct Serve {
     /// Directory with ca.pem, controller.pem and controller.key.
     #[arg(long, env = "SWITCHY_TLS_DIR", default_value = "/etc/switchy")]
     tls_dir: PathBuf,
-    /// File holding the REST bearer token (or SWITCHY_API_TOKEN).
+    /// File holding the REST bearer token (SWITCHY_API_TOKEN takes precedence).
     #[arg(long, env = "SWITCHY_API_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Channels older than this many seconds are reaped.
     #[arg(long, env = "SWITCHY_MAX_CHANNEL_AGE_SECS", default_value_t = 14_400)]
     max_channel_age_secs: u64,
     /// bgapi jobs time out after this many seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "SWITCHY_JOB_TIMEOUT_SECS", default_value_t = 60)]
     job_timeout_secs: u64,
     /// Variable carrying the call id, stamped on every originate.
-    #[arg(long, default_value = "sip_h_X-switchy-orig-uuid")]
+    #[arg(
+        long,
+        env = "SWITCHY_TRACKING_HEADER",
+        default_value = "sip_h_X-switchy-orig-uuid"
+    )]
     tracking_header: String,
+}
+
+/// `--config` keys (all optional).
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct ServeFile {
+    listen: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    tls_dir: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    max_channel_age_secs: Option<u64>,
+    job_timeout_secs: Option<u64>,
+    tracking_header: Option<String>,
+    /// CDR database URL (used by the CDR store).
+    db: Option<String>,
+}
+
+/// Fills values the user left at their default from the config file.
+fn merge(mut s: Serve, m: &ArgMatches) -> anyhow::Result<Serve> {
+    let Some(path) = s.config.clone() else {
+        return Ok(s);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+    let f: ServeFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
+    let defaulted = |id: &str| m.value_source(id) == Some(ValueSource::DefaultValue);
+    if let Some(v) = f.listen.filter(|_| defaulted("listen")) {
+        s.listen = v;
+    }
+    if let Some(v) = f.http.filter(|_| defaulted("http")) {
+        s.http = v;
+    }
+    if let Some(v) = f.tls_dir.filter(|_| defaulted("tls_dir")) {
+        s.tls_dir = v;
+    }
+    if s.token_file.is_none() {
+        s.token_file = f.token_file;
+    }
+    if let Some(v) = f
+        .max_channel_age_secs
+        .filter(|_| defaulted("max_channel_age_secs"))
+    {
+        s.max_channel_age_secs = v;
+    }
+    if let Some(v) = f.job_timeout_secs.filter(|_| defaulted("job_timeout_secs")) {
+        s.job_timeout_secs = v;
+    }
+    if let Some(v) = f.tracking_header.filter(|_| defaulted("tracking_header")) {
+        s.tracking_header = v;
+    }
+    if f.db.is_some() {
+        tracing::info!("config key `db` noted: CDR storage arrives with the CDR store");
+    }
+    Ok(s)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match Args::parse().cmd {
+    let telemetry = switchy_telemetry::init("switchy-controller");
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches)?;
+    match args.cmd {
         Cmd::Ca {
             cmd: CaCmd::Init { dir },
         } => {
@@ -97,6 +160,10 @@ async fn main() -> anyhow::Result<()> {
             println!("issued {0}.pem and {0}.key in {1}", name, dir.display());
         }
         Cmd::Serve(s) => {
+            let sub = matches
+                .subcommand_matches("serve")
+                .ok_or_else(|| anyhow::anyhow!("serve arguments missing"))?;
+            let s = merge(s, sub)?;
             let token = match std::env::var("SWITCHY_API_TOKEN") {
                 Ok(t) => t,
                 Err(_) => match &s.token_file {
@@ -106,7 +173,9 @@ async fn main() -> anyhow::Result<()> {
                         })?
                         .trim()
                         .to_owned(),
-                    None => anyhow::bail!("no API token: set SWITCHY_API_TOKEN or --token-file"),
+                    None => anyhow::bail!(
+                        "no API token: set SWITCHY_API_TOKEN, --token-file or token_file in the config"
+                    ),
                 },
             };
             let config = ClusterConfig {
@@ -121,8 +190,11 @@ async fn main() -> anyhow::Result<()> {
                 c.quic_addr,
                 c.http_addr
             );
-            tokio::signal::ctrl_c().await?;
+            switchy_telemetry::shutdown_signal().await;
+            tracing::info!("stopping");
+            drop(c);
         }
     }
+    telemetry.shutdown().await;
     Ok(())
 }

@@ -259,7 +259,13 @@ async fn session(
     Path(uuid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     api.cluster
-        .with_tracker(|t| t.session(&uuid).map(|s| json!(s)))
+        .with_tracker(|t| {
+            t.session(&uuid).map(|s| {
+                let mut v = json!(s);
+                v["variables"] = json!(s.variables());
+                v
+            })
+        })
         .map(Json)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no live session {uuid}")))
 }

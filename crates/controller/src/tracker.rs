@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use switchy_protocol::esl::Event;
 
 /// Events kept per session.
@@ -43,14 +44,44 @@ pub struct Session {
     pub hangup_us: u64,
     /// Hangup cause, once known.
     pub hangup_cause: Option<String>,
-    /// Channel variables seen (`variable_*` without the prefix).
-    pub variables: BTreeMap<String, String>,
-    /// Latest value of every other header.
-    pub headers: BTreeMap<String, String>,
+    /// The latest event that carried channel variables.
+    #[serde(skip)]
+    pub var_event: Option<Arc<Event>>,
+    /// The latest event.
+    #[serde(skip)]
+    pub last_event: Option<Arc<Event>>,
     /// Recent events: (name, timestamp µs).
     pub history: VecDeque<(String, u64)>,
     /// Core-UUID of the FreeSWITCH process.
     pub core_uuid: String,
+}
+
+impl Session {
+    /// A channel variable, from the latest event that carried variables.
+    pub fn variable(&self, name: &str) -> Option<&str> {
+        self.var_event.as_ref()?.variable(name)
+    }
+
+    /// All channel variables of the latest event that carried them.
+    pub fn variables(&self) -> BTreeMap<String, String> {
+        self.var_event
+            .as_ref()
+            .map(|e| {
+                e.headers
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix("variable_")
+                            .map(|k| (k.to_owned(), v.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Latest value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.last_event.as_ref()?.get(name)
+    }
 }
 
 /// Legs grouped by the call-tracking header (or bridge partner).
@@ -190,7 +221,7 @@ impl Tracker {
 
     /// Applies one event of `node`. Returns the finished session when the
     /// event ended one (CHANNEL_DESTROY).
-    pub fn apply(&mut self, node: &str, e: &Event) -> Option<Finished> {
+    pub fn apply(&mut self, node: &str, e: &Arc<Event>) -> Option<Finished> {
         let name = e.event_name()?;
         let uuid = e.unique_id()?;
         if !name.starts_with("CHANNEL_")
@@ -230,8 +261,8 @@ impl Tracker {
                 answered_us: 0,
                 hangup_us: 0,
                 hangup_cause: None,
-                variables: BTreeMap::new(),
-                headers: BTreeMap::new(),
+                var_event: None,
+                last_event: None,
                 history: VecDeque::new(),
                 core_uuid: e.core_uuid().unwrap_or("").to_owned(),
             };
@@ -240,25 +271,25 @@ impl Tracker {
         }
         let key = self.call_key(e);
         let s = self.sessions.get_mut(uuid)?;
-        for (k, v) in e.headers.iter() {
-            match k {
-                "Channel-State" => s.state = v.to_owned(),
-                "Channel-Call-State" => s.call_state = v.to_owned(),
-                "Answer-State" => s.answer_state = v.to_owned(),
-                "Caller-Destination-Number" => s.dest = v.to_owned(),
-                "Caller-Caller-ID-Number" => s.cid_num = v.to_owned(),
-                "Hangup-Cause" => s.hangup_cause = Some(v.to_owned()),
-                _ => {}
-            }
-            if let Some(var) = k.strip_prefix("variable_") {
-                s.variables.insert(var.to_owned(), v.to_owned());
-            } else if !k.starts_with("Event-")
-                && !k.starts_with("Caller-")
-                && !k.starts_with("Other-Leg-")
+        let set = |field: &mut String, v: Option<&str>| {
+            if let Some(v) = v
+                && field != v
             {
-                s.headers.insert(k.to_owned(), v.to_owned());
+                *field = v.to_owned();
             }
+        };
+        set(&mut s.state, e.get("Channel-State"));
+        set(&mut s.call_state, e.get("Channel-Call-State"));
+        set(&mut s.answer_state, e.get("Answer-State"));
+        set(&mut s.dest, e.get("Caller-Destination-Number"));
+        set(&mut s.cid_num, e.get("Caller-Caller-ID-Number"));
+        if let Some(c) = e.get("Hangup-Cause") {
+            s.hangup_cause = Some(c.to_owned());
         }
+        if e.headers.iter().any(|(k, _)| k.starts_with("variable_")) {
+            s.var_event = Some(e.clone());
+        }
+        s.last_event = Some(e.clone());
         match name {
             "CHANNEL_CREATE" => s.created_us = s.created_us.min(ts),
             "CHANNEL_ORIGINATE" => s.originate_us = ts,
@@ -379,8 +410,8 @@ impl Tracker {
                 answered_us: 0,
                 hangup_us: 0,
                 hangup_cause: None,
-                variables: BTreeMap::new(),
-                headers: BTreeMap::new(),
+                var_event: None,
+                last_event: None,
                 history: VecDeque::new(),
                 core_uuid: core_uuid.to_owned(),
             };
@@ -411,14 +442,14 @@ impl Tracker {
 mod tests {
     use super::*;
 
-    fn ev(name: &str, uuid: &str, extra: &[(&str, &str)]) -> Event {
+    fn ev(name: &str, uuid: &str, extra: &[(&str, &str)]) -> Arc<Event> {
         let mut e = Event::new(name)
             .with("Unique-ID", uuid)
             .with("Call-Direction", "outbound");
         for (k, v) in extra {
             e = e.with(k, v);
         }
-        e
+        Arc::new(e)
     }
 
     #[test]

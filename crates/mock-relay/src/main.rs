@@ -121,7 +121,8 @@ async fn main() -> anyhow::Result<()> {
         "control plane: http://{}/__mock__/health",
         cluster.http_addr()
     );
-    tokio::signal::ctrl_c().await?;
+    switchy_telemetry::shutdown_signal().await;
     cluster.stop().await;
+    telemetry.shutdown().await;
     Ok(())
 }

@@ -19,8 +19,8 @@ pub const ALPN: &[u8] = b"switchy/1";
 /// Largest frame payload accepted (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
-/// One FreeSWITCH event as relayed: header pairs in arrival order (values
-/// are the decoded bytes) and the body.
+/// One FreeSWITCH event as relayed: its decoded headers in arrival order
+/// (packed, see [`pack_headers`]) and its body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEvent {
     /// Agent-assigned sequence number (per agent process, from 1), used for
@@ -28,10 +28,49 @@ pub struct WireEvent {
     pub seq: u64,
     /// Microseconds since the epoch when the agent received it.
     pub received_us: u64,
-    /// Headers in order, duplicates kept.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Headers in order, duplicates kept: for each, a u32 little-endian
+    /// name length, the name, a u32 little-endian value length, the value
+    /// (decoded bytes, no percent-encoding).
+    #[serde(with = "serde_bytes")]
+    pub headers: Vec<u8>,
     /// Body, if any.
-    pub body: Option<Vec<u8>>,
+    pub body: Option<serde_bytes::ByteBuf>,
+}
+
+/// Packs header pairs for [`WireEvent::headers`].
+pub fn pack_headers<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+/// Unpacks [`WireEvent::headers`]; a truncated or lying length is an error.
+pub fn unpack_headers(packed: &[u8]) -> Result<Vec<(&[u8], &[u8])>, WireError> {
+    let mut out = Vec::with_capacity(packed.len() / 40);
+    let mut i = 0;
+    let take = |i: &mut usize| -> Result<&[u8], WireError> {
+        let len_bytes = packed
+            .get(*i..*i + 4)
+            .ok_or_else(|| WireError::Decode("truncated header length".into()))?;
+        let n =
+            u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+        let v = packed
+            .get(*i + 4..*i + 4 + n)
+            .ok_or_else(|| WireError::Decode("header length beyond the event".into()))?;
+        *i += 4 + n;
+        Ok(v)
+    };
+    while i < packed.len() {
+        let k = take(&mut i)?;
+        let v = take(&mut i)?;
+        out.push((k, v));
+    }
+    Ok(out)
 }
 
 /// A SIP profile of a node.
@@ -62,8 +101,8 @@ pub struct Hello {
     pub fs_version: Option<String>,
     /// SIP profiles.
     pub profiles: Vec<Profile>,
-    /// Highest event sequence the agent still holds unacknowledged from
-    /// before (0: none).
+    /// Highest event sequence a controller acknowledged so far (0: none);
+    /// buffered events after it are re-sent on this connection.
     pub resend_from: u64,
 }
 
@@ -315,11 +354,11 @@ mod tests {
             AgentMsg::Events(vec![WireEvent {
                 seq: 1,
                 received_us: 5,
-                headers: vec![
-                    ("Event-Name".into(), b"CHANNEL_CREATE".to_vec()),
-                    ("X".into(), vec![0xff, 0]),
-                ],
-                body: Some(b"body".to_vec()),
+                headers: pack_headers([
+                    (&b"Event-Name"[..], &b"CHANNEL_CREATE"[..]),
+                    (b"X", &[0xff, 0]),
+                ]),
+                body: Some(serde_bytes::ByteBuf::from(b"body".to_vec())),
             }]),
             AgentMsg::Status(EslState::Down("refused".into())),
         ];
@@ -358,6 +397,20 @@ mod tests {
         let mut d = FrameDecoder::new(0);
         d.feed(&evil);
         assert!(d.next_msg::<AgentMsg>().is_err());
+    }
+
+    #[test]
+    fn packed_headers_round_trip_and_lies_are_errors() {
+        let p = pack_headers([(&b"A"[..], &b"1"[..]), (b"B", b"")]);
+        assert_eq!(
+            unpack_headers(&p).unwrap(),
+            vec![(&b"A"[..], &b"1"[..]), (&b"B"[..], &b""[..])]
+        );
+        for cut in 0..p.len() {
+            let r = unpack_headers(&p[..cut]);
+            assert!(r.is_err() || cut == 0 || cut == 10, "cut {cut}: {r:?}");
+        }
+        assert!(unpack_headers(&[255, 255, 255, 255, 1]).is_err());
     }
 
     #[test]
