@@ -39,17 +39,26 @@ async fn drive(esl: std::net::SocketAddr, calls: usize, rate: usize) {
     s.write_all(&Command::auth("ClueCon").unwrap().to_bytes())
         .await
         .unwrap();
-    // Drain replies in the background.
+    // Drain replies in the background until every command is answered
+    // (the mock serves a connection's commands one by one).
     let (mut rd, mut wr) = s.into_split();
     let drain = tokio::spawn(async move {
         let mut d = Decoder::new();
         let mut buf = vec![0u8; 65536];
+        let mut replies = 0;
         while let Ok(n) = rd.read(&mut buf).await {
             if n == 0 {
                 break;
             }
             d.feed(&buf[..n]);
-            while let Ok(Some(_)) = d.next_frame() {}
+            while let Ok(Some(f)) = d.next_frame() {
+                if f.content_type() == Some("command/reply") {
+                    replies += 1;
+                }
+            }
+            if replies > calls {
+                break;
+            }
         }
     });
     let t0 = Instant::now();
@@ -73,8 +82,7 @@ async fn drive(esl: std::net::SocketAddr, calls: usize, rate: usize) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drain.abort();
+    let _ = drain.await;
 }
 
 async fn throughput(calls: usize) {

@@ -377,7 +377,7 @@ async fn send_loop(
         }
         // Everything buffered, in order.
         loop {
-            let batch = st.outbox.after(sent, 512);
+            let batch = st.outbox.after(sent, 128);
             let Some(last) = batch.last().map(|e| e.seq) else {
                 break;
             };

@@ -134,15 +134,13 @@ fn resolve(a: Args) -> anyhow::Result<AgentConfig> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let telemetry = switchy_telemetry::init("switchy-agent");
     let config = resolve(Args::parse())?;
     tracing::info!(config = ?config, "starting");
     let agent = Agent::start(config)?;
-    tokio::signal::ctrl_c().await?;
+    switchy_telemetry::shutdown_signal().await;
+    tracing::info!("stopping");
     agent.stop();
+    telemetry.shutdown().await;
     Ok(())
 }

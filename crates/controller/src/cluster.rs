@@ -407,8 +407,9 @@ impl Cluster {
             Err(_) => return,
         }
         tracing::info!(node = %node_id, "agent connected");
+        let mut buf = Vec::with_capacity(1 << 20);
         loop {
-            let msg = match read_frame::<AgentMsg>(&mut recv).await {
+            let msg = match read_frame_into::<AgentMsg>(&mut recv, &mut buf).await {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(node = %node_id, error = %e, "agent event stream ended");
@@ -681,12 +682,20 @@ impl Drop for Listener {
 pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
     recv: &mut quinn::RecvStream,
 ) -> anyhow::Result<T> {
+    read_frame_into(recv, &mut Vec::new()).await
+}
+
+/// As [`read_frame`], reusing `buf` for the payload.
+pub async fn read_frame_into<T: for<'de> serde::Deserialize<'de>>(
+    recv: &mut quinn::RecvStream,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<T> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await?;
     let n = wire::frame_len(len, wire::MAX_FRAME)?;
-    let mut payload = vec![0u8; n];
-    recv.read_exact(&mut payload).await?;
-    Ok(wire::decode(&payload)?)
+    buf.resize(n, 0);
+    recv.read_exact(&mut buf[..n]).await?;
+    Ok(wire::decode(&buf[..n])?)
 }
 
 /// A node of the cluster.

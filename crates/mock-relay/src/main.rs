@@ -77,11 +77,7 @@ fn parse_external(s: &str) -> anyhow::Result<ExternalOutcome> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let telemetry = switchy_telemetry::init("mock-relay");
     let a = Args::parse();
     if !(0.0..=1.0).contains(&a.failure_ratio) {
         anyhow::bail!("--failure-ratio must be between 0 and 1");

@@ -49,8 +49,11 @@ pub fn pack_headers<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -
     out
 }
 
+/// One unpacked header: (name, value).
+pub type HeaderPair<'a> = (&'a [u8], &'a [u8]);
+
 /// Unpacks [`WireEvent::headers`]; a truncated or lying length is an error.
-pub fn unpack_headers(packed: &[u8]) -> Result<Vec<(&[u8], &[u8])>, WireError> {
+pub fn unpack_headers(packed: &[u8]) -> Result<Vec<HeaderPair<'_>>, WireError> {
     let mut out = Vec::with_capacity(packed.len() / 40);
     let mut i = 0;
     let take = |i: &mut usize| -> Result<&[u8], WireError> {
