@@ -57,6 +57,36 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new session record.
+    pub fn new(
+        uuid: &str,
+        node: &str,
+        direction: &str,
+        created_us: u64,
+        core_uuid: &str,
+    ) -> Session {
+        Session {
+            uuid: uuid.to_owned(),
+            node: node.to_owned(),
+            direction: direction.to_owned(),
+            state: String::new(),
+            call_state: String::new(),
+            answer_state: String::new(),
+            call: String::new(),
+            dest: String::new(),
+            cid_num: String::new(),
+            created_us,
+            originate_us: 0,
+            answered_us: 0,
+            hangup_us: 0,
+            hangup_cause: None,
+            var_event: None,
+            last_event: None,
+            history: VecDeque::new(),
+            core_uuid: core_uuid.to_owned(),
+        }
+    }
+
     /// A channel variable, from the latest event that carried variables.
     pub fn variable(&self, name: &str) -> Option<&str> {
         self.var_event.as_ref()?.variable(name)
@@ -246,26 +276,13 @@ impl Tracker {
             if name == "CHANNEL_DESTROY" || self.dead.contains(uuid) {
                 return None;
             }
-            let s = Session {
-                uuid: uuid.to_owned(),
-                node: node.to_owned(),
-                direction: e.get("Call-Direction").unwrap_or("").to_owned(),
-                state: String::new(),
-                call_state: String::new(),
-                answer_state: String::new(),
-                call: String::new(),
-                dest: String::new(),
-                cid_num: String::new(),
-                created_us: ts,
-                originate_us: 0,
-                answered_us: 0,
-                hangup_us: 0,
-                hangup_cause: None,
-                var_event: None,
-                last_event: None,
-                history: VecDeque::new(),
-                core_uuid: e.core_uuid().unwrap_or("").to_owned(),
-            };
+            let s = Session::new(
+                uuid,
+                node,
+                e.get("Call-Direction").unwrap_or(""),
+                ts,
+                e.core_uuid().unwrap_or(""),
+            );
             self.sessions.insert(uuid.to_owned(), s);
             self.join_call(uuid, node, uuid.to_owned(), ts);
         }
@@ -391,30 +408,12 @@ impl Tracker {
             }
             let created_us = get(row, "created_epoch").parse::<u64>().unwrap_or(0) * 1_000_000;
             let answered = get(row, "callstate") == "ACTIVE";
-            let s = Session {
-                uuid: uuid.clone(),
-                node: node.to_owned(),
-                direction: get(row, "direction"),
-                state: get(row, "state"),
-                call_state: get(row, "callstate"),
-                answer_state: if answered {
-                    "answered".into()
-                } else {
-                    "ringing".into()
-                },
-                call: String::new(),
-                dest: get(row, "dest"),
-                cid_num: get(row, "cid_num"),
-                created_us,
-                originate_us: 0,
-                answered_us: 0,
-                hangup_us: 0,
-                hangup_cause: None,
-                var_event: None,
-                last_event: None,
-                history: VecDeque::new(),
-                core_uuid: core_uuid.to_owned(),
-            };
+            let mut s = Session::new(&uuid, node, &get(row, "direction"), created_us, core_uuid);
+            s.state = get(row, "state");
+            s.call_state = get(row, "callstate");
+            s.answer_state = if answered { "answered" } else { "ringing" }.to_owned();
+            s.dest = get(row, "dest");
+            s.cid_num = get(row, "cid_num");
             self.sessions.insert(uuid.clone(), s);
             self.join_call(&uuid, node, uuid.clone(), created_us);
         }

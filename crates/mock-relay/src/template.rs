@@ -281,60 +281,6 @@ pub fn parse(text: &str) -> Result<HashMap<(String, String, String), Template>, 
     Ok(out)
 }
 
-/// Renders a template as a plain event body with `vars` resolving
-/// placeholders (`None` → the header is left out), then `extra` headers, then
-/// an optional body.
-pub fn render_plain(
-    t: &Template,
-    vars: &dyn Fn(&str) -> Option<String>,
-    extra: &[(String, String)],
-    body: Option<&[u8]>,
-    out: &mut Vec<u8>,
-) {
-    let mut value = Vec::with_capacity(64);
-    for h in &t.headers {
-        value.clear();
-        let mut skip = false;
-        for s in &h.segs {
-            match s {
-                Seg::Lit(enc, _) => value.extend_from_slice(enc),
-                Seg::Var(v, _) => match vars(v) {
-                    Some(x) => percent::encode_into(x.as_bytes(), &mut value),
-                    None => skip = true,
-                },
-            }
-        }
-        if skip {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        if value.is_empty() {
-            out.extend_from_slice(b"_undef_");
-        } else {
-            out.extend_from_slice(&value);
-        }
-        out.push(b'\n');
-    }
-    for (k, v) in extra {
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        let before = out.len();
-        percent::encode_into(v.as_bytes(), out);
-        if out.len() == before {
-            out.extend_from_slice(b"_undef_");
-        }
-        out.push(b'\n');
-    }
-    match body {
-        Some(b) if !b.is_empty() => {
-            out.extend_from_slice(format!("Content-Length: {}\n\n", b.len()).as_bytes());
-            out.extend_from_slice(b);
-        }
-        _ => out.push(b'\n'),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,20 +298,5 @@ mod tests {
             let k = (key.0.to_owned(), key.1.to_owned(), key.2.to_owned());
             assert!(t.contains_key(&k), "{key:?}");
         }
-    }
-
-    #[test]
-    fn rendering_encodes_placeholders_only() {
-        let t = parse("== X - -\nEvent-Name: X\nA: lit%20eral${v}\nB: ${gone}\n").unwrap();
-        let t = &t[&("X".into(), "-".into(), "-".into())];
-        let mut out = Vec::new();
-        render_plain(
-            t,
-            &|v| (v == "v").then(|| "a b".to_owned()),
-            &[("C".into(), "".into())],
-            None,
-            &mut out,
-        );
-        assert_eq!(out, b"Event-Name: X\nA: lit%20erala%20b\nC: _undef_\n\n");
     }
 }
