@@ -5,6 +5,29 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 use switchy_protocol::esl::{Command, Decoder, Event, EventFormat, Message};
+
+/// An event ready to relay: its name and its decoded headers in the packed
+/// wire layout (no index is built on the agent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayEvent {
+    /// `Event-Name`.
+    pub name: String,
+    /// Packed headers (`wire::pack_headers` layout).
+    pub packed: Vec<u8>,
+    /// Body.
+    pub body: Option<Vec<u8>>,
+}
+
+impl RelayEvent {
+    /// From a decoded event.
+    pub fn from_event(e: &Event) -> Self {
+        RelayEvent {
+            name: e.event_name().unwrap_or("").to_owned(),
+            packed: e.headers.to_packed(),
+            body: e.body.clone(),
+        }
+    }
+}
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -81,7 +104,7 @@ pub async fn connect(
     port: u16,
     password: &str,
     events: &[String],
-) -> Result<(EslHandle, mpsc::Receiver<Event>), EslError> {
+) -> Result<(EslHandle, mpsc::Receiver<RelayEvent>), EslError> {
     let addr = format!("{host}:{port}");
     let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr))
         .await
@@ -170,7 +193,7 @@ async fn run(
     stream: TcpStream,
     mut dec: Decoder,
     mut cmds: mpsc::Receiver<(Command, Pending)>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<RelayEvent>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -178,33 +201,65 @@ async fn run(
     let reason = 'conn: loop {
         // Drain whole frames first.
         loop {
-            match dec.next_message() {
-                Ok(Some(Message::Event(_, e))) => {
-                    if events.send(e).await.is_err() {
+            // Plain events go straight to the packed relay form.
+            let frame = match dec.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => break 'conn e.to_string(),
+            };
+            if frame.content_type() == Some("text/event-plain") {
+                let body = frame.body.unwrap_or_default();
+                match Event::plain_to_packed(&body) {
+                    Ok((packed, ev_body)) => {
+                        let name = switchy_protocol::wire::unpack_headers(&packed)
+                            .ok()
+                            .and_then(|h| {
+                                h.first()
+                                    .filter(|(k, _)| *k == b"Event-Name")
+                                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                            })
+                            .unwrap_or_default();
+                        if events
+                            .send(RelayEvent {
+                                name,
+                                packed,
+                                body: ev_body,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            break 'conn "event consumer gone".to_string();
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "undecodable event skipped"),
+                }
+                continue;
+            }
+            match Message::from_frame(frame) {
+                Ok(Message::Event(_, e)) => {
+                    if events.send(RelayEvent::from_event(&e)).await.is_err() {
                         break 'conn "event consumer gone".to_string();
                     }
                 }
-                Ok(Some(Message::CommandReply(r))) => {
+                Ok(Message::CommandReply(r)) => {
                     let text = r.reply_text().unwrap_or("").to_owned();
                     if let Some(p) = pending.pop_front() {
                         let _ = p.send(Ok(text));
                     }
                 }
-                Ok(Some(Message::ApiResponse(a))) => {
+                Ok(Message::ApiResponse(a)) => {
                     if let Some(p) = pending.pop_front() {
                         let _ = p.send(Ok(a.text().into_owned()));
                     }
                 }
-                Ok(Some(Message::DisconnectNotice(f))) => {
+                Ok(Message::DisconnectNotice(f)) => {
                     break 'conn format!(
                         "FreeSWITCH disconnected: {}",
                         String::from_utf8_lossy(f.body.as_deref().unwrap_or_default()).trim()
                     );
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) if !e.is_fatal() => tracing::warn!(error = %e, "undecodable event skipped"),
-                Err(e) => break 'conn e.to_string(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "undecodable event skipped"),
             }
         }
         tokio::select! {

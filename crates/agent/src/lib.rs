@@ -206,7 +206,7 @@ async fn esl_loop(st: Arc<AgentState>) {
             })
         };
         while let Some(e) = events.recv().await {
-            st.outbox.push(&e);
+            st.outbox.push(e);
         }
         probe.abort();
         *st.esl.lock().await = None;

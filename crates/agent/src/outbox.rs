@@ -6,9 +6,9 @@
 //! first; a channel event is dropped only when nothing else is left, and
 //! every drop is counted and logged.
 
+use crate::esl::RelayEvent;
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use switchy_protocol::esl::Event;
 use switchy_protocol::wire::WireEvent;
 use tokio::sync::Notify;
 
@@ -63,9 +63,8 @@ impl Outbox {
     }
 
     /// Adds an event (received now).
-    pub fn push(&self, e: &Event) {
-        let name = e.event_name().unwrap_or("");
-        let noise = is_noise(name);
+    pub fn push(&self, e: RelayEvent) {
+        let noise = is_noise(&e.name);
         let mut g = self.lock();
         if g.events.len() >= self.max {
             if let Some(p) = g.events.iter().position(|(n, _)| *n) {
@@ -85,10 +84,8 @@ impl Outbox {
         }
         g.next_seq += 1;
         let seq = g.next_seq;
-        let headers = switchy_protocol::wire::pack_headers(
-            e.headers.iter_bytes().map(|(k, v)| (k.as_bytes(), v)),
-        );
-        let body = e.body.clone().map(serde_bytes::ByteBuf::from);
+        let headers = e.packed;
+        let body = e.body.map(serde_bytes::ByteBuf::from);
         g.events.push_back((
             noise,
             WireEvent {
@@ -154,14 +151,19 @@ pub fn now_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchy_protocol::esl::Event;
+
+    fn ev(name: &str) -> RelayEvent {
+        RelayEvent::from_event(&Event::new(name))
+    }
 
     #[test]
     fn noise_goes_first_and_channel_drops_are_counted() {
         let o = Outbox::new(3);
-        o.push(&Event::new("CHANNEL_CREATE"));
-        o.push(&Event::new("HEARTBEAT"));
-        o.push(&Event::new("CHANNEL_ANSWER"));
-        o.push(&Event::new("CHANNEL_HANGUP"));
+        o.push(ev("CHANNEL_CREATE"));
+        o.push(ev("HEARTBEAT"));
+        o.push(ev("CHANNEL_ANSWER"));
+        o.push(ev("CHANNEL_HANGUP"));
         let names: Vec<Vec<u8>> = o
             .after(0, 10)
             .into_iter()
@@ -180,7 +182,7 @@ mod tests {
             ]
         );
         assert_eq!(o.dropped(), (1, 0));
-        o.push(&Event::new("CHANNEL_DESTROY"));
+        o.push(ev("CHANNEL_DESTROY"));
         assert_eq!(o.dropped(), (1, 1));
         assert_eq!(o.len(), 3);
     }
@@ -189,7 +191,7 @@ mod tests {
     fn acks_release_and_resend_starts_after_them() {
         let o = Outbox::new(10);
         for _ in 0..5 {
-            o.push(&Event::new("CHANNEL_CREATE"));
+            o.push(ev("CHANNEL_CREATE"));
         }
         o.ack(3);
         assert_eq!(o.len(), 2);

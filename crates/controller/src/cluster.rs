@@ -528,19 +528,14 @@ impl Cluster {
             }
             last = we.seq;
             count += 1;
-            let mut e = Event::default();
-            match wire::unpack_headers(&we.headers) {
-                Ok(pairs) => {
-                    for (k, v) in pairs {
-                        e.headers.push_raw(k, v);
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(node = %node, error = %err, "malformed event from agent skipped");
-                    continue;
-                }
-            }
-            e.body = we.body.map(serde_bytes::ByteBuf::into_vec);
+            let Some(headers) = switchy_protocol::esl::Headers::from_packed(we.headers) else {
+                tracing::warn!(node = %node, "malformed event from agent skipped (bad header lengths)");
+                continue;
+            };
+            let e = Event {
+                headers,
+                body: we.body.map(serde_bytes::ByteBuf::into_vec),
+            };
             let e = Arc::new(e);
             let finished = {
                 let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());

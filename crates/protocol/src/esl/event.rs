@@ -215,6 +215,81 @@ impl Event {
         }
     }
 
+    /// Decodes a `text/event-plain` body straight into the packed header
+    /// layout of [`Headers::from_packed`] (values percent-decoded), without
+    /// building an index: what a relay needs. Returns (packed headers,
+    /// body).
+    pub fn plain_to_packed(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), EventError> {
+        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
+        let mut pos = 0;
+        let mut line_no = 0;
+        // Start of the last header in `out`, and its value, for the body's
+        // Content-Length.
+        let mut last: Option<(usize, bool, usize, usize)> = None;
+        while pos < bytes.len() {
+            line_no += 1;
+            let (line, next) = match memchr::memchr(b'\n', &bytes[pos..]) {
+                Some(p) => (&bytes[pos..pos + p], pos + p + 1),
+                None => (&bytes[pos..], bytes.len()),
+            };
+            pos = next;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                break;
+            }
+            let Some(colon) = memchr::memchr(b':', line) else {
+                return Err(EventError::MalformedHeader { line: line_no });
+            };
+            let name = &line[..colon];
+            let mut value = &line[colon + 1..];
+            while let [b' ' | b'\t', rest @ ..] = value {
+                value = rest;
+            }
+            let start = out.len();
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(name);
+            let len_at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            percent::decode_into(value, &mut out);
+            let vlen = out.len() - len_at - 4;
+            out[len_at..len_at + 4].copy_from_slice(&(vlen as u32).to_le_bytes());
+            last = Some((
+                start,
+                name.eq_ignore_ascii_case(b"Content-Length"),
+                len_at + 4,
+                out.len(),
+            ));
+        }
+        let rest = &bytes[pos.min(bytes.len())..];
+        let declared = last
+            .filter(|(_, is_cl, _, _)| *is_cl)
+            .and_then(|(_, _, vs, ve)| {
+                std::str::from_utf8(&out[vs..ve])
+                    .ok()?
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+            });
+        let body = match declared {
+            Some(n) if rest.len() == n => {
+                if let Some((start, ..)) = last {
+                    out.truncate(start);
+                }
+                Some(rest.to_vec())
+            }
+            Some(_) if rest.is_empty() => None,
+            Some(n) => {
+                return Err(EventError::BodyLength {
+                    declared: n,
+                    actual: rest.len(),
+                });
+            }
+            None if rest.is_empty() => None,
+            None => Some(rest.to_vec()),
+        };
+        Ok((out, body))
+    }
+
     /// Decodes a `text/event-json` body: one flat object whose values are
     /// strings or arrays of strings (other scalars are kept as their text).
     /// Duplicate keys are kept; invalid UTF-8 is kept as bytes.
@@ -911,6 +986,21 @@ mod tests {
             Event::decode_plain(b"no colon here\n\n"),
             Err(EventError::MalformedHeader { line: 1 })
         ));
+    }
+
+    #[test]
+    fn packed_decoding_matches_the_event_decoder() {
+        let mut e = sample().with("Empty", "").with("Weird", "a%zz b\u{e9}");
+        e.body = Some(b"+OK 1\n".to_vec());
+        let plain = e.encode(EventFormat::Plain);
+        let (packed, body) = Event::plain_to_packed(&plain).unwrap();
+        let rebuilt = Event {
+            headers: Headers::from_packed(packed).unwrap(),
+            body,
+        };
+        assert_eq!(rebuilt, Event::decode_plain(&plain).unwrap());
+        assert!(Headers::from_packed(vec![9, 0, 0, 0, b'a']).is_none());
+        assert!(Event::plain_to_packed(b"bad line\n\n").is_err());
     }
 
     #[test]

@@ -331,6 +331,44 @@ impl Headers {
         Ok((h, pos.min(len)))
     }
 
+    /// Headers over a packed buffer (for each header: u32 little-endian
+    /// name length, name, u32 little-endian value length, value — the
+    /// layout of `wire::pack_headers`) without copying names or values.
+    /// `None` when a length runs past the buffer.
+    pub fn from_packed(packed: Vec<u8>) -> Option<Headers> {
+        let len = packed.len();
+        let mut h = Headers::with_source(packed, len / 48 + 4, 64);
+        let src_ascii = h.src.is_ascii();
+        let mut i = 0;
+        let field = |src: &[u8], i: &mut usize| -> Option<(usize, usize)> {
+            let l = src.get(*i..*i + 4)?;
+            let n = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+            let start = *i + 4;
+            let end = start.checked_add(n).filter(|&e| e <= src.len())?;
+            *i = end;
+            Some((start, end))
+        };
+        while i < len {
+            let (ns, ne) = field(&h.src, &mut i)?;
+            let (vs, ve) = field(&h.src, &mut i)?;
+            h.link_checked(Span::src(ns, ne), Span::src(vs, ve), src_ascii);
+        }
+        Some(h)
+    }
+
+    /// Writes the headers in the packed layout of [`Headers::from_packed`].
+    pub fn to_packed(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(self.src.len() + self.arena.len() + 8 * self.entries.len());
+        for (k, v) in self.iter_bytes() {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+        }
+        out
+    }
+
     /// The received bytes the headers were parsed from.
     pub(crate) fn source(&self) -> &[u8] {
         &self.src
