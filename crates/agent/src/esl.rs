@@ -189,6 +189,17 @@ pub async fn connect(
     Ok((EslHandle { tx: cmd_tx }, ev_rx))
 }
 
+/// The value of the first packed header if it is named `name`.
+fn first_value(packed: &[u8], name: &[u8]) -> Option<String> {
+    let n = u32::from_le_bytes(packed.get(..4)?.try_into().ok()?) as usize;
+    if packed.get(4..4 + n)? != name {
+        return None;
+    }
+    let at = 4 + n;
+    let v = u32::from_le_bytes(packed.get(at..at + 4)?.try_into().ok()?) as usize;
+    Some(String::from_utf8_lossy(packed.get(at + 4..at + 4 + v)?).into_owned())
+}
+
 async fn run(
     stream: TcpStream,
     mut dec: Decoder,
@@ -211,14 +222,7 @@ async fn run(
                 let body = frame.body.unwrap_or_default();
                 match Event::plain_to_packed(&body) {
                     Ok((packed, ev_body)) => {
-                        let name = switchy_protocol::wire::unpack_headers(&packed)
-                            .ok()
-                            .and_then(|h| {
-                                h.first()
-                                    .filter(|(k, _)| *k == b"Event-Name")
-                                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                            })
-                            .unwrap_or_default();
+                        let name = first_value(&packed, b"Event-Name").unwrap_or_default();
                         if events
                             .send(RelayEvent {
                                 name,

@@ -119,6 +119,27 @@ impl Outbox {
             .collect()
     }
 
+    /// One encoded `Events` frame of up to `max` events above `after`, and
+    /// the last sequence in it (encoded under the lock, without cloning).
+    pub fn encode_after(&self, after: u64, max: usize) -> Option<(Vec<u8>, u64)> {
+        let g = self.lock();
+        let batch: Vec<&WireEvent> = g
+            .events
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.seq > after)
+            .take(max)
+            .collect();
+        let last = batch.last()?.seq;
+        match switchy_protocol::wire::encode_event_batch(&batch) {
+            Ok(bytes) => Some((bytes, last)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an event batch");
+                None
+            }
+        }
+    }
+
     /// Highest acknowledged sequence.
     pub fn acked(&self) -> u64 {
         self.lock().acked

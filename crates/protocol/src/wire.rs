@@ -264,6 +264,20 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
+/// Encodes `AgentMsg::Events` from borrowed events (same bytes as encoding
+/// an owned `AgentMsg::Events`), so a sender need not clone what it keeps
+/// buffered until acknowledged.
+pub fn encode_event_batch(events: &[&WireEvent]) -> Result<Vec<u8>, WireError> {
+    // Variant order must match `AgentMsg`: Hello = 0, Events = 1.
+    #[derive(Serialize)]
+    enum Borrowed<'a> {
+        #[allow(dead_code)]
+        Hello(()),
+        Events(&'a [&'a WireEvent]),
+    }
+    encode(&Borrowed::Events(events))
+}
+
 /// Decodes one payload (without its length prefix).
 pub fn decode<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, WireError> {
     let (v, used) = bincode::serde::decode_from_slice(payload, config())
@@ -382,6 +396,18 @@ mod tests {
             }
             assert_eq!(got, msgs);
         }
+    }
+
+    #[test]
+    fn borrowed_batches_encode_like_owned_ones() {
+        let e = WireEvent {
+            seq: 7,
+            received_us: 1,
+            headers: pack_headers([(&b"A"[..], &b"b"[..])]),
+            body: None,
+        };
+        let owned = encode(&AgentMsg::Events(vec![e.clone(), e.clone()])).unwrap();
+        assert_eq!(encode_event_batch(&[&e, &e]).unwrap(), owned);
     }
 
     #[test]
