@@ -313,6 +313,11 @@ impl Cluster {
             conn.close(1u32.into(), b"certificate without a name");
             return;
         };
+        let span = tracing::info_span!("node", node = %node_id, remote = %conn.remote_address());
+        tracing::Instrument::instrument(self.node_session(conn, node_id), span).await
+    }
+
+    async fn node_session(&self, conn: quinn::Connection, node_id: String) {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,
             Err(e) => {

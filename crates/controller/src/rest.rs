@@ -395,6 +395,7 @@ struct ActionReq {
     action: Option<String>,
 }
 
+#[tracing::instrument(name = "session", skip(api, b), fields(session = %uuid, action = %action))]
 async fn session_action(
     State(api): State<Api>,
     Path((uuid, action)): Path<(String, String)>,
