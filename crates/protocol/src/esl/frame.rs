@@ -159,8 +159,41 @@ impl Message {
 enum State {
     /// Looking for the end of a header block; `scan` is where to resume.
     Headers { scan: usize },
-    /// Header block parsed; waiting for `len` body bytes.
-    Body { headers: Headers, len: usize },
+    /// Header block parsed; waiting for `len` body bytes. `headers` is
+    /// None for FreeSWITCH's own event block (`Content-Length`, then
+    /// `Content-Type: text/event-*`), recognised without building a map.
+    Body {
+        headers: Option<Headers>,
+        event: Option<EventFormat>,
+        len: usize,
+    },
+}
+
+/// A frame, or an event frame recognised on the fast path.
+enum Raw {
+    Frame(Frame),
+    Event(EventFormat, Vec<u8>),
+}
+
+/// `Content-Length: N\nContent-Type: text/event-FMT`, exactly as FreeSWITCH
+/// writes an event's outer header block.
+fn fast_event_block(block: &[u8]) -> Option<(u64, EventFormat)> {
+    let rest = block.strip_prefix(b"Content-Length: ")?;
+    let nl = memchr::memchr(b'\n', rest)?;
+    let digits = &rest[..nl];
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    let format = match rest[nl + 1..].strip_prefix(b"Content-Type: text/event-")? {
+        b"plain" => EventFormat::Plain,
+        b"json" => EventFormat::Json,
+        b"xml" => EventFormat::Xml,
+        _ => return None,
+    };
+    Some((n, format))
 }
 
 /// Incremental, sans-IO decoder of server frames.
@@ -228,6 +261,22 @@ impl Decoder {
     /// The next whole frame, `Ok(None)` when more bytes are needed. After a
     /// fatal error every call returns that error again.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+        Ok(match self.next_raw()? {
+            None => None,
+            Some(Raw::Frame(f)) => Some(f),
+            Some(Raw::Event(format, body)) => {
+                let mut headers = Headers::with_capacity(2, 48);
+                headers.push("Content-Length", body.len().to_string());
+                headers.push("Content-Type", format.content_type());
+                Some(Frame {
+                    headers,
+                    body: Some(body),
+                })
+            }
+        })
+    }
+
+    fn next_raw(&mut self) -> Result<Option<Raw>, DecodeError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -258,6 +307,22 @@ impl Decoder {
                         };
                         return Err(self.fail(e));
                     }
+                    if let Some((n, format)) = fast_event_block(&self.buf[self.start..end]) {
+                        if n > self.config.max_frame as u64 {
+                            let e = DecodeError::FrameTooLarge {
+                                declared: n,
+                                max: self.config.max_frame,
+                            };
+                            return Err(self.fail(e));
+                        }
+                        self.start = end + 2;
+                        self.state = State::Body {
+                            headers: None,
+                            event: Some(format),
+                            len: n as usize,
+                        };
+                        continue;
+                    }
                     let headers = match parse_header_block(&self.buf[self.start..end]) {
                         Ok(h) => h,
                         Err(e) => return Err(self.fail(e)),
@@ -266,10 +331,10 @@ impl Decoder {
                     let len = match headers.get("Content-Length") {
                         None => {
                             self.state = State::Headers { scan: self.start };
-                            return Ok(Some(Frame {
+                            return Ok(Some(Raw::Frame(Frame {
                                 headers,
                                 body: None,
-                            }));
+                            })));
                         }
                         Some(v) => match parse_length(v) {
                             Some(n) if n > self.config.max_frame as u64 => {
@@ -288,7 +353,11 @@ impl Decoder {
                             }
                         },
                     };
-                    self.state = State::Body { headers, len };
+                    self.state = State::Body {
+                        headers: Some(headers),
+                        event: None,
+                        len,
+                    };
                 }
                 State::Body { len, .. } => {
                     let len = *len;
@@ -297,14 +366,21 @@ impl Decoder {
                     }
                     let body = self.buf[self.start..self.start + len].to_vec();
                     self.start += len;
-                    let State::Body { headers, .. } =
+                    let State::Body { headers, event, .. } =
                         std::mem::replace(&mut self.state, State::Headers { scan: self.start })
                     else {
                         unreachable!("state was just matched as Body")
                     };
-                    return Ok(Some(Frame {
-                        headers,
-                        body: Some(body),
+                    return Ok(Some(match (headers, event) {
+                        (Some(headers), _) => Raw::Frame(Frame {
+                            headers,
+                            body: Some(body),
+                        }),
+                        (None, Some(format)) => Raw::Event(format, body),
+                        (None, None) => Raw::Frame(Frame {
+                            headers: Headers::new(),
+                            body: Some(body),
+                        }),
                     }));
                 }
             }
@@ -313,8 +389,16 @@ impl Decoder {
 
     /// The next whole frame, classified and with its event decoded.
     pub fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
-        match self.next_frame()? {
-            Some(f) => Message::from_frame(f).map(Some),
+        match self.next_raw()? {
+            Some(Raw::Frame(f)) => Message::from_frame(f).map(Some),
+            Some(Raw::Event(format, body)) => match Event::decode_owned(format, body) {
+                Ok(e) => Ok(Some(Message::Event(format, e))),
+                Err((source, raw)) => Err(DecodeError::Event {
+                    format,
+                    source,
+                    raw,
+                }),
+            },
             None => Ok(None),
         }
     }
