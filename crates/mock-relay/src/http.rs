@@ -24,6 +24,14 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({"error": msg.into()}))).into_response()
 }
 
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// The request body, or a 400 saying what was expected.
+fn parse<T>(body: Body<T>, expected: &str) -> Result<T, Response> {
+    body.map(|Json(v)| v)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("{e}: {expected}")))
+}
+
 /// The control-plane router.
 pub fn router(cluster: Shared) -> Router {
     Router::new()
@@ -176,20 +184,13 @@ async fn push_event(c: &Cluster, node: usize, conn: Option<u64>, event: Event) -
     rx.await.unwrap_or(0)
 }
 
-async fn push(
-    State(c): State<Shared>,
-    body: Result<Json<PushReq>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{e}: send {{\"node\": 0, \"event\": {{\"Event-Name\": \"CUSTOM\", ...}}}}"
-                ),
-            );
-        }
+async fn push(State(c): State<Shared>, body: Body<PushReq>) -> Response {
+    let req = match parse(
+        body,
+        "send {\"node\": 0, \"event\": {\"Event-Name\": \"CUSTOM\", ...}}",
+    ) {
+        Ok(v) => v,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     if !req.event.contains_key("Event-Name") {
         return err(
@@ -238,18 +239,13 @@ struct InboundReq {
     network_addr: Option<String>,
 }
 
-async fn inbound_call(
-    State(c): State<Shared>,
-    body: Result<Json<InboundReq>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!("{e}: send {{\"node\": 0, \"from\": \"1000\", \"to\": \"2000\"}}"),
-            );
-        }
+async fn inbound_call(State(c): State<Shared>, body: Body<InboundReq>) -> Response {
+    let req = match parse(
+        body,
+        "send {\"node\": 0, \"from\": \"1000\", \"to\": \"2000\"}",
+    ) {
+        Ok(v) => v,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     let Some(info) = c.infos.get(req.node) else {
         return err(
@@ -309,16 +305,14 @@ async fn scenarios_reset(State(c): State<Shared>) -> Json<Value> {
 async fn scenario_add(
     State(c): State<Shared>,
     Path(command): Path<String>,
-    body: Result<Json<Scenario>, axum::extract::rejection::JsonRejection>,
+    body: Body<Scenario>,
 ) -> Response {
-    let Json(s) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!("{e}: fields are node, reply, hangup_cause, answer_after_ms, dtmf, events"),
-            );
-        }
+    let s = match parse(
+        body,
+        "fields are node, reply, hangup_cause, answer_after_ms, dtmf, events",
+    ) {
+        Ok(v) => v,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     if command.is_empty()
         || !command
@@ -362,20 +356,13 @@ fn default_timeout() -> u64 {
     5000
 }
 
-async fn scenario_play(
-    State(c): State<Shared>,
-    body: Result<Json<PlayReq>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{e}: steps are {{sleep_ms}}, {{push}} or {{expect_recv: {{contains, node, timeout_ms}}}}"
-                ),
-            );
-        }
+async fn scenario_play(State(c): State<Shared>, body: Body<PlayReq>) -> Response {
+    let req = match parse(
+        body,
+        "steps are {sleep_ms}, {push} or {expect_recv: {contains, node, timeout_ms}}",
+    ) {
+        Ok(v) => v,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     let mut since = c.journal.last_n();
     for (i, step) in req.steps.into_iter().enumerate() {
@@ -426,20 +413,13 @@ struct FaultReq {
     ms: u64,
 }
 
-async fn faults(
-    State(c): State<Shared>,
-    body: Result<Json<FaultReq>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(f) = match body {
-        Ok(b) => b,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{e}: send {{\"node\": 0, \"action\": \"drop_connections|refuse_connections|restart|delay_replies\", \"ms\": 1000}}"
-                ),
-            );
-        }
+async fn faults(State(c): State<Shared>, body: Body<FaultReq>) -> Response {
+    let f = match parse(
+        body,
+        "send {\"node\": 0, \"action\": \"drop_connections|refuse_connections|restart|delay_replies\", \"ms\": 1000}",
+    ) {
+        Ok(v) => v,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     let Some(info) = c.infos.get(f.node) else {
         return err(
@@ -494,14 +474,14 @@ async fn knobs_get(State(c): State<Shared>, Path(n): Path<usize>) -> Response {
 async fn knobs_set(
     State(c): State<Shared>,
     Path(n): Path<usize>,
-    body: Result<Json<crate::config::Knobs>, axum::extract::rejection::JsonRejection>,
+    body: Body<crate::config::Knobs>,
 ) -> Response {
     if n >= c.infos.len() {
         return err(StatusCode::NOT_FOUND, format!("no node {n}"));
     }
-    let Json(k) = match body {
-        Ok(b) => b,
-        Err(e) => return err(StatusCode::BAD_REQUEST, format!("{e}")),
+    let k = match parse(body, "fields are those of GET /__mock__/nodes/{n}/knobs") {
+        Ok(v) => v,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     if !(0.0..=1.0).contains(&k.failure_ratio) {
         return err(
