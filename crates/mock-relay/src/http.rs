@@ -26,10 +26,10 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
 
 type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-/// The request body, or a 400 saying what was expected.
-fn parse<T>(body: Body<T>, expected: &str) -> Result<T, Response> {
+/// The request body, or the message of a 400 saying what was expected.
+fn parse<T>(body: Body<T>, expected: &str) -> Result<T, String> {
     body.map(|Json(v)| v)
-        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("{e}: {expected}")))
+        .map_err(|e| format!("{e}: {expected}"))
 }
 
 /// The control-plane router.
