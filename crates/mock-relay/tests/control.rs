@@ -3,16 +3,9 @@
 
 mod common;
 use common::*;
-use mock_relay::{MockCluster, MockConfig};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use switchy_protocol::esl::{Command, EventFormat, Message};
-
-async fn cluster(n: usize) -> MockCluster {
-    MockCluster::start(MockConfig::ephemeral(n))
-        .await
-        .expect("mock starts")
-}
 
 #[tokio::test]
 async fn health_connections_channels_and_journal() {

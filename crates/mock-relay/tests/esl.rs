@@ -2,14 +2,7 @@
 
 mod common;
 use common::*;
-use mock_relay::{MockCluster, MockConfig};
 use switchy_protocol::esl::{Command, EventFormat, Message, SendMsg};
-
-async fn cluster(n: usize) -> MockCluster {
-    MockCluster::start(MockConfig::ephemeral(n))
-        .await
-        .expect("mock starts")
-}
 
 #[tokio::test]
 async fn auth_ok_and_wrong_password() {

@@ -8,6 +8,13 @@ use switchy_protocol::esl::{Command, Decoder, Event, EventFormat, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A mock cluster of `n` nodes on ephemeral ports.
+pub async fn cluster(n: usize) -> mock_relay::MockCluster {
+    mock_relay::MockCluster::start(mock_relay::MockConfig::ephemeral(n))
+        .await
+        .expect("mock starts")
+}
+
 pub const T: Duration = Duration::from_secs(5);
 
 pub struct Esl {

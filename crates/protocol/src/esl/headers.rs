@@ -358,15 +358,7 @@ impl Headers {
 
     /// Writes the headers in the packed layout of [`Headers::from_packed`].
     pub fn to_packed(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(self.src.len() + self.arena.len() + 8 * self.entries.len());
-        for (k, v) in self.iter_bytes() {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(v);
-        }
-        out
+        crate::wire::pack_headers(self.iter_bytes().map(|(k, v)| (k.as_bytes(), v)))
     }
 
     /// The received bytes the headers were parsed from.
