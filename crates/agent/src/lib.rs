@@ -16,7 +16,7 @@ use outbox::{Outbox, now_us};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use switchy_protocol::esl::{Command, SendMsg};
+use switchy_protocol::esl::{Command, EventFormat, SendMsg};
 use switchy_protocol::wire::{
     self, AgentMsg, CommandKind, CommandRequest, CommandResponse, ControllerMsg, EslState, Hello,
     Profile, Snapshot, WIRE_VERSION,
@@ -36,6 +36,9 @@ pub struct AgentState {
     pub status_changed: Notify,
     snapshot_needed: AtomicBool,
     core_uuid: std::sync::Mutex<String>,
+    /// Events subscribed on ESL: the configured ones plus what the
+    /// controller asked for.
+    subscribed: std::sync::Mutex<Vec<String>>,
     instance: String,
     /// Wire version announced in Hello (tests use another to check refusal).
     pub wire_version: u32,
@@ -80,6 +83,7 @@ impl Agent {
     /// Starts with a given wire version (for testing the handshake).
     pub fn start_with_version(config: AgentConfig, wire_version: u32) -> anyhow::Result<Agent> {
         let client = tls::client_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
+        let events = config.events.clone();
         let state = Arc::new(AgentState {
             outbox: Outbox::new(config.max_events),
             config,
@@ -88,6 +92,7 @@ impl Agent {
             status_changed: Notify::new(),
             snapshot_needed: AtomicBool::new(true),
             core_uuid: std::sync::Mutex::new(String::new()),
+            subscribed: std::sync::Mutex::new(events),
             instance: uuid::Uuid::new_v4().to_string(),
             wire_version,
         });
@@ -139,8 +144,13 @@ async fn esl_loop(st: Arc<AgentState>) {
     let c = &st.config;
     let mut backoff = Backoff::new(c.backoff_min, c.backoff_max);
     loop {
+        let events = st
+            .subscribed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let (handle, mut events) =
-            match esl::connect(&c.esl_host, c.esl_port, &c.esl_password, &c.events).await {
+            match esl::connect(&c.esl_host, c.esl_port, &c.esl_password, &events).await {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(node = %c.node_id, error = %e, "ESL connect failed; retrying");
@@ -448,6 +458,14 @@ async fn serve_command(
     mut recv: quinn::RecvStream,
 ) -> anyhow::Result<()> {
     let req: CommandRequest = read_frame(&mut recv).await?;
+    if let CommandKind::Subscribe { events } = &req.kind {
+        let result = subscribe(st, events).await;
+        let bytes = wire::encode(&CommandResponse { id: req.id, result })?;
+        send.write_all(&bytes).await?;
+        send.finish()?;
+        let _ = send.stopped().await;
+        return Ok(());
+    }
     let handle = st.esl.lock().await.clone();
     let result = match handle {
         None => Err(format!(
@@ -468,6 +486,9 @@ async fn serve_command(
                     headers,
                     body,
                 } => build_sendmsg(uuid, headers, body.as_deref()),
+                CommandKind::Subscribe { .. } => Err(switchy_protocol::esl::CommandError::Empty {
+                    field: "subscribe (handled above)",
+                }),
             };
             match cmd {
                 Ok(c) => h.send(c, timeout).await,
@@ -481,6 +502,44 @@ async fn serve_command(
     // Let the stream's data reach the peer before dropping it.
     let _ = send.stopped().await;
     Ok(())
+}
+
+/// Adds events to the subscription: remembered for ESL reconnects, and
+/// sent now if ESL is up. Nothing to do when `ALL` is subscribed.
+async fn subscribe(st: &AgentState, events: &[String]) -> Result<String, String> {
+    let new: Vec<String> = {
+        let mut g = st.subscribed.lock().unwrap_or_else(|p| p.into_inner());
+        if g.iter().any(|e| e.eq_ignore_ascii_case("ALL")) {
+            return Ok("+OK already subscribed to ALL".into());
+        }
+        let new: Vec<String> = events
+            .iter()
+            .filter(|e| !g.iter().any(|x| x.eq_ignore_ascii_case(e)))
+            .cloned()
+            .collect();
+        g.extend(new.iter().cloned());
+        new
+    };
+    if new.is_empty() {
+        return Ok("+OK nothing new".into());
+    }
+    let (names, subs): (Vec<&str>, Vec<&str>) = (
+        new.iter()
+            .filter(|e| !e.starts_with("CUSTOM "))
+            .map(String::as_str)
+            .collect(),
+        new.iter()
+            .filter_map(|e| e.strip_prefix("CUSTOM "))
+            .collect(),
+    );
+    let cmd = Command::event(EventFormat::Plain, &names, &subs)
+        .map_err(|e| format!("refused before sending: {e}"))?;
+    let handle = st.esl.lock().await.clone();
+    match handle {
+        // Subscribed on the next ESL connect.
+        None => Ok("+OK subscribed on the next ESL connect".into()),
+        Some(h) => h.send(cmd, Duration::from_secs(10)).await,
+    }
 }
 
 fn build_sendmsg(

@@ -129,6 +129,8 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     pub(crate) instance: String,
     pub(crate) events: broadcast::Sender<ClusterEvent>,
+    /// Events the loaded apps need; every agent is asked to subscribe them.
+    required: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The cluster handle (cheap to clone).
@@ -187,6 +189,7 @@ impl Cluster {
                 counters: Counters::default(),
                 instance: uuid::Uuid::new_v4().to_string(),
                 events,
+                required: std::sync::Mutex::new(Default::default()),
             }),
         }
     }
@@ -241,6 +244,46 @@ impl Cluster {
             node: self.node(&node),
             uuid: uuid.to_owned(),
         })
+    }
+
+    /// Asks every agent (now, and each one that connects later) to
+    /// subscribe `events` on its FreeSWITCH, so a callback on an event is
+    /// never left waiting because nobody subscribed it.
+    pub async fn require_events(&self, events: &[String]) {
+        let new: Vec<String> = {
+            let mut g = self
+                .inner
+                .required
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            events
+                .iter()
+                .filter(|e| g.insert((*e).clone()))
+                .cloned()
+                .collect()
+        };
+        if new.is_empty() {
+            return;
+        }
+        let nodes: Vec<String> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| n.agent == "connected")
+            .map(|n| n.id)
+            .collect();
+        for n in nodes {
+            if let Err(e) = self
+                .command(
+                    &n,
+                    CommandKind::Subscribe {
+                        events: new.clone(),
+                    },
+                )
+                .await
+            {
+                tracing::warn!(node = %n, error = %e, "could not subscribe app events; they are subscribed again when the agent reconnects");
+            }
+        }
     }
 
     fn publish(&self, ev: ClusterEvent) {
@@ -412,6 +455,26 @@ impl Cluster {
             Err(_) => return,
         }
         tracing::info!(node = %node_id, "agent connected");
+        let required: Vec<String> = self
+            .inner
+            .required
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if !required.is_empty() {
+            let me = self.clone();
+            let node = node_id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me
+                    .command(&node, CommandKind::Subscribe { events: required })
+                    .await
+                {
+                    tracing::warn!(node = %node, error = %e, "could not subscribe app events");
+                }
+            });
+        }
         let mut buf = Vec::with_capacity(1 << 20);
         loop {
             let msg = match read_frame_into::<AgentMsg>(&mut recv, &mut buf).await {

@@ -3,14 +3,18 @@
 //! connect to, and the REST API.
 #![forbid(unsafe_code)]
 
+pub mod apps;
 pub mod ca;
 pub mod cluster;
 pub mod openapi;
 pub mod rest;
+pub mod router;
 pub mod tls;
 pub mod tracker;
 
+pub use apps::{App, AppConfig, AppManager, Ctx};
 pub use cluster::{Cluster, ClusterConfig, ClusterEvent, CommandError, Job, Node, Session};
+pub use router::{Flow, RouteCtx, RouteTable, Router};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,6 +28,10 @@ pub struct Controller {
     pub quic_addr: SocketAddr,
     /// Where the REST API listens.
     pub http_addr: SocketAddr,
+    /// The app manager (dispatches events to loaded apps).
+    pub apps: AppManager,
+    /// The router, once one is in use (shared with the REST API).
+    pub router: Arc<std::sync::RwLock<Option<Router>>>,
     listener: Option<cluster::Listener>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -59,9 +67,13 @@ impl Controller {
             anyhow::anyhow!("cannot listen for REST on {http}: {e} (choose another --http)")
         })?;
         let http_addr = l.local_addr()?;
+        let apps = AppManager::start(cluster.clone(), AppConfig::default());
+        let router: Arc<std::sync::RwLock<Option<Router>>> = Arc::default();
         let app = rest::router(rest::Api {
             cluster: cluster.clone(),
             token: Arc::new(token),
+            apps: apps.clone(),
+            router: router.clone(),
         });
         let http_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
@@ -73,9 +85,39 @@ impl Controller {
             cluster,
             quic_addr,
             http_addr,
+            apps,
+            router,
             listener: Some(listener),
             tasks: vec![http_task],
         })
+    }
+
+    /// Routes parked channels with `router`: loads it as app `router` and
+    /// makes it the default app (sessions that name no app).
+    pub async fn use_router(&self, router: Router) -> anyhow::Result<()> {
+        self.apps.unload("router").await;
+        self.apps.load("router", vec![router.app()]).await?;
+        self.apps.set_default("router");
+        *self.router.write().unwrap_or_else(|p| p.into_inner()) = Some(router);
+        Ok(())
+    }
+
+    /// Re-reads the routes file (SIGHUP); a bad file keeps the old routes.
+    pub fn reload_routes(&self) -> Result<usize, router::RoutesError> {
+        let r = self
+            .router
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match r {
+            Some(r) => r.reload(),
+            None => Err(router::RoutesError {
+                file: "(none)".into(),
+                line: 0,
+                field: "file".into(),
+                message: "no routes file in use: start serve with --routes FILE".into(),
+            }),
+        }
     }
 
     /// Starts from a TLS directory holding `ca.pem`, `controller.pem`, `controller.key`.

@@ -21,6 +21,8 @@ enum Cmd {
     /// Run the controller: QUIC for agents, REST API. Settings: flags >
     /// SWITCHY_* environment > --config file > defaults.
     Serve(Serve),
+    /// List the built-in apps with their documentation and parameters.
+    ListApps,
     /// Cluster certificate authority.
     Ca {
         #[command(subcommand)]
@@ -80,6 +82,15 @@ struct Serve {
         default_value = "sip_h_X-switchy-orig-uuid"
     )]
     tracking_header: String,
+    /// Routes file (TOML, see deploy/routes.example.toml): parked channels
+    /// are routed centrally. Reloaded on SIGHUP and POST /api/v1/routes/reload.
+    #[arg(long, env = "SWITCHY_ROUTES")]
+    routes: Option<PathBuf>,
+    /// Built-in app to load, `NAME[:param=value;param=value]` (repeatable);
+    /// sessions name it in their `switchy_app` variable. The first is the
+    /// default app when there are no routes.
+    #[arg(long = "app", value_name = "NAME[:PARAMS]")]
+    apps: Vec<String>,
 }
 
 /// `--config` keys (all optional).
@@ -93,6 +104,7 @@ struct ServeFile {
     max_channel_age_secs: Option<u64>,
     job_timeout_secs: Option<u64>,
     tracking_header: Option<String>,
+    routes: Option<PathBuf>,
     /// CDR database URL (used by the CDR store).
     db: Option<String>,
 }
@@ -131,10 +143,26 @@ fn merge(mut s: Serve, m: &ArgMatches) -> anyhow::Result<Serve> {
     if let Some(v) = f.tracking_header.filter(|_| defaulted("tracking_header")) {
         s.tracking_header = v;
     }
+    if s.routes.is_none() {
+        s.routes = f.routes;
+    }
     if f.db.is_some() {
         tracing::info!("config key `db` noted: CDR storage arrives with the CDR store");
     }
     Ok(s)
+}
+
+/// `NAME[:k=v;k=v]` → (NAME, params).
+fn parse_app_spec(spec: &str) -> anyhow::Result<(&str, switchy_controller::apps::builtin::Params)> {
+    let (name, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    let mut params = switchy_controller::apps::builtin::Params::new();
+    for kv in rest.split(';').filter(|s| !s.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--app {spec}: parameter {kv:?} is not key=value"))?;
+        params.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok((name, params))
 }
 
 #[tokio::main]
@@ -158,6 +186,14 @@ async fn main() -> anyhow::Result<()> {
         } => {
             ca::issue_to_dir(&dir, &name, &san)?;
             println!("issued {0}.pem and {0}.key in {1}", name, dir.display());
+        }
+        Cmd::ListApps => {
+            for b in switchy_controller::apps::builtin::CATALOG {
+                println!("{}\n    {}\n", b.name, b.doc);
+            }
+            println!(
+                "Load one with `serve --app NAME[:param=value;…]` or `run --app NAME[:WEIGHT]`."
+            );
         }
         Cmd::Serve(s) => {
             let sub = matches
@@ -190,7 +226,29 @@ async fn main() -> anyhow::Result<()> {
                 c.quic_addr,
                 c.http_addr
             );
-            switchy_telemetry::shutdown_signal().await;
+            for spec in &s.apps {
+                let (name, params) = parse_app_spec(spec)?;
+                let app = switchy_controller::apps::builtin::build(name, &params)?;
+                c.apps.load(name, vec![app]).await?;
+            }
+            if let Some(path) = &s.routes {
+                let router = switchy_controller::Router::from_file(path)
+                    .map_err(|e| anyhow::anyhow!("routes file refused: {e}"))?;
+                tracing::info!(file = %path.display(), routes = router.table().len(), "central routing on");
+                c.use_router(router).await?;
+            }
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            let stop = switchy_telemetry::shutdown_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = hup.recv() => match c.reload_routes() {
+                        Ok(n) => tracing::info!(routes = n, "SIGHUP: routes reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: routes file refused; the previous routes keep serving"),
+                    },
+                }
+            }
             tracing::info!("stopping");
             drop(c);
         }

@@ -21,6 +21,10 @@ pub struct Api {
     pub cluster: Cluster,
     /// The bearer token.
     pub token: Arc<String>,
+    /// Loaded apps.
+    pub apps: crate::apps::AppManager,
+    /// The router, if routes are in use.
+    pub router: Arc<std::sync::RwLock<Option<crate::router::Router>>>,
 }
 
 /// A JSON error with a status code and a message saying what to fix.
@@ -86,11 +90,56 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/api", post(api_fanout))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/routes", get(routes))
+        .route("/api/v1/routes/reload", post(routes_reload))
+        .route("/api/v1/apps", get(apps))
         .layer(middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .route("/health", get(health))
         .merge(protected)
         .with_state(api)
+}
+
+fn current_router(api: &Api) -> Result<crate::router::Router, ApiError> {
+    api.router
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no routes in use: start serve with --routes FILE".into(),
+            )
+        })
+}
+
+async fn routes(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(current_router(&api)?.table().to_json()))
+}
+
+async fn routes_reload(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let r = current_router(&api)?;
+    match r.reload() {
+        Ok(n) => Ok(Json(json!({"reloaded": true, "routes": n}))),
+        Err(e) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("routes file refused, the previous routes keep serving: {e}"),
+        )),
+    }
+}
+
+async fn apps(State(api): State<Api>) -> Json<Value> {
+    let (loaded, default) = api.apps.loaded();
+    let loaded: Vec<Value> = loaded
+        .into_iter()
+        .map(|(id, names)| json!({"id": id, "apps": names}))
+        .collect();
+    Json(json!({
+        "loaded": loaded,
+        "default": default,
+        "stats": api.apps.stats(),
+        "builtin": crate::apps::builtin::CATALOG.iter().map(|b| json!({"name": b.name, "doc": b.doc})).collect::<Vec<_>>(),
+    }))
 }
 
 async fn health(State(api): State<Api>) -> Json<Value> {

@@ -212,6 +212,12 @@ pub enum CommandKind {
         /// Body (for multi-line arguments).
         body: Option<Vec<u8>>,
     },
+    /// Add events to the agent's ESL subscription (kept across ESL
+    /// reconnects). `CUSTOM a::b` names a subclass.
+    Subscribe {
+        /// Event names.
+        events: Vec<String>,
+    },
 }
 
 /// Controller → agent, alone on a command stream.

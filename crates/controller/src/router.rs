@@ -1,0 +1,976 @@
+//! The central routing "dialplan": routes match a regex against a header of
+//! a parked channel (default `Caller-Destination-Number`) when all guards
+//! hold, in order, and run a handler — built-in actions from a TOML routes
+//! file, or Rust closures. A handler breaks routing (the default) or lets
+//! it continue. The table is swapped atomically on reload: calls already
+//! routed are untouched, new calls see the new table.
+
+use crate::apps::{App, Ctx, WaitError};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// What a handler says about the routes after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Stop routing ("break on true").
+    Break,
+    /// Try the next routes too.
+    Continue,
+}
+
+/// What a Rust handler gets.
+#[derive(Clone)]
+pub struct RouteCtx {
+    /// The event context (session, headers, commands).
+    pub ctx: Ctx,
+    /// Capture groups (`captures[0]` is the whole match).
+    pub captures: Vec<Option<String>>,
+    /// The route's parameters.
+    pub params: BTreeMap<String, String>,
+    /// The route's name.
+    pub route: String,
+}
+
+type HandlerFut = Pin<Box<dyn Future<Output = anyhow::Result<Flow>> + Send>>;
+/// A Rust route handler.
+pub type Handler = Arc<dyn Fn(RouteCtx) -> HandlerFut + Send + Sync>;
+
+/// One built-in action of a routes file. Strings are templates: `$1` is a
+/// capture group, `${name}` a channel variable (or header).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Bridge: `sofia/gateway/<gateway>/<dest>` or
+    /// `sofia/<profile>/<dest>[;fs_path=sip:<proxy>]`, or a raw `dial` string.
+    Bridge(BridgeSpec),
+    /// Reply with a SIP code (`respond`).
+    Respond(u16),
+    /// Hang up with a cause.
+    Hangup(String),
+    /// Answer.
+    Answer,
+    /// Ring (180) without media.
+    RingReady,
+    /// Early media (183).
+    PreAnswer,
+    /// Play a file or stream and wait for it to end.
+    Playback(String),
+    /// Park the channel.
+    Park,
+    /// Continue in another route table (like a dialplan context).
+    Transfer(String),
+    /// Set one channel variable.
+    Setvar {
+        /// Variable.
+        name: String,
+        /// Value.
+        value: String,
+    },
+    /// Set several channel variables.
+    Setvars(BTreeMap<String, String>),
+    /// Start recording to a path (`uuid_record start`).
+    Record(String),
+    /// Send a SIP REFER to a URI.
+    Deflect(String),
+    /// Echo media back.
+    Echo,
+}
+
+/// Where to bridge.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSpec {
+    /// Destination (user@host, or the number for a gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+    /// SIP profile (default `external`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Gateway name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Outbound proxy (`fs_path`), host[:port].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// A raw dial string instead of dest/profile/gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dial: Option<String>,
+    /// Channel variables for the B leg (`{k=v}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// One route of a routes file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Name (for logs and `GET /api/v1/routes`).
+    pub name: String,
+    /// Route table (default `default`).
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// Header matched (default `Caller-Destination-Number`).
+    #[serde(default = "default_field")]
+    pub field: String,
+    /// Regex.
+    pub pattern: toml::Spanned<String>,
+    /// Header → exact value; all must hold.
+    #[serde(default)]
+    pub guards: BTreeMap<String, String>,
+    /// Only between these times, `HH:MM-HH:MM` (wraps past midnight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    /// Only on these days (`mon` … `sun`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<String>,
+    /// Only for this fraction of calls (0.0–1.0), drawn per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<f64>,
+    /// Let the routes after this one run too (default false: break).
+    #[serde(default, rename = "continue")]
+    pub cont: bool,
+    /// What to do.
+    pub actions: Vec<Action>,
+}
+
+fn default_table() -> String {
+    "default".into()
+}
+
+fn default_field() -> String {
+    "Caller-Destination-Number".into()
+}
+
+/// A routes file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesFile {
+    /// The table parked calls start in.
+    #[serde(default = "default_table")]
+    start: String,
+    /// Offset of local time from UTC for `hours`/`days`, `+HH:MM`.
+    #[serde(default)]
+    utc_offset: Option<String>,
+    #[serde(default)]
+    routes: Vec<toml::Spanned<RouteSpec>>,
+}
+
+/// A routes file that cannot be used: where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {field}: {message}")]
+pub struct RoutesError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// The field at fault.
+    pub field: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+enum RouteHandler {
+    Actions(Vec<Action>),
+    Rust(Handler),
+}
+
+struct Route {
+    name: String,
+    table: String,
+    field: String,
+    pattern: Regex,
+    guards: Vec<(String, String)>,
+    hours: Option<(u32, u32)>,
+    days: u8,
+    sample: Option<f64>,
+    cont: bool,
+    params: BTreeMap<String, String>,
+    handler: RouteHandler,
+    spec: Option<RouteSpec>,
+}
+
+/// A validated, immutable route table.
+pub struct RouteTable {
+    routes: Vec<Route>,
+    start: String,
+    utc_offset_min: i32,
+    /// The file it came from.
+    pub source: Option<PathBuf>,
+}
+
+impl RouteTable {
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// No routes.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The table as JSON (for `GET /api/v1/routes`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let routes: Vec<serde_json::Value> = self
+            .routes
+            .iter()
+            .map(|r| match &r.spec {
+                Some(s) => {
+                    let mut v = serde_json::to_value(s).unwrap_or_default();
+                    v["pattern"] = serde_json::Value::String(s.pattern.get_ref().clone());
+                    v
+                }
+                None => serde_json::json!({
+                    "name": r.name, "table": r.table, "field": r.field,
+                    "pattern": r.pattern.as_str(), "guards": r.guards.iter().cloned().collect::<BTreeMap<_, _>>(),
+                    "continue": r.cont, "params": r.params, "handler": "rust",
+                }),
+            })
+            .collect();
+        serde_json::json!({
+            "source": self.source.as_ref().map(|p| p.display().to_string()),
+            "start": self.start,
+            "utc_offset_minutes": self.utc_offset_min,
+            "routes": routes,
+        })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+fn parse_offset(s: &str) -> Option<i32> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => (1, s),
+    };
+    Some(sign * parse_hhmm(rest)? as i32)
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Largest `$N` referenced in the action strings.
+fn max_capture_ref(actions: &[Action]) -> usize {
+    let s = serde_json::to_string(actions).unwrap_or_default();
+    let b = s.as_bytes();
+    let mut max = 0;
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'$' {
+            if b[i + 1].is_ascii_digit() {
+                max = max.max((b[i + 1] - b'0') as usize);
+            }
+            i += 2; // also skips the second `$` of `$$`
+        } else {
+            i += 1;
+        }
+    }
+    max
+}
+
+impl RouteTable {
+    /// Parses and validates a routes file; every error names the file,
+    /// line and field.
+    pub fn from_toml(text: &str, file: &str) -> Result<RouteTable, RoutesError> {
+        let err = |line: usize, field: &str, message: String| RoutesError {
+            file: file.to_owned(),
+            line,
+            field: field.to_owned(),
+            message,
+        };
+        let f: RoutesFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            err(line, "syntax", e.message().to_owned())
+        })?;
+        let utc_offset_min = match &f.utc_offset {
+            None => 0,
+            Some(s) => parse_offset(s).ok_or_else(|| {
+                err(
+                    1,
+                    "utc_offset",
+                    format!("{s:?} is not an offset like \"+02:00\""),
+                )
+            })?,
+        };
+        let mut routes = Vec::new();
+        let tables: std::collections::BTreeSet<String> =
+            f.routes.iter().map(|r| r.get_ref().table.clone()).collect();
+        for sr in &f.routes {
+            let line = line_of(text, sr.span().start);
+            let r = sr.get_ref();
+            let pattern = Regex::new(r.pattern.get_ref()).map_err(|e| {
+                err(
+                    line_of(text, r.pattern.span().start),
+                    &format!("route {:?}: pattern", r.name),
+                    e.to_string(),
+                )
+            })?;
+            let field = |f: &str| format!("route {:?}: {f}", r.name);
+            let hours = match &r.hours {
+                None => None,
+                Some(h) => {
+                    let (a, b) = h
+                        .split_once('-')
+                        .and_then(|(a, b)| Some((parse_hhmm(a)?, parse_hhmm(b)?)))
+                        .ok_or_else(|| {
+                            err(
+                                line,
+                                &field("hours"),
+                                format!("{h:?} is not a range like \"08:00-18:00\""),
+                            )
+                        })?;
+                    Some((a, b))
+                }
+            };
+            let mut days = 0u8;
+            for d in &r.days {
+                let i = DAYS
+                    .iter()
+                    .position(|x| x.eq_ignore_ascii_case(d))
+                    .ok_or_else(|| {
+                        err(
+                            line,
+                            &field("days"),
+                            format!("{d:?} is not one of {}", DAYS.join(", ")),
+                        )
+                    })?;
+                days |= 1 << i;
+            }
+            if let Some(s) = r.sample
+                && !(0.0..=1.0).contains(&s)
+            {
+                return Err(err(
+                    line,
+                    &field("sample"),
+                    format!("{s} is not a fraction between 0 and 1"),
+                ));
+            }
+            if r.actions.is_empty() {
+                return Err(err(
+                    line,
+                    &field("actions"),
+                    "a route needs at least one action".into(),
+                ));
+            }
+            let groups = pattern.captures_len() - 1;
+            let used = max_capture_ref(&r.actions);
+            if used > groups {
+                return Err(err(
+                    line,
+                    &field("actions"),
+                    format!("uses ${used} but the pattern has {groups} capture group(s)"),
+                ));
+            }
+            for a in &r.actions {
+                match a {
+                    Action::Transfer(t) if !tables.contains(t) => {
+                        return Err(err(
+                            line,
+                            &field("actions.transfer"),
+                            format!(
+                                "no route table {t:?} (tables: {})",
+                                tables.iter().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                    Action::Respond(c) if !(100..700).contains(c) => {
+                        return Err(err(
+                            line,
+                            &field("actions.respond"),
+                            format!("{c} is not a SIP status code (100–699)"),
+                        ));
+                    }
+                    Action::Bridge(b)
+                        if b.dial.is_none() && b.dest.is_none()
+                            || b.dial.is_some() && (b.dest.is_some() || b.gateway.is_some()) =>
+                    {
+                        return Err(err(
+                            line,
+                            &field("actions.bridge"),
+                            "give either `dest` (with `profile` or `gateway`, optional `proxy`) or a raw `dial` string".into(),
+                        ));
+                    }
+                    Action::Bridge(b) if b.gateway.is_some() && b.profile.is_some() => {
+                        return Err(err(
+                            line,
+                            &field("actions.bridge"),
+                            "`gateway` and `profile` exclude each other".into(),
+                        ));
+                    }
+                    Action::Hangup(c)
+                        if c.is_empty()
+                            || !c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') =>
+                    {
+                        return Err(err(
+                            line,
+                            &field("actions.hangup"),
+                            format!("{c:?} is not a hangup cause like NORMAL_CLEARING"),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            routes.push(Route {
+                name: r.name.clone(),
+                table: r.table.clone(),
+                field: r.field.clone(),
+                pattern,
+                guards: r
+                    .guards
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                hours,
+                days,
+                sample: r.sample,
+                cont: r.cont,
+                params: BTreeMap::new(),
+                handler: RouteHandler::Actions(r.actions.clone()),
+                spec: Some(r.clone()),
+            });
+        }
+        if !routes.is_empty() && !tables.contains(&f.start) {
+            return Err(err(
+                1,
+                "start",
+                format!("no route uses the start table {:?}", f.start),
+            ));
+        }
+        Ok(RouteTable {
+            routes,
+            start: f.start,
+            utc_offset_min,
+            source: Some(PathBuf::from(file)),
+        })
+    }
+
+    /// Reads and validates a routes file.
+    pub fn from_file(path: &Path) -> Result<RouteTable, RoutesError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RoutesError {
+            file: path.display().to_string(),
+            line: 0,
+            field: "file".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+}
+
+/// The router: a live route table plus builder methods for Rust routes.
+#[derive(Clone)]
+pub struct Router {
+    table: Arc<RwLock<Arc<RouteTable>>>,
+    guards: Vec<(String, String)>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Router {
+    /// An empty router (table `default`).
+    pub fn new() -> Router {
+        Router {
+            table: Arc::new(RwLock::new(Arc::new(RouteTable {
+                routes: Vec::new(),
+                start: "default".into(),
+                utc_offset_min: 0,
+                source: None,
+            }))),
+            guards: Vec::new(),
+        }
+    }
+
+    /// A router serving a routes file.
+    pub fn from_file(path: &Path) -> Result<Router, RoutesError> {
+        let r = Router::new();
+        r.replace(RouteTable::from_file(path)?);
+        Ok(r)
+    }
+
+    /// Adds a guard (header must equal value) to the routes added after it.
+    pub fn guard(mut self, header: &str, value: &str) -> Router {
+        self.guards.push((header.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds a Rust route on `Caller-Destination-Number` in table `default`.
+    pub fn route<F, Fut>(
+        self,
+        name: &str,
+        pattern: &str,
+        handler: F,
+    ) -> Result<Router, regex::Error>
+    where
+        F: Fn(RouteCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<Flow>> + Send + 'static,
+    {
+        self.route_with(
+            name,
+            "Caller-Destination-Number",
+            pattern,
+            BTreeMap::new(),
+            Arc::new(move |c| Box::pin(handler(c))),
+        )
+    }
+
+    /// Adds a Rust route with a field, parameters and a shared handler (so
+    /// several routes can use one handler with different parameters).
+    pub fn route_with(
+        self,
+        name: &str,
+        field: &str,
+        pattern: &str,
+        params: BTreeMap<String, String>,
+        handler: Handler,
+    ) -> Result<Router, regex::Error> {
+        let pattern = Regex::new(pattern)?;
+        let route = Route {
+            name: name.to_owned(),
+            table: "default".into(),
+            field: field.to_owned(),
+            pattern,
+            guards: self.guards.clone(),
+            hours: None,
+            days: 0,
+            sample: None,
+            cont: false,
+            params,
+            handler: RouteHandler::Rust(handler),
+            spec: None,
+        };
+        {
+            let mut g = self.table.write().unwrap_or_else(|p| p.into_inner());
+            let old = g.clone();
+            // Rust routes are append-only at build time: rebuild the table.
+            let mut routes: Vec<Route> = Vec::new();
+            for r in &old.routes {
+                routes.push(Route {
+                    name: r.name.clone(),
+                    table: r.table.clone(),
+                    field: r.field.clone(),
+                    pattern: r.pattern.clone(),
+                    guards: r.guards.clone(),
+                    hours: r.hours,
+                    days: r.days,
+                    sample: r.sample,
+                    cont: r.cont,
+                    params: r.params.clone(),
+                    handler: match &r.handler {
+                        RouteHandler::Actions(a) => RouteHandler::Actions(a.clone()),
+                        RouteHandler::Rust(h) => RouteHandler::Rust(h.clone()),
+                    },
+                    spec: r.spec.clone(),
+                });
+            }
+            routes.push(route);
+            *g = Arc::new(RouteTable {
+                routes,
+                start: old.start.clone(),
+                utc_offset_min: old.utc_offset_min,
+                source: old.source.clone(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Swaps in a new table (new calls only).
+    pub fn replace(&self, t: RouteTable) {
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(t);
+    }
+
+    /// Re-reads the table's file; a bad file is refused and the old table
+    /// keeps serving. Returns the number of routes.
+    pub fn reload(&self) -> Result<usize, RoutesError> {
+        let src = self.table().source.clone().ok_or_else(|| RoutesError {
+            file: "(none)".into(),
+            line: 0,
+            field: "file".into(),
+            message: "this router was not loaded from a file; start serve with --routes FILE"
+                .into(),
+        })?;
+        let t = RouteTable::from_file(&src)?;
+        let n = t.len();
+        self.replace(t);
+        tracing::info!(file = %src.display(), routes = n, "routes reloaded");
+        Ok(n)
+    }
+
+    /// The live table.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The `router` app: routes each channel on its first CHANNEL_PARK.
+    pub fn app(&self) -> App {
+        let me = self.clone();
+        App::new(
+            "router",
+            "Central routing: runs the route table on each channel's first CHANNEL_PARK.",
+        )
+        .on("CHANNEL_PARK", move |ctx| {
+            let me = me.clone();
+            async move {
+                {
+                    let mut d = ctx.data.lock().unwrap_or_else(|p| p.into_inner());
+                    if d.insert("switchy.routed".into(), "1".into()).is_some() {
+                        return Ok(());
+                    }
+                }
+                let table = me.table();
+                let start = table.start.clone();
+                run_table(&table, &start, &ctx, 0).await
+            }
+        })
+    }
+}
+
+fn now_local(offset_min: i32) -> (u32, usize) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+        + offset_min as i64 * 60;
+    let mins = (secs.rem_euclid(86_400) / 60) as u32;
+    // 1970-01-01 was a Thursday (index 3 with Monday = 0).
+    let day = ((secs.div_euclid(86_400) + 3).rem_euclid(7)) as usize;
+    (mins, day)
+}
+
+fn sample_hit(p: f64) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+    let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    // splitmix64
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    ((x >> 11) as f64 / (1u64 << 53) as f64) < p
+}
+
+fn route_applies(r: &Route, ctx: &Ctx, offset: i32) -> bool {
+    if !r.guards.iter().all(|(h, v)| ctx.header(h) == Some(v)) {
+        return false;
+    }
+    if r.hours.is_some() || r.days != 0 {
+        let (mins, day) = now_local(offset);
+        if r.days != 0 && r.days & (1 << day) == 0 {
+            return false;
+        }
+        if let Some((a, b)) = r.hours {
+            let inside = if a <= b {
+                mins >= a && mins < b
+            } else {
+                mins >= a || mins < b
+            };
+            if !inside {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn run_table<'a>(
+    table: &'a Arc<RouteTable>,
+    name: &'a str,
+    ctx: &'a Ctx,
+    depth: usize,
+) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+    Box::pin(async move {
+        if depth > 8 {
+            anyhow::bail!(
+                "route tables transfer to each other more than 8 times: check `transfer` actions for a loop"
+            );
+        }
+        for r in table.routes.iter().filter(|r| r.table == name) {
+            if !route_applies(r, ctx, table.utc_offset_min) {
+                continue;
+            }
+            let value = ctx.header(&r.field).unwrap_or("");
+            let Some(caps) = r.pattern.captures(value) else {
+                continue;
+            };
+            if let Some(p) = r.sample
+                && !sample_hit(p)
+            {
+                continue;
+            }
+            let captures: Vec<Option<String>> = caps
+                .iter()
+                .map(|m| m.map(|m| m.as_str().to_owned()))
+                .collect();
+            tracing::debug!(node = %ctx.node, session = %ctx.uuid, route = %r.name, "route matched");
+            ctx.count(&format!("route.{}", r.name));
+            let flow = match &r.handler {
+                RouteHandler::Rust(h) => {
+                    h(RouteCtx {
+                        ctx: ctx.clone(),
+                        captures,
+                        params: r.params.clone(),
+                        route: r.name.clone(),
+                    })
+                    .await?
+                }
+                RouteHandler::Actions(actions) => {
+                    run_actions(table, actions, &captures, ctx, depth).await?;
+                    if r.cont { Flow::Continue } else { Flow::Break }
+                }
+            };
+            if flow == Flow::Break {
+                return Ok(());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Fills `$N` with captures and `${name}` with channel variables (or
+/// headers); unknown names become empty; `$$` is a literal `$`.
+pub fn expand(t: &str, captures: &[Option<String>], ctx: &Ctx) -> String {
+    expand_with(t, captures, |name| {
+        ctx.var(name)
+            .or_else(|| ctx.header(name))
+            .map(str::to_owned)
+    })
+}
+
+fn expand_with(
+    t: &str,
+    captures: &[Option<String>],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> String {
+    let mut out = String::with_capacity(t.len());
+    let mut rest = t;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            // `$$` is a literal `$`.
+            out.push('$');
+            rest = tail;
+        } else if let Some(d) = after.chars().next().filter(char::is_ascii_digit) {
+            let n = d as usize - '0' as usize;
+            if let Some(Some(c)) = captures.get(n) {
+                out.push_str(c);
+            }
+            rest = &after[1..];
+        } else if let Some(inner) = after.strip_prefix('{')
+            && let Some(end) = inner.find('}')
+        {
+            if let Some(v) = lookup(&inner[..end]) {
+                out.push_str(&v);
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The dial string of a bridge action.
+pub fn dial_string(b: &BridgeSpec, x: &dyn Fn(&str) -> String) -> String {
+    let mut dial = match (&b.dial, &b.gateway) {
+        (Some(d), _) => x(d),
+        (None, Some(g)) => format!(
+            "sofia/gateway/{}/{}",
+            x(g),
+            x(b.dest.as_deref().unwrap_or(""))
+        ),
+        (None, None) => format!(
+            "sofia/{}/{}",
+            x(b.profile.as_deref().unwrap_or("external")),
+            x(b.dest.as_deref().unwrap_or(""))
+        ),
+    };
+    if let Some(p) = &b.proxy {
+        dial.push_str(&format!(";fs_path=sip:{}", x(p)));
+    }
+    if !b.vars.is_empty() {
+        let v: Vec<String> = b
+            .vars
+            .iter()
+            .map(|(k, v)| format!("{k}={}", x(v)))
+            .collect();
+        dial = format!("{{{}}}{dial}", v.join(","));
+    }
+    dial
+}
+
+const SHORT: Duration = Duration::from_secs(30);
+const LONG: Duration = Duration::from_secs(4 * 3600);
+
+async fn run_actions(
+    table: &Arc<RouteTable>,
+    actions: &[Action],
+    captures: &[Option<String>],
+    ctx: &Ctx,
+    depth: usize,
+) -> anyhow::Result<()> {
+    let x = |s: &str| expand(s, captures, ctx);
+    for (i, a) in actions.iter().enumerate() {
+        let last = i + 1 == actions.len();
+        let r: Result<(), WaitError> = async {
+            match a {
+                Action::Bridge(b) => {
+                    let dial = dial_string(b, &x);
+                    if last {
+                        ctx.execute_nowait("bridge", &dial).await?;
+                    } else {
+                        ctx.execute("bridge", &dial, LONG).await?;
+                    }
+                }
+                Action::Respond(code) => {
+                    ctx.execute("respond", &code.to_string(), SHORT).await?;
+                }
+                Action::Hangup(cause) => ctx.execute_nowait("hangup", cause).await?,
+                Action::Answer => {
+                    ctx.execute("answer", "", SHORT).await?;
+                }
+                Action::RingReady => {
+                    ctx.execute("ring_ready", "", SHORT).await?;
+                }
+                Action::PreAnswer => {
+                    ctx.execute("pre_answer", "", SHORT).await?;
+                }
+                Action::Playback(f) => {
+                    ctx.execute("playback", &x(f), LONG).await?;
+                }
+                Action::Park => ctx.execute_nowait("park", "").await?,
+                Action::Setvar { name, value } => {
+                    ctx.execute("set", &format!("{name}={}", x(value)), SHORT)
+                        .await?;
+                }
+                Action::Setvars(vars) => {
+                    for (k, v) in vars {
+                        ctx.execute("set", &format!("{k}={}", x(v)), SHORT).await?;
+                    }
+                }
+                Action::Record(path) => {
+                    ctx.session().start_record(&x(path)).await?;
+                }
+                Action::Deflect(uri) => ctx.execute_nowait("deflect", &x(uri)).await?,
+                Action::Echo => ctx.execute_nowait("echo", "").await?,
+                Action::Transfer(_) => {}
+            }
+            Ok(())
+        }
+        .await;
+        match r {
+            Ok(()) => {}
+            // The caller hung up (or the action ended the call): done.
+            Err(WaitError::Ended(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        if let Action::Transfer(t) = a {
+            return run_table(table, t, ctx, depth + 1).await;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_captures_and_variables() {
+        let caps = vec![
+            Some("18005551234".to_owned()),
+            Some("8005551234".to_owned()),
+        ];
+        let look = |n: &str| (n == "domain").then(|| "example.org".to_owned());
+        assert_eq!(
+            expand_with("$1@${domain}", &caps, look),
+            "8005551234@example.org"
+        );
+        assert_eq!(expand_with("$2-${nope}-$", &caps, look), "--$");
+        assert_eq!(expand_with("cost $$5", &caps, look), "cost $5");
+    }
+
+    #[test]
+    fn dial_strings() {
+        let id = |s: &str| s.to_owned();
+        let b = BridgeSpec {
+            dest: Some("1234".into()),
+            gateway: Some("ld".into()),
+            ..Default::default()
+        };
+        assert_eq!(dial_string(&b, &id), "sofia/gateway/ld/1234");
+        let b = BridgeSpec {
+            dest: Some("2001@10.0.0.5".into()),
+            proxy: Some("10.0.0.1:5060".into()),
+            vars: [("a".to_owned(), "1".to_owned())].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            dial_string(&b, &id),
+            "{a=1}sofia/external/2001@10.0.0.5;fs_path=sip:10.0.0.1:5060"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let bad = "[[routes]]\nname = \"x\"\npattern = \"(\"\nactions = [\"answer\"]\n";
+        let e = RouteTable::from_toml(bad, "r.toml").err().expect("refused");
+        assert_eq!((e.line, e.field.as_str()), (3, "route \"x\": pattern"));
+        assert!(e.to_string().starts_with("r.toml:3: "), "{e}");
+
+        let bad =
+            "[[routes]]\nname = \"x\"\npattern = \"1\"\nactions = [{ transfer = \"nowhere\" }]\n";
+        let e = RouteTable::from_toml(bad, "r.toml").err().expect("refused");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("nowhere"), "{e}");
+
+        let bad = "[[routes]]\nname = \"x\"\npattern = \"1\"\nactions = [{ brige = {} }]\n";
+        let e = RouteTable::from_toml(bad, "r.toml").err().expect("refused");
+        assert_eq!(e.field, "syntax");
+        assert_eq!(e.line, 4, "{e}");
+
+        let bad = "[[routes]]\nname = \"x\"\npattern = \"^1\"\nactions = [{ hangup = \"$1\" }]\n";
+        assert!(RouteTable::from_toml(bad, "r.toml").is_err());
+        let bad = "[[routes]]\nname = \"x\"\npattern = \"^1\"\nhours = \"25:00-02:00\"\nactions = [\"answer\"]\n";
+        assert!(RouteTable::from_toml(bad, "r.toml").is_err());
+    }
+
+    #[test]
+    fn example_file_is_valid() {
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/routes.example.toml"
+        );
+        let t = RouteTable::from_file(Path::new(p)).expect("valid example");
+        assert!(t.len() >= 6);
+    }
+
+    #[test]
+    fn clock_math() {
+        assert_eq!(parse_offset("+02:30"), Some(150));
+        assert_eq!(parse_offset("-05:00"), Some(-300));
+        assert_eq!(parse_hhmm("24:00"), None);
+        let (m, d) = now_local(0);
+        assert!(m < 1440 && d < 7);
+    }
+}
