@@ -5,8 +5,11 @@
 
 pub mod apps;
 pub mod ca;
+pub mod cdr;
 pub mod cluster;
+pub mod metrics;
 pub mod openapi;
+pub mod originator;
 pub mod rest;
 pub mod router;
 pub mod tls;
@@ -32,6 +35,8 @@ pub struct Controller {
     pub apps: AppManager,
     /// The router, once one is in use (shared with the REST API).
     pub router: Arc<std::sync::RwLock<Option<Router>>>,
+    /// The Originator, once one is set (shared with the REST API).
+    pub originator: Arc<std::sync::RwLock<Option<originator::Originator>>>,
     listener: Option<cluster::Listener>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -69,11 +74,13 @@ impl Controller {
         let http_addr = l.local_addr()?;
         let apps = AppManager::start(cluster.clone(), AppConfig::default());
         let router: Arc<std::sync::RwLock<Option<Router>>> = Arc::default();
+        let originator: Arc<std::sync::RwLock<Option<originator::Originator>>> = Arc::default();
         let app = rest::router(rest::Api {
             cluster: cluster.clone(),
             token: Arc::new(token),
             apps: apps.clone(),
             router: router.clone(),
+            originator: originator.clone(),
         });
         let http_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
@@ -87,6 +94,7 @@ impl Controller {
             http_addr,
             apps,
             router,
+            originator,
             listener: Some(listener),
             tasks: vec![http_task],
         })

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use switchy_controller::{ClusterConfig, Controller, ca};
 
+mod run;
+
 /// Controls a cluster of FreeSWITCH nodes through their switchy-agents.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -21,12 +23,42 @@ enum Cmd {
     /// Run the controller: QUIC for agents, REST API. Settings: flags >
     /// SWITCHY_* environment > --config file > defaults.
     Serve(Serve),
+    /// A load test: the Originator drives the nodes (`--mock N`: simulated
+    /// nodes in this process) and CDRs go to --db.
+    Run(Box<run::Run>),
+    /// Draw call rate, erlangs, setup and answer latency over time (SVG).
+    Plot {
+        /// CDR database.
+        #[arg(long, env = "SWITCHY_DB", default_value = "sqlite://switchy.db")]
+        db: String,
+        /// Output file (.svg).
+        #[arg(long, default_value = "report.svg")]
+        out: PathBuf,
+    },
+    /// CDR tools.
+    Cdr {
+        #[command(subcommand)]
+        cmd: CdrCmd,
+    },
     /// List the built-in apps with their documentation and parameters.
     ListApps,
     /// Cluster certificate authority.
     Ca {
         #[command(subcommand)]
         cmd: CaCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CdrCmd {
+    /// Write every CDR to stdout.
+    Export {
+        /// CDR database.
+        #[arg(long, env = "SWITCHY_DB", default_value = "sqlite://switchy.db")]
+        db: String,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
     },
 }
 
@@ -91,6 +123,10 @@ struct Serve {
     /// default app when there are no routes.
     #[arg(long = "app", value_name = "NAME[:PARAMS]")]
     apps: Vec<String>,
+    /// CDR database: every finished call gets a row (sqlite://FILE or
+    /// postgres://…); none when unset.
+    #[arg(long, env = "SWITCHY_DB")]
+    db: Option<String>,
 }
 
 /// `--config` keys (all optional).
@@ -146,8 +182,8 @@ fn merge(mut s: Serve, m: &ArgMatches) -> anyhow::Result<Serve> {
     if s.routes.is_none() {
         s.routes = f.routes;
     }
-    if f.db.is_some() {
-        tracing::info!("config key `db` noted: CDR storage arrives with the CDR store");
+    if s.db.is_none() {
+        s.db = f.db;
     }
     Ok(s)
 }
@@ -186,6 +222,40 @@ async fn main() -> anyhow::Result<()> {
         } => {
             ca::issue_to_dir(&dir, &name, &san)?;
             println!("issued {0}.pem and {0}.key in {1}", name, dir.display());
+        }
+        Cmd::Run(r) => {
+            let code = run::run(*r).await?;
+            telemetry.shutdown().await;
+            std::process::exit(code);
+        }
+        Cmd::Plot { db, out } => {
+            if out.extension().and_then(|e| e.to_str()) != Some("svg") {
+                anyhow::bail!(
+                    "--out {}: only SVG is supported (name it report.svg)",
+                    out.display()
+                );
+            }
+            let store = switchy_controller::cdr::CdrStore::connect(&db).await?;
+            let cdrs = store.all().await?;
+            switchy_controller::metrics::plot_svg(
+                &cdrs,
+                &out,
+                &format!("switchy: {} calls", cdrs.len()),
+            )?;
+            println!("wrote {} ({} calls)", out.display(), cdrs.len());
+        }
+        Cmd::Cdr {
+            cmd: CdrCmd::Export { db, format },
+        } => {
+            let store = switchy_controller::cdr::CdrStore::connect(&db).await?;
+            let cdrs = store.all().await?;
+            let text = match format.as_str() {
+                "csv" => switchy_controller::metrics::to_csv(&cdrs),
+                "json" => serde_json::to_string_pretty(&cdrs)?,
+                other => anyhow::bail!("--format {other}: use csv or json"),
+            };
+            use std::io::Write;
+            std::io::stdout().write_all(text.as_bytes())?;
         }
         Cmd::ListApps => {
             for b in switchy_controller::apps::builtin::CATALOG {
@@ -231,6 +301,18 @@ async fn main() -> anyhow::Result<()> {
                 let app = switchy_controller::apps::builtin::build(name, &params)?;
                 c.apps.load(name, vec![app]).await?;
             }
+            let cdr_writer = match &s.db {
+                Some(db) => {
+                    let store = switchy_controller::cdr::CdrStore::connect(db).await?;
+                    tracing::info!(db = %store.url, "CDRs on");
+                    Some(switchy_controller::cdr::CdrWriter::start(
+                        &c.cluster,
+                        store,
+                        Default::default(),
+                    ))
+                }
+                None => None,
+            };
             if let Some(path) = &s.routes {
                 let router = switchy_controller::Router::from_file(path)
                     .map_err(|e| anyhow::anyhow!("routes file refused: {e}"))?;
@@ -250,6 +332,10 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             tracing::info!("stopping");
+            if let Some(w) = cdr_writer {
+                let n = w.close().await;
+                tracing::info!(written = n, "CDRs flushed");
+            }
             drop(c);
         }
     }

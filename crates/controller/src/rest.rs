@@ -25,6 +25,8 @@ pub struct Api {
     pub apps: crate::apps::AppManager,
     /// The router, if routes are in use.
     pub router: Arc<std::sync::RwLock<Option<crate::router::Router>>>,
+    /// The Originator, if one is set.
+    pub originator: Arc<std::sync::RwLock<Option<crate::originator::Originator>>>,
 }
 
 /// A JSON error with a status code and a message saying what to fix.
@@ -93,6 +95,13 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/routes", get(routes))
         .route("/api/v1/routes/reload", post(routes_reload))
         .route("/api/v1/apps", get(apps))
+        .route(
+            "/api/v1/originator",
+            get(originator_get)
+                .patch(originator_patch)
+                .post(originator_patch),
+        )
+        .route("/api/v1/originator/{action}", post(originator_action))
         .layer(middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .route("/health", get(health))
@@ -126,6 +135,65 @@ async fn routes_reload(State(api): State<Api>) -> Result<Json<Value>, ApiError> 
             format!("routes file refused, the previous routes keep serving: {e}"),
         )),
     }
+}
+
+fn current_originator(api: &Api) -> Result<crate::originator::Originator, ApiError> {
+    api.originator
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no originator: it runs under `switchy-controller run`".into(),
+            )
+        })
+}
+
+async fn originator_get(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    let o = current_originator(&api)?;
+    Ok(Json(serde_json::to_value(o.status()).unwrap_or_default()))
+}
+
+async fn originator_patch(
+    State(api): State<Api>,
+    b: JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let o = current_originator(&api)?;
+    let patch = body(b, r#"{"rate": 50, "limit": 200}"#)?;
+    o.update_json(&patch)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+    Ok(Json(serde_json::to_value(o.status()).unwrap_or_default()))
+}
+
+async fn originator_action(
+    State(api): State<Api>,
+    Path(action): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let o = current_originator(&api)?;
+    let r = match action.as_str() {
+        "start" => {
+            o.start();
+            Ok(())
+        }
+        "stop" => {
+            o.stop();
+            Ok(())
+        }
+        "hupall" => o.hupall().await,
+        "hard_hupall" => o.hard_hupall().await,
+        "shutdown" => o.shutdown().await,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no originator action {other:?}: start, stop, hupall, hard_hupall, shutdown"
+                ),
+            ));
+        }
+    };
+    r.map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("{e:#}")))?;
+    Ok(Json(serde_json::to_value(o.status()).unwrap_or_default()))
 }
 
 async fn apps(State(api): State<Api>) -> Json<Value> {
@@ -260,6 +328,68 @@ async fn metrics(State(api): State<Api>) -> Response {
         c.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
     ));
     s.push_str(&format!("switchy_relay_latency_seconds_count {cum}\n"));
+    let o = api
+        .originator
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(o) = o {
+        let st = o.status();
+        for (name, help, kind, v) in [
+            (
+                "switchy_originator_offered_total",
+                "Calls launched.",
+                "counter",
+                st.offered as f64,
+            ),
+            (
+                "switchy_originator_answered_total",
+                "Calls answered.",
+                "counter",
+                st.answered as f64,
+            ),
+            (
+                "switchy_originator_failed_total",
+                "Calls failed.",
+                "counter",
+                st.failed as f64,
+            ),
+            (
+                "switchy_originator_active_calls",
+                "Calls up now.",
+                "gauge",
+                st.active as f64,
+            ),
+            (
+                "switchy_originator_rate_target",
+                "Requested calls/s.",
+                "gauge",
+                st.config.rate,
+            ),
+            (
+                "switchy_originator_rate_current",
+                "Calls launched in the last second.",
+                "gauge",
+                st.current_cps,
+            ),
+            (
+                "switchy_originator_late_launches_total",
+                "Launches more than 50 ms behind schedule.",
+                "counter",
+                st.late_launches as f64,
+            ),
+        ] {
+            s.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        }
+        s.push_str("# HELP switchy_originator_failures_total Failed calls by hangup cause.\n# TYPE switchy_originator_failures_total counter\n");
+        for (cause, n) in &st.failures {
+            s.push_str(&format!(
+                "switchy_originator_failures_total{{cause=\"{cause}\"}} {n}\n"
+            ));
+        }
+    }
     ([("content-type", "text/plain; version=0.0.4")], s).into_response()
 }
 

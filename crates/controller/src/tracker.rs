@@ -133,6 +133,8 @@ pub struct Finished {
     /// How it ended: the hangup cause, or a switchy cause
     /// (`SWITCHY_NODE_RESTARTED`, `SWITCHY_RESYNC_GONE`, `SWITCHY_STALE_CHANNEL`).
     pub cause: String,
+    /// This was the call's last live leg: the call is over.
+    pub call_ended: bool,
 }
 
 /// The tracker.
@@ -343,15 +345,19 @@ impl Tracker {
         }
         self.dead.insert(uuid.to_owned());
         self.dead_order.push_back(uuid.to_owned());
+        let mut call_ended = true;
         if let Some(c) = self.calls.get_mut(&s.call) {
             c.legs.retain(|(_, u)| u != uuid);
             if c.legs.is_empty() {
                 self.calls.remove(&s.call);
+            } else {
+                call_ended = false;
             }
         }
         let f = Finished {
             session: s,
             cause: cause.to_owned(),
+            call_ended,
         };
         if self.finished.len() >= FINISHED {
             self.finished.pop_front();

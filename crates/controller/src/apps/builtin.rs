@@ -53,7 +53,7 @@ pub const CATALOG: &[Builtin] = &[
     },
     Builtin {
         name: "Park",
-        doc: "Leaves every channel parked: a sink for load tests (answer with the Originator's callee settings). Counters: parked.",
+        doc: "Answers every parked inbound leg and leaves it parked: the callee of a load test (the default app of `run`). Counters: parked.",
     },
 ];
 
@@ -403,7 +403,16 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
             })
         }
         "Park" => app.on("CHANNEL_PARK", |c| async move {
+            {
+                let mut d = c.data.lock().unwrap_or_else(|p| p.into_inner());
+                if d.insert("park.seen".into(), "1".into()).is_some() {
+                    return Ok(());
+                }
+            }
             c.count("parked");
+            if !outbound(&c) {
+                c.session().answer().await?;
+            }
             Ok(())
         }),
         other => anyhow::bail!("built-in app {other} has no constructor"),

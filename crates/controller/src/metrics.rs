@@ -1,0 +1,404 @@
+//! Call metrics from CDRs (the seed's `call_metrics`): per-call latencies
+//! and duration, call rate, concurrency (erlangs), failures, with
+//! percentiles; plus per-second series for plots.
+
+use crate::cdr::Cdr;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Percentiles of one latency, ms.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Pcts {
+    /// Samples.
+    pub n: usize,
+    /// Median.
+    pub p50: f64,
+    /// 90th.
+    pub p90: f64,
+    /// 95th.
+    pub p95: f64,
+    /// 99th.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// Percentiles of `v` (sorted in place).
+pub fn pcts(v: &mut [f64]) -> Pcts {
+    if v.is_empty() {
+        return Pcts::default();
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    Pcts {
+        n: v.len(),
+        p50: at(0.5),
+        p90: at(0.9),
+        p95: at(0.95),
+        p99: at(0.99),
+        max: v[v.len() - 1],
+    }
+}
+
+/// The metrics of a set of CDRs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// Calls.
+    pub calls: usize,
+    /// Answered calls.
+    pub answered: usize,
+    /// Failed calls.
+    pub failed: usize,
+    /// Failures by hangup cause.
+    pub failures: BTreeMap<String, usize>,
+    /// Calls by app.
+    pub apps: BTreeMap<String, usize>,
+    /// Offered calls / span of launch times, calls/s.
+    pub achieved_rate: f64,
+    /// Most calls up at once (from CDR intervals).
+    pub max_erlangs: f64,
+    /// Mean calls up over the run.
+    pub mean_erlangs: f64,
+    /// callee CHANNEL_ANSWER → caller CHANNEL_ANSWER, ms.
+    pub answer_latency_ms: Pcts,
+    /// caller CHANNEL_CREATE → caller CHANNEL_ANSWER, ms.
+    pub call_setup_latency_ms: Pcts,
+    /// caller CHANNEL_CREATE → callee CHANNEL_CREATE (the INVITE's trip), ms.
+    pub invite_latency_ms: Pcts,
+    /// Originator decision → caller CHANNEL_ORIGINATE, ms.
+    pub originate_latency_ms: Pcts,
+    /// caller CHANNEL_CREATE → caller CHANNEL_HANGUP, s.
+    pub call_duration_s: Pcts,
+}
+
+fn ms(a: Option<i64>, b: Option<i64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1000.0),
+        _ => None,
+    }
+}
+
+fn start_of(c: &Cdr) -> Option<i64> {
+    c.caller_req_originate.or(c.caller_create)
+}
+
+/// Computes the summary.
+pub fn summarize(cdrs: &[Cdr]) -> Summary {
+    let mut s = Summary {
+        calls: cdrs.len(),
+        ..Default::default()
+    };
+    let (mut ans, mut setup, mut inv, mut orig, mut dur) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut starts = Vec::new();
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for c in cdrs {
+        if c.failed {
+            s.failed += 1;
+            *s.failures.entry(c.hangup_cause.clone()).or_default() += 1;
+        } else {
+            s.answered += 1;
+        }
+        if let Some(a) = &c.app {
+            *s.apps.entry(a.clone()).or_default() += 1;
+        }
+        ans.extend(ms(c.callee_answer, c.caller_answer));
+        setup.extend(ms(c.caller_create, c.caller_answer));
+        inv.extend(ms(c.caller_create, c.callee_create));
+        orig.extend(ms(c.caller_req_originate, c.caller_originate));
+        dur.extend(ms(c.caller_create, c.caller_hangup).map(|v| v / 1000.0));
+        if let Some(t) = start_of(c) {
+            starts.push(t);
+            let end = c.caller_hangup.or(c.callee_hangup).unwrap_or(t).max(t);
+            edges.push((t, 1));
+            edges.push((end, -1));
+        }
+    }
+    starts.sort_unstable();
+    if let (Some(a), Some(b)) = (starts.first(), starts.last())
+        && b > a
+    {
+        // n launches span n-1 gaps.
+        s.achieved_rate = (starts.len() - 1) as f64 / ((b - a) as f64 / 1e6);
+    }
+    edges.sort_unstable();
+    let (mut cur, mut max, mut area, mut last) = (0i64, 0i64, 0f64, None::<i64>);
+    for (t, d) in &edges {
+        if let Some(l) = last {
+            area += cur as f64 * (t - l) as f64;
+        }
+        cur += *d as i64;
+        max = max.max(cur);
+        last = Some(*t);
+    }
+    s.max_erlangs = max as f64;
+    if let (Some((t0, _)), Some((t1, _))) = (edges.first(), edges.last())
+        && t1 > t0
+    {
+        s.mean_erlangs = area / (t1 - t0) as f64;
+    }
+    s.answer_latency_ms = pcts(&mut ans);
+    s.call_setup_latency_ms = pcts(&mut setup);
+    s.invite_latency_ms = pcts(&mut inv);
+    s.originate_latency_ms = pcts(&mut orig);
+    s.call_duration_s = pcts(&mut dur);
+    s
+}
+
+/// One second of the run, for plots.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Second {
+    /// Seconds since the first call.
+    pub t: f64,
+    /// Calls launched in this second.
+    pub rate: f64,
+    /// Moving average of the rate over 5 s.
+    pub rate_avg: f64,
+    /// Calls up at the end of this second.
+    pub erlangs: f64,
+    /// Median call setup latency of calls launched this second, ms.
+    pub setup_ms: Option<f64>,
+    /// Median answer latency of calls launched this second, ms.
+    pub answer_ms: Option<f64>,
+    /// Failed calls launched this second.
+    pub failed: usize,
+}
+
+/// Per-second series.
+pub fn per_second(cdrs: &[Cdr]) -> Vec<Second> {
+    let Some(t0) = cdrs.iter().filter_map(start_of).min() else {
+        return Vec::new();
+    };
+    let t_end = cdrs
+        .iter()
+        .filter_map(|c| c.caller_hangup.or(start_of(c)))
+        .max()
+        .unwrap_or(t0);
+    let n = ((t_end - t0) / 1_000_000 + 1).clamp(1, 1_000_000) as usize;
+    let mut out: Vec<Second> = (0..n)
+        .map(|i| Second {
+            t: i as f64,
+            ..Default::default()
+        })
+        .collect();
+    let mut setup: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut answer: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut delta = vec![0i64; n + 1];
+    for c in cdrs {
+        let Some(t) = start_of(c) else { continue };
+        let i = (((t - t0) / 1_000_000) as usize).min(n - 1);
+        out[i].rate += 1.0;
+        if c.failed {
+            out[i].failed += 1;
+        }
+        setup[i].extend(ms(c.caller_create, c.caller_answer));
+        answer[i].extend(ms(c.callee_answer, c.caller_answer));
+        let end = c.caller_hangup.unwrap_or(t).max(t);
+        let j = (((end - t0) / 1_000_000) as usize).min(n);
+        delta[i] += 1;
+        delta[j] -= 1;
+    }
+    let mut cur = 0i64;
+    for i in 0..n {
+        cur += delta[i];
+        out[i].erlangs = cur as f64;
+        let lo = i.saturating_sub(4);
+        out[i].rate_avg = out[lo..=i].iter().map(|s| s.rate).sum::<f64>() / (i - lo + 1) as f64;
+        out[i].setup_ms = (!setup[i].is_empty()).then(|| pcts(&mut setup[i]).p50);
+        out[i].answer_ms = (!answer[i].is_empty()).then(|| pcts(&mut answer[i]).p50);
+    }
+    out
+}
+
+/// Draws call rate, erlangs, setup and answer latency over time (SVG).
+pub fn plot_svg(cdrs: &[Cdr], path: &std::path::Path, title: &str) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let series = per_second(cdrs);
+    if series.is_empty() {
+        anyhow::bail!("no CDRs to plot: run a load test first (switchy-controller run … --db …)");
+    }
+    let root = SVGBackend::new(path, (1200, 1000)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 24))?;
+    let panels = root.split_evenly((4, 1));
+    let tmax = series.last().map_or(1.0, |s| s.t + 1.0);
+    let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+                name: &str,
+                unit: &str,
+                lines: Vec<(&str, RGBColor, Vec<(f64, f64)>)>|
+     -> anyhow::Result<()> {
+        let ymax = lines
+            .iter()
+            .flat_map(|(_, _, v)| v.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+            * 1.1;
+        let mut chart = ChartBuilder::on(area)
+            .caption(name, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..tmax, 0f64..ymax)?;
+        chart
+            .configure_mesh()
+            .x_desc("time since first call (s)")
+            .y_desc(unit)
+            .draw()?;
+        for (label, color, pts) in lines {
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        Ok(())
+    };
+    let pts = |f: &dyn Fn(&Second) -> Option<f64>| -> Vec<(f64, f64)> {
+        series
+            .iter()
+            .filter_map(|s| f(s).map(|v| (s.t, v)))
+            .collect()
+    };
+    draw(
+        &panels[0],
+        "Call rate",
+        "calls/s",
+        vec![
+            ("launched per second", BLUE, pts(&|s| Some(s.rate))),
+            ("5 s moving average", RED, pts(&|s| Some(s.rate_avg))),
+        ],
+    )?;
+    draw(
+        &panels[1],
+        "Concurrent calls (erlangs)",
+        "calls",
+        vec![("calls up", GREEN, pts(&|s| Some(s.erlangs)))],
+    )?;
+    draw(
+        &panels[2],
+        "Call setup latency (caller create → answer), median per second",
+        "ms",
+        vec![("setup p50", MAGENTA, pts(&|s| s.setup_ms))],
+    )?;
+    draw(
+        &panels[3],
+        "Answer latency (callee answer → caller answer), median per second",
+        "ms",
+        vec![("answer p50", CYAN, pts(&|s| s.answer_ms))],
+    )?;
+    root.present()?;
+    Ok(())
+}
+
+/// CDRs as CSV (header row first).
+pub fn to_csv(cdrs: &[Cdr]) -> String {
+    let cols = [
+        "call_id",
+        "node",
+        "app",
+        "hangup_cause",
+        "failed",
+        "caller_uuid",
+        "caller_num",
+        "callee_num",
+        "caller_create",
+        "caller_answer",
+        "caller_req_originate",
+        "caller_originate",
+        "caller_hangup",
+        "job_launch",
+        "callee_node",
+        "callee_uuid",
+        "callee_create",
+        "callee_answer",
+        "callee_hangup",
+        "active_sessions",
+        "erlangs",
+    ];
+    let mut out = cols.join(",");
+    out.push('\n');
+    let q = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    };
+    let o = |v: &Option<String>| v.as_deref().map(q).unwrap_or_default();
+    let n = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for c in cdrs {
+        let row = [
+            q(&c.call_id),
+            q(&c.node),
+            o(&c.app),
+            q(&c.hangup_cause),
+            (c.failed as u8).to_string(),
+            o(&c.caller_uuid),
+            o(&c.caller_num),
+            o(&c.callee_num),
+            n(c.caller_create),
+            n(c.caller_answer),
+            n(c.caller_req_originate),
+            n(c.caller_originate),
+            n(c.caller_hangup),
+            n(c.job_launch),
+            o(&c.callee_node),
+            o(&c.callee_uuid),
+            n(c.callee_create),
+            n(c.callee_answer),
+            n(c.callee_hangup),
+            c.active_sessions.to_string(),
+            c.erlangs.to_string(),
+        ];
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cdr(start_s: i64, dur_s: i64, failed: bool) -> Cdr {
+        let t = start_s * 1_000_000;
+        Cdr {
+            call_id: format!("c{start_s}"),
+            caller_req_originate: Some(t),
+            caller_create: Some(t + 1000),
+            callee_create: Some(t + 3000),
+            callee_answer: (!failed).then_some(t + 10_000),
+            caller_answer: (!failed).then_some(t + 12_000),
+            caller_hangup: Some(t + dur_s * 1_000_000),
+            failed,
+            hangup_cause: if failed {
+                "USER_BUSY"
+            } else {
+                "NORMAL_CLEARING"
+            }
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn summary_numbers() {
+        let cdrs: Vec<Cdr> = (0..10).map(|i| cdr(i, 3, i == 9)).collect();
+        let s = summarize(&cdrs);
+        assert_eq!((s.calls, s.answered, s.failed), (10, 9, 1));
+        assert_eq!(s.failures.get("USER_BUSY"), Some(&1));
+        assert!((s.achieved_rate - 1.0).abs() < 1e-9);
+        assert_eq!(s.max_erlangs, 3.0);
+        assert_eq!(s.answer_latency_ms.p50, 2.0);
+        assert_eq!(s.call_setup_latency_ms.p50, 11.0);
+        assert_eq!(s.invite_latency_ms.p99, 2.0);
+        let per = per_second(&cdrs);
+        assert_eq!(per[0].rate, 1.0);
+        assert_eq!(per[5].erlangs, 3.0);
+        assert!(to_csv(&cdrs).lines().count() == 11);
+    }
+}

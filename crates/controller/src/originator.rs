@@ -1,0 +1,1058 @@
+//! The Originator: switchy's load generator. It launches calls across the
+//! cluster's nodes at a set rate (evenly paced or Poisson arrivals), keeps
+//! at most `limit` calls up, holds each answered call for a fixed or
+//! exponential time, mixes apps by weight, counts failures by cause, and
+//! says when it — not the system under test — is the bottleneck.
+
+use crate::cdr::{Launch, Launches};
+use crate::cluster::{Cluster, ClusterEvent};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Arrival process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrivals {
+    /// Evenly spaced launches (1/rate apart).
+    #[default]
+    Even,
+    /// A Poisson process: exponential gaps with mean 1/rate.
+    Poisson,
+}
+
+/// Call holding time distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Holding {
+    /// Every answered call lasts `duration`.
+    #[default]
+    Fixed,
+    /// Exponential with mean `duration`.
+    Exponential,
+}
+
+/// An app and its weight in the mix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Weighted {
+    /// App id (as loaded in the AppManager).
+    pub app: String,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+/// Everything the Originator does; every field can change while running.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OriginatorConfig {
+    /// Calls per second.
+    pub rate: f64,
+    /// Maximum concurrent calls.
+    pub limit: u64,
+    /// Stop after this many calls (0: no end).
+    pub max_offered: u64,
+    /// Mean call holding time, s; `None`: limit / rate.
+    pub duration: Option<f64>,
+    /// Arrival process.
+    pub arrivals: Arrivals,
+    /// Holding time distribution.
+    pub holding: Holding,
+    /// App mix.
+    pub apps: Vec<Weighted>,
+    /// Nodes to originate from (empty: every node up).
+    pub nodes: Vec<String>,
+    /// Destination `user@host[:port]` for every node.
+    pub dest_url: Option<String>,
+    /// Destination per node (overrides `dest_url`).
+    pub dest_by_node: BTreeMap<String, String>,
+    /// SIP profile.
+    pub profile: String,
+    /// Gateway (instead of profile).
+    pub gateway: Option<String>,
+    /// Outbound proxy (`fs_path`), host[:port].
+    pub proxy: Option<String>,
+    /// Application run on the answered caller leg.
+    pub app_name: String,
+    /// Its argument.
+    pub app_args: String,
+    /// Dialplan extension instead of an application.
+    pub extension: Option<String>,
+    /// Dialplan context for `extension`.
+    pub context: String,
+    /// Caller id name.
+    pub caller_id_name: String,
+    /// Caller id number.
+    pub caller_id_number: String,
+    /// Codec preference (`codec_string`).
+    pub codec: Option<String>,
+    /// Absolute codec (`absolute_codec_string`).
+    pub abs_codec: Option<String>,
+    /// Originate timeout, s.
+    pub timeout_s: u64,
+    /// Extra SIP X-headers (name without `X-`… prefix is added if missing).
+    pub headers: BTreeMap<String, String>,
+    /// Maximum calls launched by this Originator per node.
+    pub node_capacity: Option<u64>,
+}
+
+impl Default for OriginatorConfig {
+    fn default() -> Self {
+        OriginatorConfig {
+            rate: 30.0,
+            limit: 1,
+            max_offered: 0,
+            duration: None,
+            arrivals: Arrivals::Even,
+            holding: Holding::Fixed,
+            apps: Vec::new(),
+            nodes: Vec::new(),
+            dest_url: None,
+            dest_by_node: BTreeMap::new(),
+            profile: "external".into(),
+            gateway: None,
+            proxy: None,
+            app_name: "park".into(),
+            app_args: String::new(),
+            extension: None,
+            context: "default".into(),
+            caller_id_name: "switchy".into(),
+            caller_id_number: "1000".into(),
+            codec: None,
+            abs_codec: None,
+            timeout_s: 60,
+            headers: BTreeMap::new(),
+            node_capacity: None,
+        }
+    }
+}
+
+fn token(field: &str, v: &str, extra_bad: &[char]) -> anyhow::Result<()> {
+    if v.chars().any(|c| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, ',' | '{' | '}' | '[' | ']')
+            || extra_bad.contains(&c)
+    }) {
+        anyhow::bail!("{field} {v:?} must not contain spaces, control characters or , {{ }} [ ]");
+    }
+    Ok(())
+}
+
+impl OriginatorConfig {
+    /// The holding time, s.
+    pub fn hold_secs(&self) -> f64 {
+        self.duration.unwrap_or(if self.rate > 0.0 {
+            self.limit as f64 / self.rate
+        } else {
+            0.0
+        })
+    }
+
+    /// Checks every value that goes into an originate command.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.rate >= 0.0 && self.rate <= 100_000.0) {
+            anyhow::bail!("rate {} must be between 0 and 100000 calls/s", self.rate);
+        }
+        if self.limit == 0 {
+            anyhow::bail!("limit must be at least 1 concurrent call");
+        }
+        if let Some(d) = self.duration
+            && !(d >= 0.0 && d < 1e7)
+        {
+            anyhow::bail!("duration {d} must be a number of seconds ≥ 0");
+        }
+        for w in &self.apps {
+            token("app", &w.app, &[])?;
+        }
+        if !self.apps.is_empty() && self.apps.iter().all(|w| w.weight == 0) {
+            anyhow::bail!("at least one app needs a weight above 0");
+        }
+        for (k, v) in self.dest_by_node.iter() {
+            token("node", k, &[])?;
+            token("destination", v, &[])?;
+        }
+        if let Some(d) = &self.dest_url {
+            token("dest_url", d, &[])?;
+        }
+        token("profile", &self.profile, &[])?;
+        for v in [
+            &self.gateway,
+            &self.proxy,
+            &self.codec,
+            &self.abs_codec,
+            &self.extension,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            token("originate option", v, &[])?;
+        }
+        token("app_name", &self.app_name, &['(', ')'])?;
+        token("context", &self.context, &[])?;
+        token("caller_id_number", &self.caller_id_number, &[])?;
+        if self
+            .caller_id_name
+            .chars()
+            .any(|c| c.is_control() || matches!(c, ',' | '{' | '}' | '\'' | '[' | ']'))
+        {
+            anyhow::bail!("caller_id_name must not contain control characters or , {{ }} ' [ ]");
+        }
+        if self.app_args.chars().any(|c| c.is_control() || c == ')') {
+            anyhow::bail!("app_args must not contain control characters or ')'");
+        }
+        for (k, v) in &self.headers {
+            token("header name", k, &['='])?;
+            token("header value", v, &[])?;
+        }
+        Ok(())
+    }
+}
+
+/// The seed's `build_originate_cmd`: the `originate` arguments for one
+/// call.
+pub fn build_originate_args(
+    cfg: &OriginatorConfig,
+    node: &str,
+    call_uuid: &str,
+    app: Option<&str>,
+    tracking_var: &str,
+    run_id: &str,
+) -> anyhow::Result<String> {
+    let dest = cfg
+        .dest_by_node
+        .get(node)
+        .or(cfg.dest_url.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("no destination for node {node}: set dest_url"))?;
+    let mut vars = vec![
+        format!("origination_uuid={call_uuid}"),
+        format!("{tracking_var}={call_uuid}"),
+        format!("switchy_originator={run_id}"),
+        format!("origination_caller_id_name='{}'", cfg.caller_id_name),
+        format!("origination_caller_id_number={}", cfg.caller_id_number),
+        format!("originate_timeout={}", cfg.timeout_s),
+    ];
+    if let Some(a) = app {
+        vars.push(format!("switchy_app={a}"));
+        vars.push(format!("sip_h_X-switchy-app={a}"));
+    }
+    if let Some(c) = &cfg.codec {
+        vars.push(format!("codec_string={c}"));
+    }
+    if let Some(c) = &cfg.abs_codec {
+        vars.push(format!("absolute_codec_string={c}"));
+    }
+    for (k, v) in &cfg.headers {
+        let name = if k.starts_with("X-") || k.starts_with("x-") {
+            k.clone()
+        } else {
+            format!("X-{k}")
+        };
+        vars.push(format!("sip_h_{name}={v}"));
+    }
+    let mut dial = match &cfg.gateway {
+        Some(g) => format!("sofia/gateway/{g}/{dest}"),
+        None => format!("sofia/{}/{dest}", cfg.profile),
+    };
+    if let Some(p) = &cfg.proxy {
+        dial.push_str(&format!(";fs_path=sip:{p}"));
+    }
+    let target = match &cfg.extension {
+        Some(x) => format!("{x} XML {}", cfg.context),
+        None => format!("&{}({})", cfg.app_name, cfg.app_args),
+    };
+    Ok(format!("{{{}}}{dial} {target}", vars.join(",")))
+}
+
+/// Originator state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    /// Not started.
+    Initial,
+    /// Launching calls.
+    Originating,
+    /// Not launching; calls up finish on their own.
+    Stopped,
+}
+
+#[derive(Default)]
+struct Live {
+    calls: HashMap<String, String>,
+    per_node: HashMap<String, u64>,
+}
+
+/// Live counters and what the Originator saw.
+#[derive(Default)]
+struct Stats {
+    offered: AtomicU64,
+    answered: AtomicU64,
+    failed: AtomicU64,
+    ended: AtomicU64,
+    max_active: AtomicU64,
+    late: AtomicU64,
+    blocked_limit: AtomicU64,
+    blocked_capacity: AtomicU64,
+    failures: Mutex<BTreeMap<String, u64>>,
+    launches: Mutex<VecDeque<Instant>>,
+    job_ms: Mutex<VecDeque<f64>>,
+    apps: Mutex<BTreeMap<String, u64>>,
+}
+
+struct Inner {
+    cluster: Cluster,
+    cfg: Mutex<OriginatorConfig>,
+    state: watch::Sender<State>,
+    live: Mutex<Live>,
+    stats: Stats,
+    launches: Launches,
+    run_id: String,
+    started: Mutex<Option<Instant>>,
+    stopped: Mutex<Option<Instant>>,
+    bottleneck: Mutex<Option<String>>,
+    /// Parameters changed.
+    changed: tokio::sync::Notify,
+    /// A call ended (a slot under the limit may be free).
+    freed: tokio::sync::Notify,
+}
+
+/// The Originator (cheap to clone).
+#[derive(Clone)]
+pub struct Originator {
+    inner: Arc<Inner>,
+    _tasks: Arc<Vec<AbortOnDrop>>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A snapshot for the progress line, `/api/v1/originator` and the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// State.
+    pub state: State,
+    /// Parameters.
+    pub config: OriginatorConfig,
+    /// Holding time in use, s.
+    pub hold_secs: f64,
+    /// Calls launched.
+    pub offered: u64,
+    /// Calls answered.
+    pub answered: u64,
+    /// Calls that failed (by cause in `failures`).
+    pub failed: u64,
+    /// Calls over.
+    pub ended: u64,
+    /// Calls up now.
+    pub active: u64,
+    /// Most calls up at once.
+    pub max_active: u64,
+    /// Launches in the last second.
+    pub current_cps: f64,
+    /// offered / time originating.
+    pub average_cps: f64,
+    /// Seconds originating.
+    pub elapsed_s: f64,
+    /// Seconds to max_offered at the current rate.
+    pub eta_s: Option<f64>,
+    /// Failures by hangup cause.
+    pub failures: BTreeMap<String, u64>,
+    /// Calls launched per app.
+    pub apps: BTreeMap<String, u64>,
+    /// Launches more than 50 ms behind schedule.
+    pub late_launches: u64,
+    /// Launch slots that waited for the concurrency limit.
+    pub blocked_by_limit: u64,
+    /// Launch slots that found no node with capacity.
+    pub blocked_by_capacity: u64,
+    /// bgapi reply time p99, ms (last 1,000 calls).
+    pub originate_reply_p99_ms: f64,
+    /// When switchy itself cannot keep the requested rate, why.
+    pub bottleneck: Option<String>,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// A uniform sample in (0, 1].
+fn uniform() -> f64 {
+    static STATE: AtomicU64 = AtomicU64::new(0x2545_F491_4F6C_DD1D);
+    let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+}
+
+fn exp_sample(mean: f64) -> f64 {
+    -mean * uniform().ln()
+}
+
+/// Smooth weighted round robin: picks interleave by weight (33/33/34 gives
+/// a, b, c, a, b, c … not runs).
+#[derive(Default)]
+struct Mixer {
+    current: Vec<i64>,
+}
+
+impl Mixer {
+    fn pick<'a>(&mut self, apps: &'a [Weighted]) -> Option<&'a str> {
+        if apps.is_empty() {
+            return None;
+        }
+        if self.current.len() != apps.len() {
+            self.current = vec![0; apps.len()];
+        }
+        let total: i64 = apps.iter().map(|w| w.weight as i64).sum();
+        let mut best = 0;
+        for (i, w) in apps.iter().enumerate() {
+            self.current[i] += w.weight as i64;
+            if self.current[i] > self.current[best] {
+                best = i;
+            }
+        }
+        self.current[best] -= total;
+        Some(apps[best].app.as_str())
+    }
+}
+
+impl Originator {
+    /// An Originator in state INITIAL.
+    pub fn new(
+        cluster: Cluster,
+        cfg: OriginatorConfig,
+        launches: Launches,
+    ) -> anyhow::Result<Originator> {
+        cfg.validate()?;
+        let (state, _) = watch::channel(State::Initial);
+        let inner = Arc::new(Inner {
+            cluster,
+            cfg: Mutex::new(cfg),
+            state,
+            live: Mutex::default(),
+            stats: Stats::default(),
+            launches,
+            run_id: uuid::Uuid::new_v4().simple().to_string(),
+            started: Mutex::new(None),
+            stopped: Mutex::new(None),
+            bottleneck: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
+            freed: tokio::sync::Notify::new(),
+        });
+        let tasks = vec![
+            AbortOnDrop(tokio::spawn(pace(inner.clone()))),
+            AbortOnDrop(tokio::spawn(watch_calls(inner.clone()))),
+        ];
+        Ok(Originator {
+            inner,
+            _tasks: Arc::new(tasks),
+        })
+    }
+
+    /// Starts (or resumes) originating.
+    pub fn start(&self) {
+        let mut s = self.inner.started.lock().unwrap_or_else(|p| p.into_inner());
+        if s.is_none() {
+            *s = Some(Instant::now());
+        }
+        *self.inner.stopped.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.inner.state.send_replace(State::Originating);
+        tracing::info!("originator: ORIGINATING");
+    }
+
+    /// Stops launching; calls up end at their holding time.
+    pub fn stop(&self) {
+        if *self.inner.state.borrow() == State::Originating {
+            *self.inner.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+        self.inner.state.send_replace(State::Stopped);
+        tracing::info!("originator: STOPPED");
+    }
+
+    /// Stops and hangs up every call this Originator launched, on every node.
+    pub async fn hupall(&self) -> anyhow::Result<()> {
+        self.stop();
+        let args = format!("NORMAL_CLEARING switchy_originator {}", self.inner.run_id);
+        self.on_every_node(&args).await
+    }
+
+    /// Stops and hangs up every channel on every node.
+    pub async fn hard_hupall(&self) -> anyhow::Result<()> {
+        self.stop();
+        self.on_every_node("NORMAL_CLEARING").await
+    }
+
+    /// hupall, then the Originator stays STOPPED.
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        self.hupall().await
+    }
+
+    async fn on_every_node(&self, args: &str) -> anyhow::Result<()> {
+        let mut errs = Vec::new();
+        for n in self.inner.cluster.nodes() {
+            if n.agent != "connected" {
+                continue;
+            }
+            if let Err(e) = self.inner.cluster.node(&n.id).api("hupall", args).await {
+                errs.push(format!("{}: {e}", n.id));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("hupall failed on {}", errs.join("; "))
+        }
+    }
+
+    /// Changes parameters while running (validated first).
+    pub fn update(&self, f: impl FnOnce(&mut OriginatorConfig)) -> anyhow::Result<()> {
+        let mut g = self.inner.cfg.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = g.clone();
+        f(&mut next);
+        next.validate()?;
+        *g = next;
+        drop(g);
+        self.inner.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Applies a JSON object of parameters (REST).
+    pub fn update_json(&self, patch: &serde_json::Value) -> anyhow::Result<()> {
+        let cur = serde_json::to_value(self.config())?;
+        let mut merged = cur;
+        if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
+            for (k, v) in p {
+                m.insert(k.clone(), v.clone());
+            }
+        } else {
+            anyhow::bail!("send a JSON object of originator parameters");
+        }
+        let next: OriginatorConfig = serde_json::from_value(merged)
+            .map_err(|e| anyhow::anyhow!("invalid originator parameters: {e}"))?;
+        self.update(|c| *c = next)
+    }
+
+    /// Current parameters.
+    pub fn config(&self) -> OriginatorConfig {
+        self.inner
+            .cfg
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        *self.inner.state.borrow()
+    }
+
+    /// The run id stamped on every call (`switchy_originator`).
+    pub fn run_id(&self) -> &str {
+        &self.inner.run_id
+    }
+
+    /// Calls up now.
+    pub fn active(&self) -> u64 {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .calls
+            .len() as u64
+    }
+
+    /// A status snapshot.
+    pub fn status(&self) -> Status {
+        let i = &self.inner;
+        let s = &i.stats;
+        let cfg = self.config();
+        let now = Instant::now();
+        let recent = {
+            let mut q = s.launches.lock().unwrap_or_else(|p| p.into_inner());
+            while q
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
+            {
+                q.pop_front();
+            }
+            q.len() as f64
+        };
+        let elapsed = match *i.started.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(t0) => {
+                let end = i
+                    .stopped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or(now);
+                end.duration_since(t0).as_secs_f64()
+            }
+            None => 0.0,
+        };
+        let offered = s.offered.load(Ordering::Relaxed);
+        let p99 = {
+            let q = s.job_ms.lock().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<f64> = q.iter().copied().collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v.get(((v.len() as f64 - 1.0) * 0.99).round().max(0.0) as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let eta = (cfg.max_offered > 0 && cfg.rate > 0.0)
+            .then(|| cfg.max_offered.saturating_sub(offered) as f64 / cfg.rate);
+        Status {
+            state: self.state(),
+            hold_secs: cfg.hold_secs(),
+            offered,
+            answered: s.answered.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            ended: s.ended.load(Ordering::Relaxed),
+            active: self.active(),
+            max_active: s.max_active.load(Ordering::Relaxed),
+            current_cps: recent,
+            average_cps: if elapsed > 0.0 {
+                offered as f64 / elapsed
+            } else {
+                0.0
+            },
+            elapsed_s: elapsed,
+            eta_s: eta,
+            failures: s.failures.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            apps: s.apps.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            late_launches: s.late.load(Ordering::Relaxed),
+            blocked_by_limit: s.blocked_limit.load(Ordering::Relaxed),
+            blocked_by_capacity: s.blocked_capacity.load(Ordering::Relaxed),
+            originate_reply_p99_ms: p99,
+            bottleneck: i
+                .bottleneck
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            config: cfg,
+        }
+    }
+
+    /// Waits until STOPPED with no call up.
+    pub async fn wait_done(&self) {
+        let mut rx = self.inner.state.subscribe();
+        loop {
+            if *rx.borrow_and_update() == State::Stopped && self.active() == 0 {
+                return;
+            }
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+}
+
+fn note_bottleneck(i: &Inner, why: Option<String>) {
+    let mut g = i.bottleneck.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(w) = &why
+        && g.as_deref() != Some(w)
+    {
+        tracing::warn!(reason = %w, "originator is the bottleneck: the requested rate is not being met by switchy itself");
+    }
+    if why.is_some() {
+        *g = why;
+    }
+}
+
+/// The launch loop.
+async fn pace(i: Arc<Inner>) {
+    let mut state = i.state.subscribe();
+    let mut mixer = Mixer::default();
+    let mut rr = 0usize;
+    loop {
+        // Wait for ORIGINATING.
+        while *state.borrow_and_update() != State::Originating {
+            if state.changed().await.is_err() {
+                return;
+            }
+        }
+        let mut next = tokio::time::Instant::now();
+        loop {
+            if *state.borrow() != State::Originating {
+                break;
+            }
+            let cfg = i.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if cfg.max_offered > 0 && i.stats.offered.load(Ordering::Relaxed) >= cfg.max_offered {
+                *i.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                i.state.send_replace(State::Stopped);
+                tracing::info!("originator: max_offered reached, STOPPED");
+                break;
+            }
+            if cfg.rate <= 0.0 {
+                tokio::select! {
+                    _ = i.changed.notified() => {}
+                    _ = state.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                next = tokio::time::Instant::now();
+                continue;
+            }
+            let gap = match cfg.arrivals {
+                Arrivals::Even => 1.0 / cfg.rate,
+                Arrivals::Poisson => exp_sample(1.0 / cfg.rate),
+            };
+            next += Duration::from_secs_f64(gap);
+            let now = tokio::time::Instant::now();
+            if next > now {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    // A rate change re-plans from now.
+                    _ = i.changed.notified() => { next = tokio::time::Instant::now(); continue; }
+                    _ = state.changed() => { continue; }
+                }
+            } else if now.duration_since(next) > Duration::from_millis(50) {
+                i.stats.late.fetch_add(1, Ordering::Relaxed);
+                if now.duration_since(next) > Duration::from_millis(500) {
+                    note_bottleneck(
+                        &i,
+                        Some(format!(
+                            "launches are {} ms behind schedule at {} calls/s: the generator (its CPU) cannot keep up",
+                            now.duration_since(next).as_millis(),
+                            cfg.rate
+                        )),
+                    );
+                    // Do not burst to catch up: re-plan from now.
+                    next = now;
+                }
+            }
+            // Concurrency limit: wait for a call to end.
+            let mut waited = false;
+            loop {
+                let active = i.live.lock().unwrap_or_else(|p| p.into_inner()).calls.len() as u64;
+                let limit = i.cfg.lock().unwrap_or_else(|p| p.into_inner()).limit;
+                if active < limit || *state.borrow() != State::Originating {
+                    break;
+                }
+                if !waited {
+                    i.stats.blocked_limit.fetch_add(1, Ordering::Relaxed);
+                    waited = true;
+                }
+                tokio::select! {
+                    _ = i.freed.notified() => {}
+                    _ = i.changed.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+            if waited {
+                next = tokio::time::Instant::now();
+            }
+            if *state.borrow() != State::Originating {
+                break;
+            }
+            // A node with capacity, round robin.
+            let nodes: Vec<String> = i
+                .cluster
+                .nodes()
+                .into_iter()
+                .filter(|n| n.agent == "connected" && n.esl == "up")
+                .filter(|n| cfg.nodes.is_empty() || cfg.nodes.contains(&n.id))
+                .map(|n| n.id)
+                .collect();
+            let node = {
+                let live = i.live.lock().unwrap_or_else(|p| p.into_inner());
+                (0..nodes.len())
+                    .map(|k| &nodes[(rr + k) % nodes.len()])
+                    .find(|n| {
+                        cfg.node_capacity
+                            .is_none_or(|cap| live.per_node.get(*n).copied().unwrap_or(0) < cap)
+                    })
+                    .cloned()
+            };
+            rr = rr.wrapping_add(1);
+            let Some(node) = node else {
+                i.stats.blocked_capacity.fetch_add(1, Ordering::Relaxed);
+                note_bottleneck(
+                    &i,
+                    Some(if nodes.is_empty() {
+                        "no node is up (agent connected, ESL up, not degraded)".into()
+                    } else {
+                        "every node is at its capacity (node_capacity)".into()
+                    }),
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                next = tokio::time::Instant::now();
+                continue;
+            };
+            let app = mixer.pick(&cfg.apps).map(str::to_owned);
+            launch(&i, &cfg, node, app);
+        }
+    }
+}
+
+fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<String>) {
+    let call = uuid::Uuid::new_v4().to_string();
+    let tracking = i.cluster.config().tracking_var.clone();
+    let args = match build_originate_args(cfg, &node, &call, app.as_deref(), &tracking, &i.run_id) {
+        Ok(a) => a,
+        Err(e) => {
+            note_bottleneck(i, Some(format!("cannot build originate: {e}")));
+            return;
+        }
+    };
+    let active = {
+        let mut live = i.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.calls.insert(call.clone(), node.clone());
+        *live.per_node.entry(node.clone()).or_default() += 1;
+        live.calls.len() as u64
+    };
+    i.stats.max_active.fetch_max(active, Ordering::Relaxed);
+    i.stats.offered.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut q = i.stats.launches.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back(Instant::now());
+        if q.len() > 200_000 {
+            q.pop_front();
+        }
+    }
+    if let Some(a) = &app {
+        *i.stats
+            .apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(a.clone())
+            .or_default() += 1;
+    }
+    let req_us = now_us();
+    let sessions = i.cluster.with_tracker(|t| t.len()) as i64;
+    i.launches.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        call.clone(),
+        Launch {
+            app,
+            req_us,
+            job_us: None,
+            active_sessions: sessions,
+            erlangs: active as f64,
+        },
+    );
+    let i = i.clone();
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        let job = i.cluster.node(&node).bgapi("originate", &args).await;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        {
+            let mut q = i.stats.job_ms.lock().unwrap_or_else(|p| p.into_inner());
+            q.push_back(ms);
+            if q.len() > 1000 {
+                q.pop_front();
+            }
+        }
+        if ms > 1000.0 {
+            note_bottleneck(
+                &i,
+                Some(format!(
+                    "originate replies take {ms:.0} ms: the agents or FreeSWITCH answer slowly"
+                )),
+            );
+        }
+        match job {
+            Ok(job) => {
+                if let Some(l) = i
+                    .launches
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&call)
+                {
+                    l.job_us = Some(now_us());
+                }
+                if let Err(text) = job.wait().await {
+                    let cause = text
+                        .trim()
+                        .trim_start_matches("-ERR")
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("UNKNOWN")
+                        .to_owned();
+                    fail(&i, &call, &cause);
+                    // If no leg ever appeared, nothing else will end the call.
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if i.cluster.with_tracker(|t| t.call(&call).is_none()) {
+                        end_call(&i, &call);
+                        i.launches
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&call);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %node, error = %e, "originate not sent");
+                fail(&i, &call, "SWITCHY_COMMAND_FAILED");
+                end_call(&i, &call);
+                i.launches
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&call);
+            }
+        }
+    });
+}
+
+fn fail(i: &Inner, _call: &str, cause: &str) {
+    i.stats.failed.fetch_add(1, Ordering::Relaxed);
+    *i.stats
+        .failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(cause.to_owned())
+        .or_default() += 1;
+}
+
+fn end_call(i: &Inner, call: &str) {
+    let mut live = i.live.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(node) = live.calls.remove(call) {
+        if let Some(n) = live.per_node.get_mut(&node) {
+            *n = n.saturating_sub(1);
+        }
+        i.stats.ended.fetch_add(1, Ordering::Relaxed);
+        drop(live);
+        i.freed.notify_waiters();
+    }
+}
+
+/// Follows our calls: answer → schedule the hangup; last leg gone → the
+/// call is over.
+async fn watch_calls(i: Arc<Inner>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = i.cluster.subscribe();
+    loop {
+        match rx.recv().await {
+            Ok(ClusterEvent::Event(node, e)) => {
+                if e.event_name() != Some("CHANNEL_ANSWER") {
+                    continue;
+                }
+                let Some(uuid) = e.unique_id() else { continue };
+                let ours = i
+                    .live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .calls
+                    .contains_key(uuid);
+                if !ours {
+                    continue;
+                }
+                i.stats.answered.fetch_add(1, Ordering::Relaxed);
+                let cfg = i.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let hold = match cfg.holding {
+                    Holding::Fixed => cfg.hold_secs(),
+                    Holding::Exponential => exp_sample(cfg.hold_secs()),
+                };
+                let s = crate::Session {
+                    node: i.cluster.node(&node),
+                    uuid: uuid.to_owned(),
+                };
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs_f64(hold.max(0.0))).await;
+                    let _ = s.hangup("NORMAL_CLEARING").await;
+                });
+            }
+            Ok(ClusterEvent::Finished(f)) => {
+                if f.call_ended {
+                    let call = &f.session.call;
+                    let was_ours = i
+                        .live
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .calls
+                        .contains_key(call);
+                    if was_ours {
+                        end_call(&i, call);
+                    }
+                }
+            }
+            Err(RecvError::Lagged(n)) => {
+                note_bottleneck(
+                    &i,
+                    Some(format!(
+                        "the controller's event stream lagged ({n} events lost to the originator)"
+                    )),
+                );
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_mix_interleaves() {
+        let apps = vec![
+            Weighted {
+                app: "a".into(),
+                weight: 33,
+            },
+            Weighted {
+                app: "b".into(),
+                weight: 33,
+            },
+            Weighted {
+                app: "c".into(),
+                weight: 34,
+            },
+        ];
+        let mut m = Mixer::default();
+        let picks: Vec<String> = (0..100)
+            .map(|_| m.pick(&apps).unwrap_or("").to_owned())
+            .collect();
+        let count = |x: &str| picks.iter().filter(|p| *p == x).count();
+        assert_eq!((count("a"), count("b"), count("c")), (33, 33, 34));
+        assert_ne!(picks[0], picks[1], "interleaved, not runs");
+    }
+
+    #[test]
+    fn originate_args_like_the_seed() {
+        let cfg = OriginatorConfig {
+            dest_url: Some("2000@10.0.0.2:5080".into()),
+            proxy: Some("10.0.0.9:5060".into()),
+            headers: [("Test".to_owned(), "1".to_owned())].into(),
+            codec: Some("PCMU".into()),
+            ..Default::default()
+        };
+        let a = build_originate_args(
+            &cfg,
+            "fs1",
+            "u1",
+            Some("bert"),
+            "sip_h_X-switchy-orig-uuid",
+            "r1",
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            "{origination_uuid=u1,sip_h_X-switchy-orig-uuid=u1,switchy_originator=r1,origination_caller_id_name='switchy',origination_caller_id_number=1000,originate_timeout=60,switchy_app=bert,sip_h_X-switchy-app=bert,codec_string=PCMU,sip_h_X-Test=1}sofia/external/2000@10.0.0.2:5080;fs_path=sip:10.0.0.9:5060 &park()"
+        );
+        let bad = OriginatorConfig {
+            dest_url: Some("2000@x y".into()),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = OriginatorConfig {
+            caller_id_name: "a}b".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn exponential_mean() {
+        let n = 20_000;
+        let m: f64 = (0..n).map(|_| exp_sample(2.0)).sum::<f64>() / n as f64;
+        assert!((m - 2.0).abs() < 0.1, "{m}");
+    }
+}

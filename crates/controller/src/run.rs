@@ -1,0 +1,360 @@
+//! `switchy-controller run`: a load test. With `--mock N` everything runs in
+//! this process: N simulated FreeSWITCH nodes (mock-relay), one real agent
+//! per node over QUIC/mTLS with an in-memory CA, the controller, the CDR
+//! store and the Originator.
+
+use clap::Parser;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use switchy_controller::apps::builtin;
+use switchy_controller::cdr::{CdrStore, CdrWriter, Launches};
+use switchy_controller::metrics;
+use switchy_controller::originator::{Arrivals, Holding, Originator, OriginatorConfig, Weighted};
+use switchy_controller::{ClusterConfig, Controller, ca};
+
+/// `run` arguments.
+#[derive(Parser, Debug, Clone)]
+pub struct Run {
+    /// Node ids to originate from (agents connect to --listen); empty with --mock.
+    pub nodes: Vec<String>,
+    /// Run N simulated FreeSWITCH nodes and their agents in this process.
+    #[arg(long, default_value_t = 0)]
+    pub mock: usize,
+    /// Calls per second.
+    #[arg(long, default_value_t = 30.0)]
+    pub rate: f64,
+    /// Maximum concurrent calls (erlangs).
+    #[arg(long, default_value_t = 1)]
+    pub limit: u64,
+    /// Stop after this many calls (0: run until interrupted).
+    #[arg(long, default_value_t = 0)]
+    pub max_offered: u64,
+    /// Mean call holding time in seconds (default: limit / rate).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Arrival process.
+    #[arg(long, value_enum, default_value_t = Arrivals::Even)]
+    pub arrivals: Arrivals,
+    /// Holding time distribution.
+    #[arg(long, value_enum, default_value_t = Holding::Fixed)]
+    pub holding: Holding,
+    /// Built-in app with a weight, `NAME[:WEIGHT]` (repeatable; default Park).
+    #[arg(long = "app", value_name = "NAME[:WEIGHT]")]
+    pub apps: Vec<String>,
+    /// Destination `user@host:port` (default with --mock: the next node's external profile).
+    #[arg(long)]
+    pub dest_url: Option<String>,
+    /// SIP profile.
+    #[arg(long, default_value = "external")]
+    pub profile: String,
+    /// Outbound proxy (fs_path), host:port.
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// Gateway instead of a profile.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// Maximum calls launched per node.
+    #[arg(long)]
+    pub node_capacity: Option<u64>,
+    /// CDR database.
+    #[arg(long, env = "SWITCHY_DB", default_value = "sqlite://switchy.db")]
+    pub db: String,
+    /// Write the summary (JSON) here.
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
+    /// REST API address (the Originator is at /api/v1/originator).
+    #[arg(long, default_value = "127.0.0.1:9080")]
+    pub http: SocketAddr,
+    /// QUIC address for agents (without --mock).
+    #[arg(long, default_value = "0.0.0.0:4433")]
+    pub listen: SocketAddr,
+    /// TLS directory (without --mock).
+    #[arg(long, default_value = "/etc/switchy")]
+    pub tls_dir: PathBuf,
+    /// Seconds to wait for calls to end after the last launch or a signal.
+    #[arg(long, default_value_t = 30)]
+    pub drain_secs: u64,
+}
+
+fn parse_apps(specs: &[String]) -> anyhow::Result<Vec<(String, u32)>> {
+    if specs.is_empty() {
+        return Ok(vec![("Park".into(), 1)]);
+    }
+    specs
+        .iter()
+        .map(|s| {
+            let (name, w) = s.split_once(':').unwrap_or((s, "1"));
+            let w: u32 = w
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--app {s}: weight {w:?} is not a whole number"))?;
+            Ok((name.to_owned(), w))
+        })
+        .collect()
+}
+
+/// Runs the load test; returns the process exit code.
+pub async fn run(a: Run) -> anyhow::Result<i32> {
+    let apps = parse_apps(&a.apps)?;
+    let store = CdrStore::connect(&a.db).await?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let config = ClusterConfig::default();
+    // Embedded cluster, or a real one.
+    let mut _mock = None;
+    let mut _agents = Vec::new();
+    let mut dest_by_node = std::collections::BTreeMap::new();
+    let ctl = if a.mock > 0 {
+        let mut mc = mock_relay::MockConfig::ephemeral(a.mock);
+        mc.journal_capacity = 1024;
+        mc.knobs.max_sessions = 1_000_000;
+        let mock = mock_relay::MockCluster::start(mc).await?;
+        let cap = ca::new_ca()?;
+        let cpem = ca::issue(&cap, "controller", &[])?;
+        let ctl = Controller::start(
+            config,
+            "127.0.0.1:0".parse()?,
+            a.http,
+            token.clone(),
+            cap.cert.as_bytes(),
+            cpem.cert.as_bytes(),
+            cpem.key.as_bytes(),
+        )
+        .await?;
+        for i in 0..a.mock {
+            let id = format!("fs{}", i + 1);
+            let pem = ca::issue(&cap, &id, &[])?;
+            let mut c = switchy_agent::AgentConfig::new(
+                &id,
+                &ctl.quic_addr.to_string(),
+                cap.cert.clone().into_bytes(),
+                pem.cert.clone().into_bytes(),
+                pem.key.clone().into_bytes(),
+            );
+            let esl = mock.esl_addr(i);
+            c.esl_host = esl.ip().to_string();
+            c.esl_port = esl.port();
+            c.max_events = 2_000_000;
+            _agents.push(switchy_agent::Agent::start(c)?);
+            let peer = mock.node((i + 1) % a.mock);
+            let port = peer
+                .profiles
+                .iter()
+                .find(|(p, _)| *p == a.profile)
+                .or(peer.profiles.first())
+                .map_or(5080, |p| p.1);
+            dest_by_node.insert(id, format!("{}@{}:{port}", 2000 + i, peer.ip));
+        }
+        _mock = Some(mock);
+        ctl
+    } else {
+        if a.nodes.is_empty() {
+            anyhow::bail!("give node ids to originate from, or --mock N for simulated nodes");
+        }
+        if a.dest_url.is_none() {
+            anyhow::bail!("--dest-url is required with real nodes");
+        }
+        Controller::start_from_dir(config, a.listen, a.http, token.clone(), &a.tls_dir).await?
+    };
+    eprintln!(
+        "switchy run: REST http://{} (token {token}), CDRs → {}",
+        ctl.http_addr, store.url
+    );
+    for (name, _) in &apps {
+        let app = builtin::build(name, &builtin::Params::new())?;
+        ctl.apps.load(name, vec![app]).await?;
+    }
+    let launches: Launches = Default::default();
+    let writer = CdrWriter::start(&ctl.cluster, store.clone(), launches.clone());
+    let cfg = OriginatorConfig {
+        rate: a.rate,
+        limit: a.limit,
+        max_offered: a.max_offered,
+        duration: a.duration,
+        arrivals: a.arrivals,
+        holding: a.holding,
+        apps: apps
+            .iter()
+            .map(|(n, w)| Weighted {
+                app: n.clone(),
+                weight: *w,
+            })
+            .collect(),
+        nodes: a.nodes.clone(),
+        dest_url: a.dest_url.clone(),
+        dest_by_node,
+        profile: a.profile.clone(),
+        gateway: a.gateway.clone(),
+        proxy: a.proxy.clone(),
+        node_capacity: a.node_capacity,
+        ..OriginatorConfig::default()
+    };
+    let orig = Originator::new(ctl.cluster.clone(), cfg, launches)?;
+    *ctl.originator.write().unwrap_or_else(|p| p.into_inner()) = Some(orig.clone());
+    // Wait for the nodes.
+    let want = if a.mock > 0 { a.mock } else { a.nodes.len() };
+    let t0 = Instant::now();
+    loop {
+        let up = ctl
+            .cluster
+            .nodes()
+            .iter()
+            .filter(|n| n.agent == "connected" && n.esl == "up")
+            .count();
+        if up >= want {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("only {up} of {want} nodes came up within 60 s: check the agents");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    orig.start();
+    let tty = std::io::stderr().is_terminal();
+    let stop = switchy_telemetry::shutdown_signal();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            _ = &mut stop => {
+                eprintln!("\nsignal: stopping, hanging up this run's calls, flushing CDRs");
+                interrupted = true;
+                let _ = orig.hupall().await;
+                break;
+            }
+            _ = orig.wait_done() => break,
+            _ = tick.tick() => progress(&orig, tty),
+        }
+    }
+    // Drain: calls end (hold time or hupall), their CDRs are built.
+    let deadline = Instant::now() + Duration::from_secs(a.drain_secs);
+    while orig.active() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the last CHANNEL_DESTROYs through the tracker.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ctl.cluster.with_tracker(|t| !t.is_empty()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    progress(&orig, false);
+    let written = writer.close().await;
+    let status = orig.status();
+    let cdrs: Vec<_> = store
+        .all()
+        .await?
+        .into_iter()
+        .filter(|c| c.caller_req_originate.is_some_and(|t| t >= started_us))
+        .collect();
+    let summary = metrics::summarize(&cdrs);
+    print_summary(&status, &summary, written);
+    if let Some(p) = &a.metrics_file {
+        let doc = serde_json::json!({"originator": status, "cdr_summary": summary, "cdrs_written": written});
+        std::fs::write(p, serde_json::to_vec_pretty(&doc)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+        eprintln!("metrics written to {}", p.display());
+    }
+    store.close().await;
+    Ok(if interrupted { 130 } else { 0 })
+}
+
+fn progress(o: &Originator, tty: bool) {
+    let s = o.status();
+    let eta = s
+        .eta_s
+        .map(|e| format!("{e:.0}s"))
+        .unwrap_or_else(|| "-".into());
+    let line = format!(
+        "{:?} offered {} active {} answered {} failed {} | {:.0} cps now, {:.1} avg (target {}) | ETA {eta}{}",
+        s.state,
+        s.offered,
+        s.active,
+        s.answered,
+        s.failed,
+        s.current_cps,
+        s.average_cps,
+        s.config.rate,
+        s.bottleneck
+            .as_ref()
+            .map(|b| format!(" | BOTTLENECK: {b}"))
+            .unwrap_or_default()
+    );
+    let mut err = std::io::stderr();
+    if tty {
+        let _ = write!(err, "\r\x1b[2K{line}");
+    } else {
+        let _ = writeln!(err, "{line}");
+    }
+    let _ = err.flush();
+}
+
+fn print_summary(s: &switchy_controller::originator::Status, m: &metrics::Summary, written: u64) {
+    let mut out = String::new();
+    let row = |out: &mut String, k: &str, v: String| out.push_str(&format!("  {k:<28} {v}\n"));
+    out.push_str("\n== switchy run summary ==\n");
+    row(&mut out, "offered", s.offered.to_string());
+    row(&mut out, "answered", s.answered.to_string());
+    row(&mut out, "failed", s.failed.to_string());
+    row(&mut out, "CDRs written", written.to_string());
+    row(
+        &mut out,
+        "rate achieved / target",
+        format!("{:.2} / {} calls/s", s.average_cps, s.config.rate),
+    );
+    row(
+        &mut out,
+        "erlangs max / mean",
+        format!(
+            "{:.0} / {:.1} (limit {})",
+            m.max_erlangs, m.mean_erlangs, s.config.limit
+        ),
+    );
+    row(
+        &mut out,
+        "hold time",
+        format!("{:.2} s ({:?})", s.hold_secs, s.config.holding),
+    );
+    let p = |x: &metrics::Pcts| {
+        format!(
+            "p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+            x.p50, x.p95, x.p99, x.max
+        )
+    };
+    row(
+        &mut out,
+        "call setup latency (ms)",
+        p(&m.call_setup_latency_ms),
+    );
+    row(&mut out, "answer latency (ms)", p(&m.answer_latency_ms));
+    row(&mut out, "invite latency (ms)", p(&m.invite_latency_ms));
+    row(
+        &mut out,
+        "originate latency (ms)",
+        p(&m.originate_latency_ms),
+    );
+    row(&mut out, "call duration (s)", p(&m.call_duration_s));
+    if !s.apps.is_empty() {
+        row(&mut out, "apps", format!("{:?}", s.apps));
+    }
+    if s.failures.is_empty() {
+        row(&mut out, "failures by cause", "none".into());
+    } else {
+        for (c, n) in &s.failures {
+            row(&mut out, &format!("failed: {c}"), n.to_string());
+        }
+    }
+    row(
+        &mut out,
+        "generator bottleneck",
+        s.bottleneck.clone().unwrap_or_else(|| {
+            format!(
+                "none (late launches {}, waits for limit {})",
+                s.late_launches, s.blocked_by_limit
+            )
+        }),
+    );
+    println!("{out}");
+}
