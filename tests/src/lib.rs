@@ -216,3 +216,39 @@ pub async fn http(
         serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json)),
     )
 }
+
+/// Destinations for an Originator on the harness' mock: node `fs{i+1}`
+/// calls the next node's external profile, so both legs live in the mock.
+pub fn mock_destinations(mock: &MockCluster) -> std::collections::BTreeMap<String, String> {
+    (0..mock.nodes())
+        .map(|i| {
+            let peer = mock.node((i + 1) % mock.nodes());
+            let port = peer
+                .profiles
+                .iter()
+                .find(|(p, _)| p == "external")
+                .map_or(5080, |p| p.1);
+            (node_id(i), format!("{}@{}:{port}", 2000 + i, peer.ip))
+        })
+        .collect()
+}
+
+/// The PostgreSQL URL for tests: `SWITCHY_TEST_POSTGRES` (set by `.ci/run`,
+/// which installs and starts PostgreSQL). `None` when unset, unless
+/// `SWITCHY_REQUIRE_POSTGRES=1`, which turns a missing database into a
+/// failure.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("SWITCHY_TEST_POSTGRES") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                std::env::var("SWITCHY_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "SWITCHY_REQUIRE_POSTGRES=1 but SWITCHY_TEST_POSTGRES is unset"
+            );
+            eprintln!(
+                "PostgreSQL test skipped: set SWITCHY_TEST_POSTGRES=postgres://… (.ci/run does)"
+            );
+            None
+        }
+    }
+}

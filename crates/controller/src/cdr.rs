@@ -9,7 +9,7 @@ use crate::cluster::{Cluster, ClusterEvent};
 use crate::tracker::Finished;
 use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, QueryBuilder, Row};
+use sqlx::{AnyPool, Row};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,7 +68,6 @@ macro_rules! columns {
         "call_id, node, app, hangup_cause, failed, caller_uuid, caller_num, callee_num, caller_create, caller_answer, caller_req_originate, caller_originate, caller_hangup, job_launch, callee_node, callee_uuid, callee_create, callee_answer, callee_hangup, active_sessions, erlangs"
     };
 }
-const COLUMNS: &str = columns!();
 
 /// A connected CDR database.
 #[derive(Clone)]
@@ -145,32 +144,46 @@ impl CdrStore {
     pub async fn insert(&self, rows: &[Cdr]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(500) {
-            let mut q: QueryBuilder<sqlx::Any> =
-                QueryBuilder::new(format!("INSERT INTO cdr ({COLUMNS}) "));
-            q.push_values(chunk, |mut b, c| {
-                b.push_bind(c.call_id.clone())
-                    .push_bind(c.node.clone())
-                    .push_bind(c.app.clone())
-                    .push_bind(c.hangup_cause.clone())
-                    .push_bind(c.failed as i64)
-                    .push_bind(c.caller_uuid.clone())
-                    .push_bind(c.caller_num.clone())
-                    .push_bind(c.callee_num.clone())
-                    .push_bind(c.caller_create)
-                    .push_bind(c.caller_answer)
-                    .push_bind(c.caller_req_originate)
-                    .push_bind(c.caller_originate)
-                    .push_bind(c.caller_hangup)
-                    .push_bind(c.job_launch)
-                    .push_bind(c.callee_node.clone())
-                    .push_bind(c.callee_uuid.clone())
-                    .push_bind(c.callee_create)
-                    .push_bind(c.callee_answer)
-                    .push_bind(c.callee_hangup)
-                    .push_bind(c.active_sessions)
-                    .push_bind(c.erlangs);
-            });
-            q.build().execute(&mut *tx).await?;
+            // `$N` placeholders: the Any driver's QueryBuilder writes `?`,
+            // which PostgreSQL refuses.
+            let mut sql = String::with_capacity(64 + chunk.len() * 160);
+            sql.push_str(concat!("INSERT INTO cdr (", columns!(), ") VALUES "));
+            for r in 0..chunk.len() {
+                sql.push_str(if r == 0 { "(" } else { ",(" });
+                for c in 0..21 {
+                    if c > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("${}", r * 21 + c + 1));
+                }
+                sql.push(')');
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for c in chunk {
+                q = q
+                    .bind(c.call_id.clone())
+                    .bind(c.node.clone())
+                    .bind(c.app.clone())
+                    .bind(c.hangup_cause.clone())
+                    .bind(c.failed as i64)
+                    .bind(c.caller_uuid.clone())
+                    .bind(c.caller_num.clone())
+                    .bind(c.callee_num.clone())
+                    .bind(c.caller_create)
+                    .bind(c.caller_answer)
+                    .bind(c.caller_req_originate)
+                    .bind(c.caller_originate)
+                    .bind(c.caller_hangup)
+                    .bind(c.job_launch)
+                    .bind(c.callee_node.clone())
+                    .bind(c.callee_uuid.clone())
+                    .bind(c.callee_create)
+                    .bind(c.callee_answer)
+                    .bind(c.callee_hangup)
+                    .bind(c.active_sessions)
+                    .bind(c.erlangs);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await
     }
@@ -319,7 +332,33 @@ pub fn build_cdr(legs: &[Finished], launch: Option<&Launch>) -> Option<Cdr> {
     })
 }
 
+/// Where the Originator sends the CDR of a call that never got a channel.
+#[derive(Clone)]
+pub struct CdrSink {
+    tx: mpsc::UnboundedSender<Cdr>,
+    counters: Arc<CdrCounters>,
+}
+
+impl CdrSink {
+    /// Queues a row.
+    pub fn push(&self, c: Cdr) {
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(c).is_err() {
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!("CDR writer already closed: a failed call's CDR was not stored");
+        }
+    }
+}
+
 impl CdrWriter {
+    /// A handle to queue rows directly.
+    pub fn sink(&self) -> Option<CdrSink> {
+        self.tx.as_ref().map(|tx| CdrSink {
+            tx: tx.clone(),
+            counters: self.counters.clone(),
+        })
+    }
+
     /// Starts building CDRs from `cluster`'s finished calls into `store`.
     pub fn start(cluster: &Cluster, store: CdrStore, launches: Launches) -> CdrWriter {
         let counters = Arc::new(CdrCounters::default());
@@ -395,10 +434,13 @@ impl CdrWriter {
     }
 
     /// Stops building and flushes every queued row; returns rows written.
+    /// Sinks handed out must be dropped first (the Originator's are, when
+    /// it is dropped).
     pub async fn close(mut self) -> u64 {
         // Let the builder drain events already published.
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.builder.abort();
+        let _ = (&mut self.builder).await;
         drop(self.tx.take());
         if let Some(w) = self.writer.take() {
             let _ = w.await;

@@ -290,6 +290,8 @@ impl Cluster {
         let _ = self.inner.events.send(ev);
     }
 
+    /// Publishes synthetic ends; call it with the tracker lock held so
+    /// observers see them in tracker order.
     fn finished(&self, fs: Vec<Finished>) {
         for f in fs {
             tracing::info!(node = %f.session.node, session = %f.session.uuid, cause = %f.cause, "session closed out");
@@ -330,10 +332,8 @@ impl Cluster {
                 .clamp(Duration::from_millis(100), Duration::from_secs(60));
             loop {
                 tokio::time::sleep(every).await;
-                let reaped = {
-                    let mut t = me.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
-                    t.reap(me.inner.config.max_channel_age.as_micros() as u64)
-                };
+                let mut t = me.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
+                let reaped = t.reap(me.inner.config.max_channel_age.as_micros() as u64);
                 if !reaped.is_empty() {
                     tracing::warn!(
                         count = reaped.len(),
@@ -341,6 +341,7 @@ impl Cluster {
                     );
                 }
                 me.finished(reaped);
+                drop(t);
             }
         });
         Ok(Listener {
@@ -496,12 +497,11 @@ impl Cluster {
                 }
                 AgentMsg::Snapshot(s) => {
                     self.core_seen(&node_id, &s.core_uuid);
-                    let fs = {
-                        let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
-                        t.resync(&node_id, &s.core_uuid, &s.channels)
-                    };
+                    let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
+                    let fs = t.resync(&node_id, &s.core_uuid, &s.channels);
                     tracing::info!(node = %node_id, channels = s.channels.len(), closed = fs.len(), "resynced from snapshot");
                     self.finished(fs);
+                    drop(t);
                 }
                 AgentMsg::Status(st) => self.status(&node_id, st),
                 AgentMsg::Heartbeat {
@@ -544,11 +544,10 @@ impl Cluster {
         };
         if changed {
             tracing::warn!(node = %node, core_uuid = %core, "FreeSWITCH restarted (new Core-UUID): closing out its old channels");
-            let fs = {
-                let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
-                t.node_restarted(node, core)
-            };
+            let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
+            let fs = t.node_restarted(node, core);
             self.finished(fs);
+            drop(t);
         }
     }
 
@@ -605,10 +604,17 @@ impl Cluster {
                 body: we.body.map(serde_bytes::ByteBuf::into_vec),
             };
             let e = Arc::new(e);
-            let finished = {
+            {
+                // Publish under the tracker lock: observers (the CDR
+                // builder, apps) see events and ends in the order the
+                // tracker applied them, across nodes.
                 let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
-                t.apply(node, &e)
-            };
+                let finished = t.apply(node, &e);
+                self.publish(ClusterEvent::Event(node.to_owned(), e.clone()));
+                if let Some(f) = finished {
+                    self.publish(ClusterEvent::Finished(Arc::new(f)));
+                }
+            }
             let now = now_us();
             if let Some(ts) = e.timestamp() {
                 let lat = now.saturating_sub(ts);
@@ -636,10 +642,6 @@ impl Cluster {
                         Err(err) => Err(err.text),
                     });
                 }
-            }
-            self.publish(ClusterEvent::Event(node.to_owned(), e));
-            if let Some(f) = finished {
-                self.publish(ClusterEvent::Finished(Arc::new(f)));
             }
         }
         self.inner

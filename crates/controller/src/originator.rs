@@ -4,7 +4,7 @@
 //! exponential time, mixes apps by weight, counts failures by cause, and
 //! says when it — not the system under test — is the bottleneck.
 
-use crate::cdr::{Launch, Launches};
+use crate::cdr::{Cdr, CdrSink, Launch, Launches};
 use crate::cluster::{Cluster, ClusterEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -54,7 +54,7 @@ pub struct OriginatorConfig {
     pub limit: u64,
     /// Stop after this many calls (0: no end).
     pub max_offered: u64,
-    /// Mean call holding time, s; `None`: limit / rate.
+    /// Mean call holding time, s; `None`: 95 % of limit / rate.
     pub duration: Option<f64>,
     /// Arrival process.
     pub arrivals: Arrivals,
@@ -142,10 +142,12 @@ fn token(field: &str, v: &str, extra_bad: &[char]) -> anyhow::Result<()> {
 }
 
 impl OriginatorConfig {
-    /// The holding time, s.
+    /// The holding time, s: `duration`, else 95 % of limit / rate — the
+    /// 5 % leaves room for call setup and teardown, so that the limit
+    /// bounds concurrency without throttling the rate.
     pub fn hold_secs(&self) -> f64 {
         self.duration.unwrap_or(if self.rate > 0.0 {
-            self.limit as f64 / self.rate
+            0.95 * self.limit as f64 / self.rate
         } else {
             0.0
         })
@@ -316,6 +318,10 @@ struct Inner {
     changed: tokio::sync::Notify,
     /// A call ended (a slot under the limit may be free).
     freed: tokio::sync::Notify,
+    /// Originates sent and not yet answered by the agent.
+    in_flight: AtomicU64,
+    /// CDRs of calls that never got a channel.
+    sink: Mutex<Option<CdrSink>>,
 }
 
 /// The Originator (cheap to clone).
@@ -448,6 +454,8 @@ impl Originator {
             bottleneck: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
             freed: tokio::sync::Notify::new(),
+            in_flight: AtomicU64::new(0),
+            sink: Mutex::new(None),
         });
         let tasks = vec![
             AbortOnDrop(tokio::spawn(pace(inner.clone()))),
@@ -457,6 +465,12 @@ impl Originator {
             inner,
             _tasks: Arc::new(tasks),
         })
+    }
+
+    /// Calls that fail before any channel exists get their CDR through
+    /// `sink` (the others come from the tracker).
+    pub fn set_cdr_sink(&self, sink: Option<CdrSink>) {
+        *self.inner.sink.lock().unwrap_or_else(|p| p.into_inner()) = sink;
     }
 
     /// Starts (or resumes) originating.
@@ -482,14 +496,52 @@ impl Originator {
     /// Stops and hangs up every call this Originator launched, on every node.
     pub async fn hupall(&self) -> anyhow::Result<()> {
         self.stop();
+        self.settle().await;
         let args = format!("NORMAL_CLEARING switchy_originator {}", self.inner.run_id);
-        self.on_every_node(&args).await
+        let r = self.on_every_node(&args).await;
+        self.sweep().await;
+        r
+    }
+
+    /// Waits (up to 2 s) for originates already sent to be accepted, so
+    /// their channels exist before a hupall.
+    async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.inner.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    /// Kills, one by one, calls still up shortly after a hupall (channels
+    /// created while it ran).
+    async fn sweep(&self) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let left: Vec<(String, String)> = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .calls
+            .iter()
+            .map(|(c, n)| (c.clone(), n.clone()))
+            .collect();
+        for (call, node) in left {
+            let s = crate::Session {
+                node: self.inner.cluster.node(&node),
+                uuid: call,
+            };
+            let _ = s.hangup("NORMAL_CLEARING").await;
+        }
     }
 
     /// Stops and hangs up every channel on every node.
     pub async fn hard_hupall(&self) -> anyhow::Result<()> {
         self.stop();
-        self.on_every_node("NORMAL_CLEARING").await
+        self.settle().await;
+        let r = self.on_every_node("NORMAL_CLEARING").await;
+        self.sweep().await;
+        r
     }
 
     /// hupall, then the Originator stays STOPPED.
@@ -747,7 +799,10 @@ async fn pace(i: Arc<Inner>) {
                     _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                 }
             }
-            if waited {
+            // A short wait (calls ending a few ms late) keeps the schedule,
+            // so the average rate holds; a long one re-plans from now
+            // rather than bursting.
+            if waited && tokio::time::Instant::now().duration_since(next) > Duration::from_secs(1) {
                 next = tokio::time::Instant::now();
             }
             if *state.borrow() != State::Originating {
@@ -787,6 +842,9 @@ async fn pace(i: Arc<Inner>) {
                 next = tokio::time::Instant::now();
                 continue;
             };
+            if *state.borrow() != State::Originating {
+                break;
+            }
             let app = mixer.pick(&cfg.apps).map(str::to_owned);
             launch(&i, &cfg, node, app);
         }
@@ -839,9 +897,11 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
         },
     );
     let i = i.clone();
+    i.in_flight.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         let t0 = Instant::now();
         let job = i.cluster.node(&node).bgapi("originate", &args).await;
+        i.in_flight.fetch_sub(1, Ordering::Relaxed);
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         {
             let mut q = i.stats.job_ms.lock().unwrap_or_else(|p| p.into_inner());
@@ -877,28 +937,49 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
                         .unwrap_or("UNKNOWN")
                         .to_owned();
                     fail(&i, &call, &cause);
-                    // If no leg ever appeared, nothing else will end the call.
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    // If no leg ever appeared, nothing else ends the call or
+                    // writes its CDR (the CDR builder takes the launch entry
+                    // when it writes one).
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                     if i.cluster.with_tracker(|t| t.call(&call).is_none()) {
-                        end_call(&i, &call);
-                        i.launches
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&call);
+                        no_channel_cdr(&i, &call, &node, &cause);
                     }
                 }
             }
             Err(e) => {
                 tracing::warn!(node = %node, error = %e, "originate not sent");
                 fail(&i, &call, "SWITCHY_COMMAND_FAILED");
-                end_call(&i, &call);
-                i.launches
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&call);
+                no_channel_cdr(&i, &call, &node, "SWITCHY_COMMAND_FAILED");
             }
         }
     });
+}
+
+/// A call that failed before any channel existed: ends it and writes its
+/// CDR from what the Originator knows.
+fn no_channel_cdr(i: &Inner, call: &str, node: &str, cause: &str) {
+    let launch = i
+        .launches
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(call);
+    end_call(i, call);
+    let Some(l) = launch else { return };
+    let sink = i.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(sink) = sink {
+        sink.push(Cdr {
+            call_id: call.to_owned(),
+            node: node.to_owned(),
+            app: l.app,
+            hangup_cause: cause.to_owned(),
+            failed: true,
+            caller_req_originate: Some(l.req_us),
+            job_launch: l.job_us,
+            active_sessions: l.active_sessions,
+            erlangs: l.erlangs,
+            ..Cdr::default()
+        });
+    }
 }
 
 fn fail(i: &Inner, _call: &str, cause: &str) {

@@ -31,7 +31,8 @@ pub struct Run {
     /// Stop after this many calls (0: run until interrupted).
     #[arg(long, default_value_t = 0)]
     pub max_offered: u64,
-    /// Mean call holding time in seconds (default: limit / rate).
+    /// Mean call holding time in seconds (default: 95 % of limit / rate,
+    /// leaving room for setup and teardown under the limit).
     #[arg(long)]
     pub duration: Option<f64>,
     /// Arrival process.
@@ -190,6 +191,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         ..OriginatorConfig::default()
     };
     let orig = Originator::new(ctl.cluster.clone(), cfg, launches)?;
+    orig.set_cdr_sink(writer.sink());
     *ctl.originator.write().unwrap_or_else(|p| p.into_inner()) = Some(orig.clone());
     // Wait for the nodes.
     let want = if a.mock > 0 { a.mock } else { a.nodes.len() };
@@ -241,6 +243,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     progress(&orig, false);
+    orig.set_cdr_sink(None);
     let written = writer.close().await;
     let status = orig.status();
     let cdrs: Vec<_> = store

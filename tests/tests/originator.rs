@@ -1,0 +1,321 @@
+//! The Originator against mock-relay through real agents and the
+//! controller, with CDRs in a real SQLite file and (in CI) PostgreSQL.
+
+use std::time::Duration;
+use switchy_controller::apps::builtin;
+use switchy_controller::cdr::{CdrStore, CdrWriter, Launches};
+use switchy_controller::metrics;
+use switchy_controller::originator::{Originator, OriginatorConfig, State, Weighted};
+use switchy_e2e::*;
+
+/// The runs measure rates: one at a time on this 2-core machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Rig {
+    h: Harness,
+    orig: Originator,
+    store: CdrStore,
+    writer: CdrWriter,
+}
+
+async fn rig(nodes: usize, db: &str, cfg: OriginatorConfig, apps: &[&str]) -> Rig {
+    let h = Harness::start(nodes).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    for a in apps {
+        h.ctl()
+            .apps
+            .load(a, vec![builtin::build(a, &builtin::Params::new()).unwrap()])
+            .await
+            .unwrap();
+    }
+    let store = CdrStore::connect(db).await.unwrap();
+    store.clear().await.unwrap();
+    let launches: Launches = Default::default();
+    let writer = CdrWriter::start(&h.ctl().cluster, store.clone(), launches.clone());
+    let cfg = OriginatorConfig {
+        dest_by_node: mock_destinations(&h.mock),
+        ..cfg
+    };
+    let orig = Originator::new(h.ctl().cluster.clone(), cfg, launches).unwrap();
+    orig.set_cdr_sink(writer.sink());
+    *h.ctl().originator.write().unwrap() = Some(orig.clone());
+    Rig {
+        h,
+        orig,
+        store,
+        writer,
+    }
+}
+
+fn sqlite(name: &str) -> String {
+    let p = std::env::temp_dir().join(format!("switchy-{name}-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    format!("sqlite://{}", p.display())
+}
+
+async fn live_channels(h: &Harness) -> usize {
+    let (_, r) = http(h.mock.http_addr(), "GET", "/__mock__/channels", None, None).await;
+    r["nodes"]
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .map(|x| x["channels"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(usize::MAX)
+}
+
+/// rate 200, limit 400, max-offered 2,000, apps 33/33/34.
+async fn full_run(db: &str) {
+    let _serial = SERIAL.lock().await;
+    let cfg = OriginatorConfig {
+        rate: 200.0,
+        limit: 400,
+        max_offered: 2000,
+        apps: vec![
+            Weighted {
+                app: "Park".into(),
+                weight: 33,
+            },
+            Weighted {
+                app: "TonePlay".into(),
+                weight: 33,
+            },
+            Weighted {
+                app: "Bert".into(),
+                weight: 34,
+            },
+        ],
+        ..OriginatorConfig::default()
+    };
+    let r = rig(2, db, cfg, &["Park", "TonePlay", "Bert"]).await;
+    r.orig.start();
+    tokio::time::timeout(Duration::from_secs(60), r.orig.wait_done())
+        .await
+        .expect("run finished");
+    let st = r.orig.status();
+    assert_eq!(st.offered, 2000);
+    assert!(
+        st.max_active <= 400,
+        "concurrency {} above the limit",
+        st.max_active
+    );
+    assert_eq!(st.failed, 0, "{:?}", st.failures);
+    // Every finished call has its CDR.
+    let c = r.h.ctl().cluster.clone();
+    wait_for(Duration::from_secs(10), || c.with_tracker(|t| t.is_empty()))
+        .await
+        .expect("all channels gone");
+    r.orig.set_cdr_sink(None);
+    let written = r.writer.close().await;
+    assert_eq!(written, 2000);
+    assert_eq!(r.store.count().await.unwrap(), 2000);
+    let cdrs = r.store.all().await.unwrap();
+    let m = metrics::summarize(&cdrs);
+    assert_eq!((m.calls, m.answered), (2000, 2000));
+    let err = (m.achieved_rate - 200.0).abs() / 200.0;
+    assert!(
+        err < 0.03,
+        "achieved {:.2} calls/s, target 200: {:?}",
+        m.achieved_rate,
+        st
+    );
+    assert!(m.max_erlangs <= 400.0, "CDR concurrency {}", m.max_erlangs);
+    for (app, want) in [("Park", 33.0), ("TonePlay", 33.0), ("Bert", 34.0)] {
+        let got = *m.apps.get(app).unwrap_or(&0) as f64 / 20.0;
+        assert!((got - want).abs() <= 3.0, "{app}: {got}% (want {want} ± 3)");
+    }
+    let partial: Vec<_> = cdrs
+        .iter()
+        .filter(|c| c.callee_uuid.is_none() || c.caller_answer.is_none())
+        .collect();
+    assert!(
+        partial.is_empty(),
+        "{} partial CDRs: {:?}",
+        partial.len(),
+        partial.first()
+    );
+    assert!(m.call_setup_latency_ms.n == 2000 && m.call_setup_latency_ms.p50 > 0.0);
+    r.store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2000_call_run_leaves_exactly_2000_cdrs_in_sqlite_at_the_rate_and_mix_asked() {
+    full_run(&sqlite("full")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_run_leaves_exactly_2000_cdrs_in_postgresql() {
+    if let Some(url) = postgres_url() {
+        full_run(&url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_failures_are_counted_by_cause_and_never_stop_the_run() {
+    let _serial = SERIAL.lock().await;
+    let cfg = OriginatorConfig {
+        rate: 50.0,
+        limit: 100,
+        max_offered: 40,
+        duration: Some(0.2),
+        ..OriginatorConfig::default()
+    };
+    let r = rig(2, &sqlite("fail"), cfg, &["Park"]).await;
+    for cause in [
+        "USER_BUSY",
+        "USER_BUSY",
+        "USER_BUSY",
+        "CALL_REJECTED",
+        "NO_ANSWER",
+    ] {
+        let body = format!(r#"{{"hangup_cause": "{cause}"}}"#);
+        let (st, _) = http(
+            r.h.mock.http_addr(),
+            "POST",
+            "/__mock__/scenarios/originate",
+            None,
+            Some(&body),
+        )
+        .await;
+        assert_eq!(st, 200);
+    }
+    r.orig.start();
+    tokio::time::timeout(Duration::from_secs(30), r.orig.wait_done())
+        .await
+        .expect("run finished");
+    let st = r.orig.status();
+    assert_eq!(st.offered, 40);
+    assert_eq!(st.failed, 5);
+    assert_eq!(st.failures.get("USER_BUSY"), Some(&3));
+    assert_eq!(st.failures.get("CALL_REJECTED"), Some(&1));
+    assert_eq!(st.failures.get("NO_ANSWER"), Some(&1));
+    let c = r.h.ctl().cluster.clone();
+    wait_for(Duration::from_secs(10), || c.with_tracker(|t| t.is_empty()))
+        .await
+        .unwrap();
+    r.orig.set_cdr_sink(None);
+    r.writer.close().await;
+    let m = metrics::summarize(&r.store.all().await.unwrap());
+    assert_eq!((m.calls, m.failed), (40, 5));
+    assert_eq!(m.failures.get("USER_BUSY"), Some(&3));
+    // Failures reach /metrics by cause.
+    let (_, text) = http(r.h.http(), "GET", "/metrics", Some(TOKEN), None).await;
+    let text = text.as_str().unwrap_or("").to_owned();
+    assert!(
+        text.contains("switchy_originator_failures_total{cause=\"USER_BUSY\"} 3"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_lets_calls_finish_and_hupall_ends_everything_at_once() {
+    let _serial = SERIAL.lock().await;
+    let cfg = OriginatorConfig {
+        rate: 100.0,
+        limit: 1000,
+        duration: Some(1.0),
+        ..OriginatorConfig::default()
+    };
+    let r = rig(2, &sqlite("stop"), cfg, &["Park"]).await;
+    r.orig.start();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    r.orig.stop();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let offered = r.orig.status().offered;
+    assert!(offered > 40, "{offered}");
+    assert!(
+        live_channels(&r.h).await > 0,
+        "calls are still up right after stop"
+    );
+    // Once the holding time has passed, no live channel on any node.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let h = &r.h;
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        left = live_channels(h).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0);
+    assert_eq!(
+        r.orig.status().offered,
+        offered,
+        "nothing launched after stop"
+    );
+
+    // hupall: long calls, all gone at once.
+    r.orig.update(|c| c.duration = Some(120.0)).unwrap();
+    r.orig.start();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(live_channels(&r.h).await > 20);
+    let (st, s) = http(
+        r.h.http(),
+        "POST",
+        "/api/v1/originator/hupall",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{s}");
+    assert_eq!(s["state"], "STOPPED");
+    let mut left = usize::MAX;
+    for _ in 0..40 {
+        left = live_channels(&r.h).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "hupall left channels up");
+    assert_eq!(r.orig.state(), State::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_rate_over_rest_takes_effect_while_running() {
+    let _serial = SERIAL.lock().await;
+    let cfg = OriginatorConfig {
+        rate: 40.0,
+        limit: 2000,
+        duration: Some(0.5),
+        ..OriginatorConfig::default()
+    };
+    let r = rig(2, &sqlite("rate"), cfg, &["Park"]).await;
+    r.orig.start();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a = r.orig.status().offered;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = r.orig.status().offered;
+    let (st, s) = http(
+        r.h.http(),
+        "PATCH",
+        "/api/v1/originator",
+        Some(TOKEN),
+        Some(r#"{"rate": 160}"#),
+    )
+    .await;
+    assert_eq!(st, 200, "{s}");
+    assert_eq!(s["config"]["rate"], 160.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = r.orig.status().offered;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = r.orig.status().offered;
+    let slow = (b - a) as f64 / 2.0;
+    let fast = (d - c) as f64 / 2.0;
+    assert!((slow - 40.0).abs() < 6.0, "before: {slow} calls/s");
+    assert!((fast - 160.0).abs() < 16.0, "after: {fast} calls/s");
+    // A bad value is refused and changes nothing.
+    let (st, _) = http(
+        r.h.http(),
+        "PATCH",
+        "/api/v1/originator",
+        Some(TOKEN),
+        Some(r#"{"limit": 0}"#),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_eq!(r.orig.config().limit, 2000);
+    r.orig.hupall().await.unwrap();
+}
