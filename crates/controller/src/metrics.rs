@@ -210,6 +210,9 @@ pub fn per_second(cdrs: &[Cdr]) -> Vec<Second> {
     out
 }
 
+/// A labelled, coloured series.
+type Line<'a> = (&'a str, plotters::style::RGBColor, Vec<(f64, f64)>);
+
 /// Draws call rate, erlangs, setup and answer latency over time (SVG).
 pub fn plot_svg(cdrs: &[Cdr], path: &std::path::Path, title: &str) -> anyhow::Result<()> {
     use plotters::prelude::*;
@@ -225,7 +228,7 @@ pub fn plot_svg(cdrs: &[Cdr], path: &std::path::Path, title: &str) -> anyhow::Re
     let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
                 name: &str,
                 unit: &str,
-                lines: Vec<(&str, RGBColor, Vec<(f64, f64)>)>|
+                lines: Vec<Line>|
      -> anyhow::Result<()> {
         let ymax = lines
             .iter()

@@ -155,14 +155,14 @@ impl OriginatorConfig {
 
     /// Checks every value that goes into an originate command.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if !(self.rate >= 0.0 && self.rate <= 100_000.0) {
+        if !(0.0..=100_000.0).contains(&self.rate) {
             anyhow::bail!("rate {} must be between 0 and 100000 calls/s", self.rate);
         }
         if self.limit == 0 {
             anyhow::bail!("limit must be at least 1 concurrent call");
         }
         if let Some(d) = self.duration
-            && !(d >= 0.0 && d < 1e7)
+            && !(0.0..1e7).contains(&d)
         {
             anyhow::bail!("duration {d} must be a number of seconds ≥ 0");
         }
