@@ -73,6 +73,7 @@ macro_rules! columns {
 #[derive(Clone)]
 pub struct CdrStore {
     pool: AnyPool,
+    sqlite: bool,
     /// The URL (password elided).
     pub url: String,
 }
@@ -136,6 +137,7 @@ impl CdrStore {
             .map_err(|e| anyhow::anyhow!("CDR migrations failed on {}: {e}", elide(url)))?;
         Ok(CdrStore {
             pool,
+            sqlite,
             url: elide(url),
         })
     }
@@ -144,8 +146,9 @@ impl CdrStore {
     pub async fn insert(&self, rows: &[Cdr]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(500) {
-            // `$N` placeholders: the Any driver's QueryBuilder writes `?`,
-            // which PostgreSQL refuses.
+            // PostgreSQL needs `$N` (the Any QueryBuilder writes `?`, which
+            // it refuses); SQLite gets plain `?`: it reads `$N` as named
+            // parameters and looks each one up by name.
             let mut sql = String::with_capacity(64 + chunk.len() * 160);
             sql.push_str(concat!("INSERT INTO cdr (", columns!(), ") VALUES "));
             for r in 0..chunk.len() {
@@ -154,7 +157,11 @@ impl CdrStore {
                     if c > 0 {
                         sql.push(',');
                     }
-                    sql.push_str(&format!("${}", r * 21 + c + 1));
+                    if self.sqlite {
+                        sql.push('?');
+                    } else {
+                        sql.push_str(&format!("${}", r * 21 + c + 1));
+                    }
                 }
                 sql.push(')');
             }

@@ -15,6 +15,27 @@ use switchy_protocol::wire::{
 };
 use tokio::sync::{broadcast, oneshot};
 
+/// The events the tracker, CDRs, jobs and the Originator need; apps add
+/// theirs through [`Cluster::require_events`]. Agents that subscribe only
+/// these (instead of `ALL`) cut the event volume of a load test about
+/// fourfold.
+pub const CORE_EVENTS: &[&str] = &[
+    "CHANNEL_CREATE",
+    "CHANNEL_ORIGINATE",
+    "CHANNEL_PROGRESS",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_ANSWER",
+    "CHANNEL_PARK",
+    "CHANNEL_EXECUTE_COMPLETE",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_UNBRIDGE",
+    "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_DESTROY",
+    "BACKGROUND_JOB",
+    "HEARTBEAT",
+];
+
 /// Controller settings.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -178,7 +199,10 @@ pub enum CommandError {
 impl Cluster {
     /// A cluster with no nodes yet.
     pub fn new(config: ClusterConfig) -> Cluster {
-        let (events, _) = broadcast::channel(65_536);
+        // Subscribers (apps, CDRs, the Originator) keep up in normal
+        // operation; the ring holds the last events until overwritten, so
+        // its size is also memory (~5 KB per event).
+        let (events, _) = broadcast::channel(16_384);
         Cluster {
             inner: Arc::new(Inner {
                 tracker: std::sync::Mutex::new(Tracker::new(&config.tracking_var)),

@@ -22,6 +22,22 @@ pub struct Run {
     /// Run N simulated FreeSWITCH nodes and their agents in this process.
     #[arg(long, default_value_t = 0)]
     pub mock: usize,
+    /// FreeSWITCH (or mock-relay) ESL endpoints, HOST:PORT, repeatable:
+    /// one agent per endpoint runs in this process (nodes fs1, fs2, …).
+    #[arg(long = "esl", value_name = "HOST:PORT")]
+    pub esl: Vec<String>,
+    /// Embedded agents subscribe ALL events instead of the ones switchy
+    /// needs (plus those of the loaded apps).
+    #[arg(long)]
+    pub all_events: bool,
+    /// ESL password for --esl endpoints.
+    #[arg(
+        long,
+        env = "SWITCHY_ESL_PASSWORD",
+        default_value = "ClueCon",
+        hide_env_values = true
+    )]
+    pub esl_password: String,
     /// Calls per second.
     #[arg(long, default_value_t = 30.0)]
     pub rate: f64,
@@ -104,12 +120,31 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     // Embedded cluster, or a real one.
     let mut _mock = None;
     let mut _agents = Vec::new();
-    let mut dest_by_node = std::collections::BTreeMap::new();
-    let ctl = if a.mock > 0 {
-        let mut mc = mock_relay::MockConfig::ephemeral(a.mock);
-        mc.journal_capacity = 1024;
-        mc.knobs.max_sessions = 1_000_000;
-        let mock = mock_relay::MockCluster::start(mc).await?;
+    let embedded = a.mock > 0 || !a.esl.is_empty();
+    let ctl = if embedded {
+        if a.mock > 0 && !a.esl.is_empty() {
+            anyhow::bail!("--mock and --esl exclude each other");
+        }
+        let mut endpoints: Vec<(String, u16)> = Vec::new();
+        if a.mock > 0 {
+            let mut mc = mock_relay::MockConfig::ephemeral(a.mock);
+            mc.journal_capacity = 1024;
+            mc.knobs.max_sessions = 1_000_000;
+            let mock = mock_relay::MockCluster::start(mc).await?;
+            for i in 0..a.mock {
+                let esl = mock.esl_addr(i);
+                endpoints.push((esl.ip().to_string(), esl.port()));
+            }
+            _mock = Some(mock);
+        } else {
+            for e in &a.esl {
+                let (h, p) = e
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                    .ok_or_else(|| anyhow::anyhow!("--esl {e}: expected HOST:PORT"))?;
+                endpoints.push((h, p));
+            }
+        }
         let cap = ca::new_ca()?;
         let cpem = ca::issue(&cap, "controller", &[])?;
         let ctl = Controller::start(
@@ -122,7 +157,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
             cpem.key.as_bytes(),
         )
         .await?;
-        for i in 0..a.mock {
+        for (i, (host, port)) in endpoints.iter().enumerate() {
             let id = format!("fs{}", i + 1);
             let pem = ca::issue(&cap, &id, &[])?;
             let mut c = switchy_agent::AgentConfig::new(
@@ -132,25 +167,24 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
                 pem.cert.clone().into_bytes(),
                 pem.key.clone().into_bytes(),
             );
-            let esl = mock.esl_addr(i);
-            c.esl_host = esl.ip().to_string();
-            c.esl_port = esl.port();
+            c.esl_host = host.clone();
+            c.esl_port = *port;
+            c.esl_password = a.esl_password.clone();
             c.max_events = 2_000_000;
+            if !a.all_events {
+                c.events = switchy_controller::cluster::CORE_EVENTS
+                    .iter()
+                    .map(|e| (*e).to_owned())
+                    .collect();
+            }
             _agents.push(switchy_agent::Agent::start(c)?);
-            let peer = mock.node((i + 1) % a.mock);
-            let port = peer
-                .profiles
-                .iter()
-                .find(|(p, _)| *p == a.profile)
-                .or(peer.profiles.first())
-                .map_or(5080, |p| p.1);
-            dest_by_node.insert(id, format!("{}@{}:{port}", 2000 + i, peer.ip));
         }
-        _mock = Some(mock);
         ctl
     } else {
         if a.nodes.is_empty() {
-            anyhow::bail!("give node ids to originate from, or --mock N for simulated nodes");
+            anyhow::bail!(
+                "give node ids to originate from, --esl HOST:PORT, or --mock N for simulated nodes"
+            );
         }
         if a.dest_url.is_none() {
             anyhow::bail!("--dest-url is required with real nodes");
@@ -183,7 +217,6 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
             .collect(),
         nodes: a.nodes.clone(),
         dest_url: a.dest_url.clone(),
-        dest_by_node,
         profile: a.profile.clone(),
         gateway: a.gateway.clone(),
         proxy: a.proxy.clone(),
@@ -194,7 +227,13 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     orig.set_cdr_sink(writer.sink());
     *ctl.originator.write().unwrap_or_else(|p| p.into_inner()) = Some(orig.clone());
     // Wait for the nodes.
-    let want = if a.mock > 0 { a.mock } else { a.nodes.len() };
+    let want = if a.mock > 0 {
+        a.mock
+    } else if !a.esl.is_empty() {
+        a.esl.len()
+    } else {
+        a.nodes.len()
+    };
     let t0 = Instant::now();
     loop {
         let up = ctl
@@ -211,9 +250,31 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    if embedded && a.dest_url.is_none() {
+        // Each node calls the next node's profile (as reported by its agent).
+        let nodes = ctl.cluster.nodes();
+        let mut dests = std::collections::BTreeMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let peer = &nodes[(i + 1) % nodes.len()];
+            let url = peer
+                .profiles
+                .iter()
+                .find(|p| p.name == a.profile)
+                .or(peer.profiles.first())
+                .map(|p| p.url.clone())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("node {} reports no SIP profile: give --dest-url", peer.id)
+                })?;
+            let hostport = url.rsplit('@').next().unwrap_or(&url).to_owned();
+            dests.insert(n.id.clone(), format!("{}@{hostport}", 2000 + i));
+        }
+        orig.update(|c| c.dest_by_node = dests)?;
+    }
     let started_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
+    let rss_idle = rss_bytes();
+    let (mut rss_peak, mut active_at_peak) = (rss_idle, 0u64);
     orig.start();
     let tty = std::io::stderr().is_terminal();
     let stop = switchy_telemetry::shutdown_signal();
@@ -229,7 +290,14 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
                 break;
             }
             _ = orig.wait_done() => break,
-            _ = tick.tick() => progress(&orig, tty),
+            _ = tick.tick() => {
+                progress(&orig, tty);
+                let (r, act) = (rss_bytes(), orig.active());
+                if act > active_at_peak {
+                    active_at_peak = act;
+                    rss_peak = rss_peak.max(r);
+                }
+            }
         }
     }
     // Drain: calls end (hold time or hupall), their CDRs are built.
@@ -254,14 +322,45 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         .collect();
     let summary = metrics::summarize(&cdrs);
     print_summary(&status, &summary, written);
+    let per_call = if active_at_peak > 0 {
+        rss_peak.saturating_sub(rss_idle) / active_at_peak
+    } else {
+        0
+    };
+    println!(
+        "  {:<28} {:.1} MiB idle, {:.1} MiB at {} live calls: ~{} bytes per live call{}\n",
+        "process memory (RSS)",
+        rss_idle as f64 / 1048576.0,
+        rss_peak as f64 / 1048576.0,
+        active_at_peak,
+        per_call,
+        if embedded {
+            " (controller + embedded agents)"
+        } else {
+            ""
+        }
+    );
     if let Some(p) = &a.metrics_file {
-        let doc = serde_json::json!({"originator": status, "cdr_summary": summary, "cdrs_written": written});
+        let doc = serde_json::json!({"originator": status, "cdr_summary": summary, "cdrs_written": written,
+            "rss_idle_bytes": rss_idle, "rss_peak_bytes": rss_peak, "active_at_peak": active_at_peak});
         std::fs::write(p, serde_json::to_vec_pretty(&doc)?)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
         eprintln!("metrics written to {}", p.display());
     }
     store.close().await;
     Ok(if interrupted { 130 } else { 0 })
+}
+
+/// Resident memory of this process, bytes (Linux; 0 elsewhere).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
 }
 
 fn progress(o: &Originator, tty: bool) {

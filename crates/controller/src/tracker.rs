@@ -11,7 +11,7 @@ use switchy_protocol::esl::Event;
 /// Events kept per session.
 const HISTORY: usize = 64;
 /// Finished sessions kept for inspection and CDRs.
-const FINISHED: usize = 10_000;
+const FINISHED: usize = 2_000;
 
 /// One channel.
 #[derive(Clone, Debug, Serialize)]
@@ -362,7 +362,10 @@ impl Tracker {
         if self.finished.len() >= FINISHED {
             self.finished.pop_front();
         }
-        self.finished.push_back(f.clone());
+        // The kept copy drops the latest raw event (its variables stay).
+        let mut kept = f.clone();
+        kept.session.last_event = None;
+        self.finished.push_back(kept);
         Some(f)
     }
 

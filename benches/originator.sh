@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Originator load benchmark: mock-relay (4 simulated nodes) in its own
+# process, `switchy-controller run` with one embedded agent per node over
+# real TCP (ESL) and QUIC/mTLS, CDRs to a fresh SQLite file.
+#
+#   benches/originator.sh RATE [SECONDS] [NODES]     e.g. benches/originator.sh 800 60
+#
+# The concurrency limit is RATE × 10 (holding time 9.5 s), so the run holds
+# about RATE × 9.5 calls up once warm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${1:?calls per second}
+SECS=${2:-60}
+NODES=${3:-4}
+cargo build --release -q -p mock-relay -p switchy-controller
+PORT=18021
+./target/release/mock-relay --nodes "$NODES" --esl-port $PORT --http-port 19021 >/tmp/switchy-bench-mock.log 2>&1 &
+MOCK=$!
+trap 'kill $MOCK 2>/dev/null || true' EXIT
+sleep 1
+ESL=()
+for i in $(seq 0 $((NODES - 1))); do ESL+=(--esl 127.0.0.1:$((PORT + i))); done
+DB=/tmp/switchy-bench-$$.db
+rm -f "$DB"*
+RUST_LOG=warn ./target/release/switchy-controller run "${ESL[@]}" --rate "$RATE" \
+  --limit $((RATE * 10)) --max-offered $((RATE * SECS)) --http 127.0.0.1:0 \
+  --db "sqlite://$DB" --metrics-file /tmp/switchy-bench-$$.json
+rm -f "$DB"*
