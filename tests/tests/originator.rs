@@ -19,7 +19,16 @@ struct Rig {
 }
 
 async fn rig(nodes: usize, db: &str, cfg: OriginatorConfig, apps: &[&str]) -> Rig {
-    let h = Harness::start(nodes).await.unwrap();
+    rig_with(mock_relay::MockConfig::ephemeral(nodes), db, cfg, apps).await
+}
+
+async fn rig_with(
+    mock: mock_relay::MockConfig,
+    db: &str,
+    cfg: OriginatorConfig,
+    apps: &[&str],
+) -> Rig {
+    let h = Harness::start_with(mock).await.unwrap();
     h.wait_nodes_up().await.unwrap();
     for a in apps {
         h.ctl()
@@ -318,4 +327,42 @@ async fn changing_the_rate_over_rest_takes_effect_while_running() {
     assert_eq!(st, 400);
     assert_eq!(r.orig.config().limit, 2000);
     r.orig.hupall().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_node_is_driven_past_its_own_max_sessions() {
+    let _serial = SERIAL.lock().await;
+    let mut mock = mock_relay::MockConfig::ephemeral(2);
+    mock.knobs.max_sessions = 12;
+    mock.heartbeat = Duration::from_millis(100);
+    let cfg = OriginatorConfig {
+        rate: 100.0,
+        limit: 1000,
+        duration: Some(1.0),
+        ..OriginatorConfig::default()
+    };
+    let r = rig_with(mock, &sqlite("cap"), cfg, &["Park"]).await;
+    let c = r.h.ctl().cluster.clone();
+    wait_for(Duration::from_secs(5), || {
+        c.nodes().iter().all(|n| n.max_sessions == Some(12))
+    })
+    .await
+    .expect("max-sessions learnt from HEARTBEAT");
+    r.orig.start();
+    let mut peak = 0;
+    for _ in 0..100 {
+        peak = peak.max(c.with_tracker(|t| t.node_sessions("fs1").max(t.node_sessions("fs2"))));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.orig.hupall().await.unwrap();
+    let st = r.orig.status();
+    assert!(peak <= 12, "a node carried {peak} sessions (max 12)");
+    assert!(peak >= 8, "the nodes were not loaded: {peak}");
+    assert_eq!(st.failed, 0, "{:?}", st.failures);
+    assert!(st.blocked_by_capacity > 0);
+    assert!(
+        st.bottleneck.as_deref().unwrap_or("").contains("capacity"),
+        "{:?}",
+        st.bottleneck
+    );
 }

@@ -85,6 +85,8 @@ pub struct NodeInfo {
     pub agent_buffered: u64,
     /// Number of agent (re)connections.
     pub connects: u64,
+    /// FreeSWITCH's max-sessions, from its latest HEARTBEAT.
+    pub max_sessions: Option<u64>,
 }
 
 struct NodeEntry {
@@ -443,6 +445,7 @@ impl Cluster {
                     agent_dropped: 0,
                     agent_buffered: 0,
                     connects: 0,
+                    max_sessions: None,
                 },
                 conn: None,
                 agent_instance: String::new(),
@@ -649,6 +652,14 @@ impl Cluster {
                     .position(|&ub| lat <= ub)
                     .unwrap_or(11);
                 c.latency_buckets[b].fetch_add(1, Ordering::Relaxed);
+            }
+            if e.event_name() == Some("HEARTBEAT")
+                && let Some(m) = e.get("Max-Sessions").and_then(|v| v.parse::<u64>().ok())
+            {
+                let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = g.get_mut(node) {
+                    n.info.max_sessions = Some(m);
+                }
             }
             if e.event_name() == Some("BACKGROUND_JOB")
                 && let Some(job) = e.job_uuid()

@@ -809,13 +809,30 @@ async fn pace(i: Arc<Inner>) {
                 break;
             }
             // A node with capacity, round robin.
-            let nodes: Vec<String> = i
+            // Nodes up, and under their own max-sessions (from HEARTBEAT;
+            // one call may add a leg on the node and one on its peer).
+            let infos: Vec<_> = i
                 .cluster
                 .nodes()
                 .into_iter()
                 .filter(|n| n.agent == "connected" && n.esl == "up")
                 .filter(|n| cfg.nodes.is_empty() || cfg.nodes.contains(&n.id))
-                .map(|n| n.id)
+                .collect();
+            let full: Vec<bool> = i.cluster.with_tracker(|t| {
+                infos
+                    .iter()
+                    .map(|n| {
+                        n.max_sessions
+                            .is_some_and(|m| t.node_sessions(&n.id) as u64 + 2 > m)
+                    })
+                    .collect()
+            });
+            let any_up = !infos.is_empty();
+            let nodes: Vec<String> = infos
+                .into_iter()
+                .zip(full)
+                .filter(|(_, f)| !f)
+                .map(|(n, _)| n.id)
                 .collect();
             let node = {
                 let live = i.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -832,10 +849,10 @@ async fn pace(i: Arc<Inner>) {
                 i.stats.blocked_capacity.fetch_add(1, Ordering::Relaxed);
                 note_bottleneck(
                     &i,
-                    Some(if nodes.is_empty() {
+                    Some(if !any_up {
                         "no node is up (agent connected, ESL up, not degraded)".into()
                     } else {
-                        "every node is at its capacity (node_capacity)".into()
+                        "every node is at its capacity (its max-sessions or node_capacity)".into()
                     }),
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;

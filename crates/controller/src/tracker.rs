@@ -151,6 +151,8 @@ pub struct Tracker {
     dead_order: VecDeque<String>,
     /// Channel events applied.
     pub applied: u64,
+    /// Live sessions per node.
+    per_node: HashMap<String, usize>,
 }
 
 fn now_us() -> u64 {
@@ -170,6 +172,7 @@ impl Tracker {
             dead: std::collections::HashSet::new(),
             dead_order: VecDeque::new(),
             applied: 0,
+            per_node: HashMap::new(),
         }
     }
 
@@ -286,6 +289,7 @@ impl Tracker {
                 e.core_uuid().unwrap_or(""),
             );
             self.sessions.insert(uuid.to_owned(), s);
+            *self.per_node.entry(node.to_owned()).or_default() += 1;
             self.join_call(uuid, node, uuid.to_owned(), ts);
         }
         let key = self.call_key(e);
@@ -335,9 +339,17 @@ impl Tracker {
         None
     }
 
+    /// Live sessions on `node`.
+    pub fn node_sessions(&self, node: &str) -> usize {
+        self.per_node.get(node).copied().unwrap_or(0)
+    }
+
     /// Ends a session (removing it and, with its last leg, its call).
     pub fn finish(&mut self, uuid: &str, cause: &str) -> Option<Finished> {
         let s = self.sessions.remove(uuid)?;
+        if let Some(n) = self.per_node.get_mut(&s.node) {
+            *n = n.saturating_sub(1);
+        }
         if self.dead_order.len() >= FINISHED
             && let Some(old) = self.dead_order.pop_front()
         {
@@ -424,6 +436,7 @@ impl Tracker {
             s.dest = get(row, "dest");
             s.cid_num = get(row, "cid_num");
             self.sessions.insert(uuid.clone(), s);
+            *self.per_node.entry(node.to_owned()).or_default() += 1;
             self.join_call(&uuid, node, uuid.clone(), created_us);
         }
         finished
