@@ -5,7 +5,7 @@
 //! the mock's journal (same clock). Everything runs in this process on
 //! 2 tokio workers, on loopback.
 //!
-//!     cargo bench -p switchy-e2e --bench routing [-- SECONDS_PER_RATE]
+//!     cargo bench -p switchy-e2e --bench routing [-- SECONDS_PER_RATE] [--all-events]
 
 use mock_relay::MockConfig;
 use mock_relay::node::{Control, Invite, NodeMsg};
@@ -52,7 +52,18 @@ fn main() -> anyhow::Result<()> {
 async fn run(secs: u64) -> anyhow::Result<()> {
     let mut cfg = MockConfig::ephemeral(2);
     cfg.journal_capacity = 4_000_000;
-    let h = Harness::start_with(cfg).await?;
+    // `--all-events`: agents subscribe ALL instead of the events switchy needs.
+    let all = std::env::args().any(|a| a == "--all-events");
+    let events: Vec<String> = if all {
+        vec!["ALL".into()]
+    } else {
+        switchy_controller::cluster::CORE_EVENTS
+            .iter()
+            .map(|e| (*e).to_owned())
+            .collect()
+    };
+    let events = Some(events);
+    let h = Harness::start_with_events(cfg, events).await?;
     h.wait_nodes_up().await?;
     let table =
         RouteTable::from_toml(ROUTES, "bench-routes.toml").map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -60,7 +71,8 @@ async fn run(secs: u64) -> anyhow::Result<()> {
     router.replace(table);
     h.ctl().use_router(router).await?;
     println!(
-        "routing latency: CHANNEL_PARK emitted → routed command received (mock journal), {secs} s per rate, 2 nodes"
+        "routing latency: CHANNEL_PARK emitted → routed command received (mock journal), {secs} s per rate, 2 nodes, agents subscribe {}",
+        if all { "ALL" } else { "CORE_EVENTS" }
     );
     println!(
         "{:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",

@@ -99,6 +99,15 @@ impl Harness {
 
     /// As [`Harness::start`] with a mock configuration.
     pub async fn start_with(mock_config: MockConfig) -> anyhow::Result<Harness> {
+        Self::start_with_events(mock_config, None).await
+    }
+
+    /// As [`Harness::start_with`], the agents subscribing `events` instead
+    /// of their default (`ALL`).
+    pub async fn start_with_events(
+        mock_config: MockConfig,
+        events: Option<Vec<String>>,
+    ) -> anyhow::Result<Harness> {
         let mock = MockCluster::start(mock_config).await?;
         let ca = ca::new_ca()?;
         let controller_pem = ca::issue(&ca, "controller", &[])?;
@@ -107,7 +116,11 @@ impl Harness {
         let mut agents = Vec::new();
         for i in 0..mock.nodes() {
             let pem = ca::issue(&ca, &node_id(i), &[])?;
-            agents.push(Agent::start(agent_config(&mock, i, quic_addr, &ca, &pem))?);
+            let mut c = agent_config(&mock, i, quic_addr, &ca, &pem);
+            if let Some(ev) = &events {
+                c.events = ev.clone();
+            }
+            agents.push(Agent::start(c)?);
         }
         Ok(Harness {
             mock,

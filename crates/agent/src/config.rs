@@ -154,7 +154,10 @@ impl AgentConfig {
             esl_host: "127.0.0.1".into(),
             esl_port: 8021,
             esl_password: "ClueCon".into(),
-            events: vec!["ALL".into()],
+            events: switchy_protocol::wire::CORE_EVENTS
+                .iter()
+                .map(|e| (*e).to_owned())
+                .collect(),
             max_events: 200_000,
             heartbeat: Duration::from_secs(5),
             status_probe: Duration::from_secs(5),

@@ -42,7 +42,7 @@ struct Args {
     /// File with the ESL password (SWITCHY_ESL_PASSWORD also works) [default password: ClueCon].
     #[arg(long, env = "SWITCHY_ESL_PASSWORD_FILE")]
     esl_password_file: Option<PathBuf>,
-    /// Events to subscribe, comma-separated [default: ALL].
+    /// Events to subscribe, comma-separated [default: what the controller needs: CHANNEL_CREATE, _ORIGINATE, _PROGRESS, _PROGRESS_MEDIA, _ANSWER, _PARK, _EXECUTE_COMPLETE, _BRIDGE, _UNBRIDGE, _HANGUP, _HANGUP_COMPLETE, _DESTROY, BACKGROUND_JOB, HEARTBEAT; apps add theirs at run time; ALL works too].
     #[arg(long, env = "SWITCHY_ESL_EVENTS", value_delimiter = ',')]
     events: Option<Vec<String>>,
     /// Events buffered while the controller is unreachable [default: 200000].

@@ -15,26 +15,7 @@ use switchy_protocol::wire::{
 };
 use tokio::sync::{broadcast, oneshot};
 
-/// The events the tracker, CDRs, jobs and the Originator need; apps add
-/// theirs through [`Cluster::require_events`]. Agents that subscribe only
-/// these (instead of `ALL`) cut the event volume of a load test about
-/// fourfold.
-pub const CORE_EVENTS: &[&str] = &[
-    "CHANNEL_CREATE",
-    "CHANNEL_ORIGINATE",
-    "CHANNEL_PROGRESS",
-    "CHANNEL_PROGRESS_MEDIA",
-    "CHANNEL_ANSWER",
-    "CHANNEL_PARK",
-    "CHANNEL_EXECUTE_COMPLETE",
-    "CHANNEL_BRIDGE",
-    "CHANNEL_UNBRIDGE",
-    "CHANNEL_HANGUP",
-    "CHANNEL_HANGUP_COMPLETE",
-    "CHANNEL_DESTROY",
-    "BACKGROUND_JOB",
-    "HEARTBEAT",
-];
+pub use switchy_protocol::wire::CORE_EVENTS;
 
 /// Controller settings.
 #[derive(Clone, Debug)]

@@ -220,6 +220,27 @@ pub enum CommandKind {
     },
 }
 
+/// The events the controller's tracker, CDRs, jobs and Originator need: an
+/// agent's default ESL subscription. Apps add theirs at run time
+/// ([`CommandKind::Subscribe`]). Subscribing these instead of `ALL` cuts
+/// the event volume of a load test about fourfold.
+pub const CORE_EVENTS: &[&str] = &[
+    "CHANNEL_CREATE",
+    "CHANNEL_ORIGINATE",
+    "CHANNEL_PROGRESS",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_ANSWER",
+    "CHANNEL_PARK",
+    "CHANNEL_EXECUTE_COMPLETE",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_UNBRIDGE",
+    "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_DESTROY",
+    "BACKGROUND_JOB",
+    "HEARTBEAT",
+];
+
 /// Controller → agent, alone on a command stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandRequest {
