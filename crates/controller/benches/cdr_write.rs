@@ -26,7 +26,7 @@ fn row(i: u64) -> Cdr {
         caller_hangup: Some(t + 9_500_000),
         job_launch: Some(t - 100),
         callee_node: Some(format!("fs{}", (i + 1) % 4 + 1)),
-        callee_uuid: Some(format!("{:032x}", i + 1 << 40)),
+        callee_uuid: Some(format!("{:032x}", (i + 1) << 40)),
         callee_create: Some(t + 200),
         callee_answer: Some(t + 1000),
         callee_hangup: Some(t + 9_500_300),

@@ -171,11 +171,8 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
             c.esl_port = *port;
             c.esl_password = a.esl_password.clone();
             c.max_events = 2_000_000;
-            if !a.all_events {
-                c.events = switchy_controller::cluster::CORE_EVENTS
-                    .iter()
-                    .map(|e| (*e).to_owned())
-                    .collect();
+            if a.all_events {
+                c.events = vec!["ALL".into()];
             }
             _agents.push(switchy_agent::Agent::start(c)?);
         }
@@ -322,11 +319,10 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         .collect();
     let summary = metrics::summarize(&cdrs);
     print_summary(&status, &summary, written);
-    let per_call = if active_at_peak > 0 {
-        rss_peak.saturating_sub(rss_idle) / active_at_peak
-    } else {
-        0
-    };
+    let per_call = rss_peak
+        .saturating_sub(rss_idle)
+        .checked_div(active_at_peak)
+        .unwrap_or(0);
     println!(
         "  {:<28} {:.1} MiB idle, {:.1} MiB at {} live calls: ~{} bytes per live call{}\n",
         "process memory (RSS)",
