@@ -10,6 +10,10 @@
 //! 3. REST → FreeSWITCH → reply: `POST /api/v1/api {"command":"status"}`
 //!    round trips, p50/p99 (a new TCP connection per request).
 
+// The binaries' allocator (switchy-agent, switchy-controller, mock-relay).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use mock_relay::{Knobs, MockConfig};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,6 +21,12 @@ use switchy_controller::ClusterEvent;
 use switchy_e2e::*;
 use switchy_protocol::esl::{Command, Decoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The relay figures are per event, with every event subscribed (the
+/// agents' default is the smaller `CORE_EVENTS`).
+fn all_events() -> Option<Vec<String>> {
+    Some(vec!["ALL".into()])
+}
 
 fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -90,11 +100,14 @@ async fn throughput(calls: usize) {
         auto_answer_ms: Some(0),
         ..Knobs::default()
     };
-    let h = Harness::start_with(MockConfig {
-        knobs,
-        journal_capacity: 1000,
-        ..MockConfig::ephemeral(1)
-    })
+    let h = Harness::start_with_events(
+        MockConfig {
+            knobs,
+            journal_capacity: 1000,
+            ..MockConfig::ephemeral(1)
+        },
+        all_events(),
+    )
     .await
     .unwrap();
     h.wait_nodes_up().await.unwrap();
@@ -130,11 +143,14 @@ async fn latency(seconds: u64, events_per_s: usize) {
         auto_answer_ms: Some(0),
         ..Knobs::default()
     };
-    let h = Harness::start_with(MockConfig {
-        knobs,
-        journal_capacity: 1000,
-        ..MockConfig::ephemeral(1)
-    })
+    let h = Harness::start_with_events(
+        MockConfig {
+            knobs,
+            journal_capacity: 1000,
+            ..MockConfig::ephemeral(1)
+        },
+        all_events(),
+    )
     .await
     .unwrap();
     h.wait_nodes_up().await.unwrap();
@@ -199,7 +215,9 @@ async fn latency(seconds: u64, events_per_s: usize) {
 }
 
 async fn rest_round_trip(n: usize) {
-    let h = Harness::start(1).await.unwrap();
+    let h = Harness::start_with_events(MockConfig::ephemeral(1), all_events())
+        .await
+        .unwrap();
     h.wait_nodes_up().await.unwrap();
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {

@@ -7,6 +7,10 @@
 //!
 //!     cargo bench -p switchy-e2e --bench routing [-- SECONDS_PER_RATE] [--all-events]
 
+// The binaries' allocator (switchy-agent, switchy-controller, mock-relay).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use mock_relay::MockConfig;
 use mock_relay::node::{Control, Invite, NodeMsg};
 use std::collections::HashMap;

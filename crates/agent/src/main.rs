@@ -1,5 +1,8 @@
 //! `switchy-agent`: runs beside one FreeSWITCH (systemd: deploy/switchy-agent.service).
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;

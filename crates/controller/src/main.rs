@@ -1,5 +1,8 @@
 //! `switchy-controller`: the cluster's brain (serve), and its CA tools.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Deserialize;

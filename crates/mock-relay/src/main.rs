@@ -1,5 +1,8 @@
 //! `mock-relay`: run simulated FreeSWITCH nodes speaking real ESL.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use mock_relay::{ExternalOutcome, Knobs, MockCluster, MockConfig};
 use std::net::IpAddr;

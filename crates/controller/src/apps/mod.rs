@@ -417,11 +417,25 @@ pub struct AppManager {
     _task: Arc<AbortOnDrop>,
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Dropped with the last `AppManager` clone: stops the dispatcher and ends
+/// every session worker (they hold the manager, the manager holds their
+/// senders: without this the pair would keep each other, and the cluster,
+/// alive).
+struct AbortOnDrop(tokio::task::JoinHandle<()>, Arc<MgrInner>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+        self.1
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.1
+            .waits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -462,10 +476,8 @@ impl AppManager {
         });
         let rx = cluster.subscribe();
         let task = tokio::spawn(dispatch(inner.clone(), rx));
-        AppManager {
-            inner,
-            _task: Arc::new(AbortOnDrop(task)),
-        }
+        let stop = Arc::new(AbortOnDrop(task, inner.clone()));
+        AppManager { inner, _task: stop }
     }
 
     /// Loads `apps` under `id` (called in this order for each event). The
