@@ -28,6 +28,25 @@ fn all_events() -> Option<Vec<String>> {
     Some(vec!["ALL".into()])
 }
 
+/// One mock node whose calls answer at once, its agent (ALL events) and a
+/// controller.
+async fn answering_node() -> Harness {
+    let knobs = Knobs {
+        auto_answer_ms: Some(0),
+        ..Knobs::default()
+    };
+    Harness::start_with_events(
+        MockConfig {
+            knobs,
+            journal_capacity: 1000,
+            ..MockConfig::ephemeral(1)
+        },
+        all_events(),
+    )
+    .await
+    .unwrap()
+}
+
 fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -96,20 +115,7 @@ async fn drive(esl: std::net::SocketAddr, calls: usize, rate: usize) {
 }
 
 async fn throughput(calls: usize) {
-    let knobs = Knobs {
-        auto_answer_ms: Some(0),
-        ..Knobs::default()
-    };
-    let h = Harness::start_with_events(
-        MockConfig {
-            knobs,
-            journal_capacity: 1000,
-            ..MockConfig::ephemeral(1)
-        },
-        all_events(),
-    )
-    .await
-    .unwrap();
+    let h = answering_node().await;
     h.wait_nodes_up().await.unwrap();
     let c = h.ctl().cluster.clone();
     let before = c.counters().events.load(Ordering::Relaxed);
@@ -139,20 +145,7 @@ async fn throughput(calls: usize) {
 }
 
 async fn latency(seconds: u64, events_per_s: usize) {
-    let knobs = Knobs {
-        auto_answer_ms: Some(0),
-        ..Knobs::default()
-    };
-    let h = Harness::start_with_events(
-        MockConfig {
-            knobs,
-            journal_capacity: 1000,
-            ..MockConfig::ephemeral(1)
-        },
-        all_events(),
-    )
-    .await
-    .unwrap();
+    let h = answering_node().await;
     h.wait_nodes_up().await.unwrap();
     let mut rx = h.ctl().cluster.subscribe();
     let collect = tokio::spawn(async move {

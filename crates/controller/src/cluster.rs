@@ -881,6 +881,18 @@ impl Node {
 
     /// `sendmsg <uuid>` executing an application.
     pub async fn execute(&self, uuid: &str, app: &str, arg: &str) -> Result<String, CommandError> {
+        self.execute_tagged(uuid, app, arg, None).await
+    }
+
+    /// As [`Node::execute`], with an `Event-UUID` that FreeSWITCH copies
+    /// into the application's CHANNEL_EXECUTE_COMPLETE (`Application-UUID`).
+    pub async fn execute_tagged(
+        &self,
+        uuid: &str,
+        app: &str,
+        arg: &str,
+        event_uuid: Option<&str>,
+    ) -> Result<String, CommandError> {
         word("uuid", uuid)?;
         word("application", app)?;
         let mut headers = vec![
@@ -892,6 +904,9 @@ impl Node {
             body = Some(arg.as_bytes().to_vec());
         } else if !arg.is_empty() {
             headers.push(("execute-app-arg".to_owned(), arg.to_owned()));
+        }
+        if let Some(id) = event_uuid {
+            headers.push(("Event-UUID".to_owned(), id.to_owned()));
         }
         self.cluster
             .command(

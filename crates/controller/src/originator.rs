@@ -390,8 +390,8 @@ fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// A uniform sample in (0, 1].
-fn uniform() -> f64 {
+/// A uniform sample in (0, 1] (splitmix64; not for cryptography).
+pub(crate) fn uniform() -> f64 {
     static STATE: AtomicU64 = AtomicU64::new(0x2545_F491_4F6C_DD1D);
     let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -109,17 +109,19 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
-fn current_router(api: &Api) -> Result<crate::router::Router, ApiError> {
-    api.router
-        .read()
+/// The value in a shared slot, or 404 saying how to get one.
+fn current<T: Clone>(slot: &std::sync::RwLock<Option<T>>, missing: &str) -> Result<T, ApiError> {
+    slot.read()
         .unwrap_or_else(|p| p.into_inner())
         .clone()
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                "no routes in use: start serve with --routes FILE".into(),
-            )
-        })
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, missing.into()))
+}
+
+fn current_router(api: &Api) -> Result<crate::router::Router, ApiError> {
+    current(
+        &api.router,
+        "no routes in use: start serve with --routes FILE",
+    )
 }
 
 async fn routes(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
@@ -138,16 +140,10 @@ async fn routes_reload(State(api): State<Api>) -> Result<Json<Value>, ApiError> 
 }
 
 fn current_originator(api: &Api) -> Result<crate::originator::Originator, ApiError> {
-    api.originator
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                "no originator: it runs under `switchy-controller run`".into(),
-            )
-        })
+    current(
+        &api.originator,
+        "no originator: it runs under `switchy-controller run`",
+    )
 }
 
 async fn originator_get(State(api): State<Api>) -> Result<Json<Value>, ApiError> {

@@ -656,15 +656,9 @@ fn now_local(offset_min: i32) -> (u32, usize) {
     (mins, day)
 }
 
+/// True for a fraction `p` of calls (0: never, 1: always).
 fn sample_hit(p: f64) -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-    let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    // splitmix64
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^= x >> 31;
-    ((x >> 11) as f64 / (1u64 << 53) as f64) < p
+    crate::originator::uniform() <= p
 }
 
 fn route_applies(r: &Route, ctx: &Ctx, offset: i32) -> bool {

@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use switchy_protocol::esl::Event;
-use switchy_protocol::wire::CommandKind;
 use tokio::sync::{mpsc, oneshot};
 
 /// What a callback returns.
@@ -296,34 +295,10 @@ impl Ctx {
         arg: &str,
         event_uuid: Option<&str>,
     ) -> Result<(), CommandError> {
-        if app.is_empty() || app.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(CommandError::Invalid(format!(
-                "application {app:?} must be one word"
-            )));
-        }
-        let mut headers = vec![
-            ("call-command".to_owned(), "execute".to_owned()),
-            ("execute-app-name".to_owned(), app.to_owned()),
-        ];
-        let mut body = None;
-        if arg.contains(['\r', '\n']) {
-            body = Some(arg.as_bytes().to_vec());
-        } else if !arg.is_empty() {
-            headers.push(("execute-app-arg".to_owned(), arg.to_owned()));
-        }
-        if let Some(id) = event_uuid {
-            headers.push(("Event-UUID".to_owned(), id.to_owned()));
-        }
         let r = self
             .cluster
-            .command(
-                &self.node,
-                CommandKind::SendMsg {
-                    uuid: self.uuid.clone(),
-                    headers,
-                    body,
-                },
-            )
+            .node(&self.node)
+            .execute_tagged(&self.uuid, app, arg, event_uuid)
             .await?;
         if r.starts_with("-ERR") {
             return Err(CommandError::Agent {
