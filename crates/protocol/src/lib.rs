@@ -2,7 +2,8 @@
 //!
 //! - [`esl`]: the FreeSWITCH Event Socket protocol (client and server side).
 //! - [`wire`]: the agent ⇄ controller protocol (bincode frames).
-#![forbid(unsafe_code)]
+// `unsafe` only for the SSE2 loads of `esl::scan`.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod esl;

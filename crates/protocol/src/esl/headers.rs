@@ -85,12 +85,21 @@ fn fold_hash(name: &[u8]) -> u32 {
         let v = u64::from_le_bytes(w) | 0x2020_2020_2020_2020;
         h = (h ^ v).wrapping_mul(K).rotate_left(29);
     }
+    // The last 1-7 bytes without a byte-wise copy (which costs a call and a
+    // store-forwarding stall): overlapping reads, as wyhash does.
     let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        let v = u64::from_le_bytes(w) | 0x2020_2020_2020_2020;
-        h = (h ^ v).wrapping_mul(K).rotate_left(29);
+    let n = rest.len();
+    if n > 0 {
+        let tail = if n >= 4 {
+            let lo = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let hi = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]);
+            u64::from(lo) | u64::from(hi) << 32
+        } else {
+            u64::from(rest[0]) | u64::from(rest[n / 2]) << 8 | u64::from(rest[n - 1]) << 16
+        };
+        h = (h ^ (tail | 0x2020_2020_2020_2020))
+            .wrapping_mul(K)
+            .rotate_left(29);
     }
     let h = h.wrapping_mul(K);
     (h >> 32) as u32
@@ -291,14 +300,15 @@ impl Headers {
         percent_decode: bool,
     ) -> Result<(Headers, usize), (usize, Vec<u8>)> {
         let len = src.len();
+        let scan = super::scan::Structure::new(&src);
         let mut h = Headers::with_source(src, len / 32 + 4, 256);
-        let src_ascii = h.src.is_ascii();
+        let src_ascii = scan.ascii;
         let mut pos = 0;
         let mut line_no = 0;
         while pos < len {
             line_no += 1;
-            let (line_end, next) = match memchr::memchr(b'\n', &h.src[pos..]) {
-                Some(p) => (pos + p, pos + p + 1),
+            let (line_end, next) = match scan.next_newline(pos) {
+                Some(p) => (p, p + 1),
                 None => (len, len),
             };
             let line_start = pos;
@@ -310,18 +320,47 @@ impl Headers {
             if end == line_start {
                 break;
             }
-            let Some(colon) = memchr::memchr(b':', &h.src[line_start..end]) else {
+            let Some(colon) = scan.colon_before(line_start, end) else {
                 return Err((line_no, h.src));
             };
-            let colon = line_start + colon;
             let mut v = colon + 1;
             while v < end && matches!(h.src[v], b' ' | b'\t') {
                 v += 1;
             }
             let name = Span::src(line_start, colon);
-            let raw = if percent_decode && memchr::memchr(b'%', &h.src[v..end]).is_some() {
+            let raw = if let Some(first) = scan.percent_before(v, end).filter(|_| percent_decode) {
+                // Percent-decode into the arena, jumping from `%` to `%`
+                // with the scan (same rules as `percent::decode_into`).
                 let a0 = h.arena.len();
-                super::percent::decode_into(&h.src[v..end], &mut h.arena);
+                let mut i = v;
+                let mut p = first;
+                loop {
+                    h.arena.extend_from_slice(&h.src[i..p]);
+                    let src = &h.src;
+                    match (src.get(p + 1), src.get(p + 2)) {
+                        (Some(&a), Some(&b)) if p + 2 < end => {
+                            match (super::percent::hex_val(a), super::percent::hex_val(b)) {
+                                (Some(a), Some(b)) => {
+                                    h.arena.push(a << 4 | b);
+                                    i = p + 3;
+                                }
+                                _ => {
+                                    h.arena.push(b'%');
+                                    i = p + 1;
+                                }
+                            }
+                        }
+                        _ => {
+                            h.arena.push(b'%');
+                            i = p + 1;
+                        }
+                    }
+                    match scan.percent_before(i, end) {
+                        Some(n) => p = n,
+                        None => break,
+                    }
+                }
+                h.arena.extend_from_slice(&h.src[i..end]);
                 Span::arena(a0, h.arena.len())
             } else {
                 Span::src(v, end)

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod headers;
 pub mod percent;
 pub mod reply;
+mod scan;
 pub mod server;
 
 pub use command::{CallCommand, Command, CommandError, SendMsg};

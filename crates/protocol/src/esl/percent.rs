@@ -38,7 +38,7 @@ fn is_upper_hex(b: u8) -> bool {
 }
 
 #[inline]
-fn hex_val(b: u8) -> Option<u8> {
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
