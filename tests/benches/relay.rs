@@ -2,9 +2,13 @@
 //! loopback in this process (2 tokio workers), over real TCP and QUIC.
 //!
 //!     cargo bench -p switchy-e2e --bench relay
+//!     cargo bench -p switchy-e2e --bench relay -- [CALLS] [throughput|replay|latency|rest]…
 //!
 //! 1. throughput: complete calls (44 channel events each, real FreeSWITCH
 //!    header lists) originated unpaced; events/s applied by the controller;
+//!    then the same calls' events rendered beforehand and replayed by the
+//!    mock as fast as the agent reads (switchy's relay capacity without the
+//!    simulated FreeSWITCH's own rendering on the same 2 cores);
 //! 2. latency at ~10,000 events/s: event creation in the mock
 //!    (Event-Date-Timestamp) to the controller's tracker update, p50/p99;
 //! 3. REST → FreeSWITCH → reply: `POST /api/v1/api {"command":"status"}`
@@ -144,6 +148,149 @@ async fn throughput(calls: usize) {
     );
 }
 
+/// The plain event frames a mock node writes for `calls` complete calls
+/// (captured on a separate mock through an `event plain ALL` connection),
+/// and how many events they are.
+async fn capture(calls: usize) -> (Vec<u8>, Vec<usize>) {
+    let m = mock_relay::MockCluster::start(MockConfig {
+        knobs: Knobs {
+            auto_answer_ms: Some(0),
+            ..Knobs::default()
+        },
+        journal_capacity: 1000,
+        ..MockConfig::ephemeral(1)
+    })
+    .await
+    .unwrap();
+    let mut s = tokio::net::TcpStream::connect(m.esl_addr(0)).await.unwrap();
+    let mut sub = Vec::new();
+    Command::auth("ClueCon").unwrap().encode_into(&mut sub);
+    Command::event(switchy_protocol::esl::EventFormat::Plain, &["ALL"], &[])
+        .unwrap()
+        .encode_into(&mut sub);
+    s.write_all(&sub).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let (mut frames, mut starts, mut destroyed, mut replies) = (Vec::new(), Vec::new(), 0, 0);
+        let mut d = Decoder::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        while destroyed < 2 * calls {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "capture connection closed");
+            d.feed(&buf[..n]);
+            while let Ok(Some(f)) = d.next_frame() {
+                match f.content_type() {
+                    Some("command/reply") => replies += 1,
+                    Some("text/event-plain") => {
+                        let body = f.body.unwrap_or_default();
+                        if body.starts_with(b"Event-Name: CHANNEL_DESTROY\n") {
+                            destroyed += 1;
+                        }
+                        starts.push(frames.len());
+                        switchy_protocol::esl::server::encode_event_body(
+                            &body,
+                            switchy_protocol::esl::EventFormat::Plain,
+                            &mut frames,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(replies >= 2, "capture subscription not acknowledged");
+        (frames, starts)
+    });
+    // Let the subscription land before the calls start.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drive(m.esl_addr(0), calls, 0).await;
+    let got = reader.await.unwrap();
+    m.stop().await;
+    got
+}
+
+/// Relay capacity: the frames of `calls` complete calls, rendered
+/// beforehand, replayed by the mock node as fast as the agent reads them;
+/// events/s applied by the controller.
+async fn replay_throughput(calls: usize) {
+    let (frames, starts) = capture(calls).await;
+    let events = starts.len() as u64;
+    let bytes = frames.len();
+    let h = answering_node().await;
+    h.wait_nodes_up().await.unwrap();
+    let c = h.ctl().cluster.clone();
+    let before = c.counters().events.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    assert_eq!(h.mock.replay(0, frames.into(), 0..bytes, events).await, 1);
+    let mut last_report = Instant::now();
+    loop {
+        let got = c.counters().events.load(Ordering::Relaxed) - before;
+        if got >= events {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("replay: waiting: {events} replayed, controller applied {got}");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "replay: {events} events ({calls} calls, {:.1} MB of plain ESL, pre-rendered) relayed mock -> agent -> controller in {secs:.2} s = {:.0} events/s applied ({:.0} MB/s)",
+        bytes as f64 / 1e6,
+        events as f64 / secs,
+        bytes as f64 / 1e6 / secs
+    );
+}
+
+/// Sustained relay rate: pre-rendered frames (complete calls, replayed in a
+/// loop) written by the mock at `rate` events/s for `secs` seconds, evenly
+/// paced in 2 ms steps; prints the controller's applied rate per second and
+/// how far behind it is when the mock stops.
+async fn sustained(rate: u64, secs: u64) {
+    let (frames, starts) = capture(3000).await;
+    let n = starts.len() as u64;
+    let frames: std::sync::Arc<[u8]> = frames.into();
+    let h = answering_node().await;
+    h.wait_nodes_up().await.unwrap();
+    let c = h.ctl().cluster.clone();
+    let applied = || c.counters().events.load(Ordering::Relaxed);
+    let before = applied();
+    let total = rate * secs;
+    let (mut sent, mut last_second, mut at_second) = (0u64, 0u64, before);
+    let t0 = Instant::now();
+    while sent < total {
+        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+        while sent < due {
+            // Up to the end of the capture, then wrap around.
+            let i = (sent % n) as usize;
+            let take = (due - sent).min(n - i as u64);
+            let end = starts
+                .get(i + take as usize)
+                .copied()
+                .unwrap_or(frames.len());
+            h.mock.replay(0, frames.clone(), starts[i]..end, take).await;
+            sent += take;
+        }
+        let s = t0.elapsed().as_secs();
+        if s > last_second {
+            let now = applied();
+            println!("sustained: second {s}: {} events applied", now - at_second);
+            (last_second, at_second) = (s, now);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let offered_secs = t0.elapsed().as_secs_f64();
+    let behind = total.saturating_sub(applied() - before);
+    while applied() - before < total {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let drain = t0.elapsed().as_secs_f64() - offered_secs;
+    println!(
+        "sustained: {total} events offered at {rate}/s for {offered_secs:.2} s; {behind} not yet applied when the mock stopped, all applied {:.0} ms later: {:.0} events/s applied overall",
+        drain * 1e3,
+        total as f64 / (offered_secs + drain)
+    );
+}
+
 async fn latency(seconds: u64, events_per_s: usize) {
     let h = answering_node().await;
     h.wait_nodes_up().await.unwrap();
@@ -234,19 +381,46 @@ async fn rest_round_trip(n: usize) {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
+    // `relay [CALLS] [PHASE…]`: phases throughput, replay, latency, rest
+    // (default: all).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let calls = args.iter().find_map(|a| a.parse().ok()).unwrap_or(10_000);
+    let phases: Vec<&str> = args
+        .iter()
+        .filter(|a| a.parse::<usize>().is_err() && !a.starts_with('-'))
+        .map(String::as_str)
         .collect();
-    let calls = args.first().copied().unwrap_or(10_000);
+    let run = |p: &str| phases.is_empty() || phases.contains(&p) && !phases.contains(&"sustained");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        throughput(calls).await;
-        latency(10, 10_000).await;
-        rest_round_trip(2000).await;
+        if run("throughput") {
+            throughput(calls).await;
+        }
+        if run("replay") {
+            replay_throughput(calls).await;
+        }
+        if run("latency") {
+            latency(10, 10_000).await;
+        }
+        if let Some(p) = phases.iter().position(|p| *p == "sustained") {
+            // `sustained RATE SECS`
+            let num = |k: usize, d: u64| {
+                args.iter()
+                    .filter(|a| a.parse::<u64>().is_ok())
+                    .nth(k)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(d)
+            };
+            let _ = p;
+            sustained(num(0, 100_000), num(1, 10)).await;
+            return;
+        }
+        if run("rest") {
+            rest_round_trip(2000).await;
+        }
     });
 }

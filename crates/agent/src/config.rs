@@ -37,6 +37,9 @@ pub struct EslFile {
 pub struct BufferFile {
     /// Events kept while the controller is unreachable.
     pub max_events: Option<usize>,
+    /// Events waiting to be sent above which, while the controller is
+    /// connected, ESL reading pauses.
+    pub read_ahead: Option<usize>,
 }
 
 /// Timings.
@@ -109,6 +112,11 @@ pub struct AgentConfig {
     pub events: Vec<String>,
     /// Buffer size in events.
     pub max_events: usize,
+    /// While the controller is connected, ESL reading pauses when this many
+    /// events wait to be sent (TCP backpressure to FreeSWITCH instead of
+    /// unbounded growth); while it is unreachable, up to `max_events` are
+    /// buffered.
+    pub read_ahead: usize,
     /// Heartbeat period.
     pub heartbeat: Duration,
     /// Status probe period.
@@ -131,6 +139,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("esl_password", &"<hidden>")
             .field("events", &self.events)
             .field("max_events", &self.max_events)
+            .field("read_ahead", &self.read_ahead)
             .finish()
     }
 }
@@ -159,6 +168,7 @@ impl AgentConfig {
                 .map(|e| (*e).to_owned())
                 .collect(),
             max_events: 200_000,
+            read_ahead: 20_000,
             heartbeat: Duration::from_secs(5),
             status_probe: Duration::from_secs(5),
             status_timeout: Duration::from_millis(2000),

@@ -85,7 +85,7 @@ impl Agent {
         let client = tls::client_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
         let events = config.events.clone();
         let state = Arc::new(AgentState {
-            outbox: Outbox::new(config.max_events),
+            outbox: Outbox::new(config.max_events, config.read_ahead),
             config,
             esl: Mutex::new(None),
             status: std::sync::Mutex::new(EslState::Down("not connected yet".into())),
@@ -216,6 +216,7 @@ async fn esl_loop(st: Arc<AgentState>) {
             })
         };
         while let Some(e) = events.recv().await {
+            st.outbox.wait_not_behind().await;
             st.outbox.push(e);
         }
         probe.abort();
@@ -361,6 +362,7 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::
         })
     };
     let result = send_loop(st, &mut send, &conn).await;
+    st.outbox.set_connected(None);
     acks.abort();
     commands.abort();
     conn.close(0u32.into(), b"agent reconnecting");
@@ -368,13 +370,22 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::
     result
 }
 
+/// Most events in one `Events` frame.
+const BATCH_EVENTS: usize = 128;
+/// About the most header and body bytes in one `Events` frame.
+const BATCH_BYTES: usize = 128 * 1024;
+
 async fn send_loop(
     st: &Arc<AgentState>,
     send: &mut quinn::SendStream,
     conn: &quinn::Connection,
 ) -> anyhow::Result<()> {
     let mut sent = st.outbox.acked();
+    st.outbox.set_connected(Some(sent));
     let mut last_status = None;
+    // One frame buffer for the session: batches of ~128 KiB stay in the
+    // allocator's reused size classes instead of fresh pages each time.
+    let mut frame = Vec::with_capacity(BATCH_BYTES * 2);
     let mut heartbeat = tokio::time::interval(st.config.heartbeat);
     loop {
         if let Some(reason) = conn.close_reason() {
@@ -386,13 +397,13 @@ async fn send_loop(
             last_status = Some(status);
         }
         // Everything buffered, in order.
-        loop {
-            let batch = st.outbox.after(sent, 128);
-            let Some(last) = batch.last().map(|e| e.seq) else {
-                break;
-            };
-            write_msg(send, &AgentMsg::Events(batch)).await?;
+        while let Some(last) = st
+            .outbox
+            .encode_after(sent, BATCH_EVENTS, BATCH_BYTES, &mut frame)
+        {
+            send.write_all(&frame).await?;
             sent = last;
+            st.outbox.mark_sent(last);
         }
         if st.snapshot_needed.swap(false, Ordering::SeqCst) {
             let handle = st.esl.lock().await.clone();

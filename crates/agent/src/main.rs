@@ -51,6 +51,9 @@ struct Args {
     /// Events buffered while the controller is unreachable [default: 200000].
     #[arg(long, env = "SWITCHY_BUFFER_MAX_EVENTS")]
     max_events: Option<usize>,
+    /// While the controller is connected, pause reading ESL when this many events wait to be sent [default: 20000].
+    #[arg(long, env = "SWITCHY_BUFFER_READ_AHEAD")]
+    read_ahead: Option<usize>,
     /// Heartbeat to the controller, seconds [default: 5].
     #[arg(long)]
     heartbeat_secs: Option<u64>,
@@ -112,6 +115,9 @@ fn resolve(a: Args) -> anyhow::Result<AgentConfig> {
     }
     if let Some(e) = a.events.or(f.esl.events) {
         c.events = e;
+    }
+    if let Some(m) = a.read_ahead.or(f.buffer.read_ahead) {
+        c.read_ahead = m;
     }
     if let Some(m) = a.max_events.or(f.buffer.max_events) {
         c.max_events = m;

@@ -62,12 +62,14 @@ async fn serve(
             let mut close = false;
             match first {
                 Out::Frame(f) => buf.extend_from_slice(&f),
+                Out::Shared(b, r) => buf.extend_from_slice(&b[r]),
                 Out::Close => close = true,
             }
             // Coalesce whatever else is queued into one write.
             while !close && buf.len() < 1 << 20 {
                 match rx.try_recv() {
                     Ok(Out::Frame(f)) => buf.extend_from_slice(&f),
+                    Ok(Out::Shared(b, r)) => buf.extend_from_slice(&b[r]),
                     Ok(Out::Close) => close = true,
                     Err(_) => break,
                 }

@@ -166,6 +166,33 @@ impl MockCluster {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Writes already framed plain events to every connection of node `i`
+    /// subscribed to plain channel events, as fast as each reads (see
+    /// [`node::Control::Replay`]); returns how many connections get them.
+    /// `range` selects whole frames of `frames` (so a caller can pace them).
+    pub async fn replay(
+        &self,
+        i: usize,
+        frames: Arc<[u8]>,
+        range: std::ops::Range<usize>,
+        events: u64,
+    ) -> usize {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let Some(tx) = self.cluster.senders.get(i) else {
+            return 0;
+        };
+        let msg = NodeMsg::Control(node::Control::Replay {
+            frames,
+            range,
+            events,
+            done,
+        });
+        if tx.send(msg).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
     /// The shared cluster state (journal, schemas, templates).
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster

@@ -163,6 +163,9 @@ pub struct NodeInfo {
 pub enum Out {
     /// Bytes of one or more frames.
     Frame(Vec<u8>),
+    /// A range of a shared buffer (replayed frames, written without a copy
+    /// per connection).
+    Shared(Arc<[u8]>, std::ops::Range<usize>),
     /// Close the socket after what was queued.
     Close,
 }
@@ -319,6 +322,19 @@ pub enum Control {
         /// The event.
         event: Event,
         /// How many connections received it.
+        done: oneshot::Sender<usize>,
+    },
+    /// Write already framed plain events (`frames`, holding `events`
+    /// events) to every connection subscribed to plain channel events, as
+    /// fast as each reads: a load source that costs the node no rendering.
+    Replay {
+        /// Framed `text/event-plain` events, back to back.
+        frames: Arc<[u8]>,
+        /// The part of `frames` to write (whole frames).
+        range: std::ops::Range<usize>,
+        /// How many events `frames` holds (for the sent counters).
+        events: u64,
+        /// How many connections get them.
         done: oneshot::Sender<usize>,
     },
     /// Drop every ESL connection.
@@ -746,6 +762,33 @@ impl Node {
                     conn,
                     true,
                 );
+                let _ = done.send(n);
+            }
+            Control::Replay {
+                frames,
+                range,
+                events,
+                done,
+            } => {
+                let range = range.start.min(frames.len())..range.end.min(frames.len());
+                const CHUNK: usize = 64 * 1024;
+                let mut n = 0;
+                for c in self.conns.values_mut() {
+                    if c.format != EventFormat::Plain || !c.wants("CHANNEL_CREATE", None) {
+                        continue;
+                    }
+                    let mut at = range.start;
+                    while at < range.end {
+                        let end = (at + CHUNK).min(range.end);
+                        let _ = c.tx.send(Out::Shared(frames.clone(), at..end));
+                        at = end;
+                    }
+                    c.sent_events += events;
+                    n += 1;
+                }
+                self.cluster
+                    .events_sent
+                    .fetch_add(events * n as u64, Ordering::Relaxed);
                 let _ = done.send(n);
             }
             Control::DropConnections(tx) => {

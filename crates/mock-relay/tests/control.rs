@@ -507,3 +507,44 @@ async fn knobs_auto_answer_failures_and_limits() {
     assert_eq!(st, 400);
     m.stop().await;
 }
+
+#[tokio::test]
+async fn replay_writes_framed_events_to_plain_subscribers_only() {
+    use switchy_protocol::esl::server;
+    let m = cluster(1).await;
+    let mut plain = Esl::connect(m.esl_addr(0)).await;
+    let mut json = Esl::connect(m.esl_addr(0)).await;
+    let mut none = Esl::connect(m.esl_addr(0)).await;
+    plain.subscribe(EventFormat::Plain, &["ALL"]).await;
+    json.subscribe(EventFormat::Json, &["ALL"]).await;
+    // 3 events framed back to back, ~100 KB in all (several 64 KB chunks).
+    let mut frames = Vec::new();
+    for i in 0..3 {
+        let mut body = format!("Event-Name: CHANNEL_CREATE\nUnique-ID: u{i}\n").into_bytes();
+        body.extend_from_slice(format!("Big: {}\n\n", "x".repeat(35_000)).as_bytes());
+        server::encode_event_body(&body, EventFormat::Plain, &mut frames);
+    }
+    let before = m.events_sent();
+    let len = frames.len();
+    assert_eq!(m.replay(0, frames.into(), 0..len, 3).await, 1);
+    assert_eq!(m.events_sent() - before, 3);
+    plain.wait_event(|e| e.unique_id() == Some("u2")).await;
+    let got: Vec<_> = plain
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.unique_id().unwrap_or("").to_owned(),
+                e.get("Big").map(str::len),
+            )
+        })
+        .collect();
+    let want: Vec<_> = (0..3).map(|i| (format!("u{i}"), Some(35_000))).collect();
+    assert_eq!(got, want);
+    // The others got nothing: their next message is the reply to this.
+    for c in [&mut json, &mut none] {
+        assert!(c.api("status", "").await.contains("UP"));
+    }
+    assert_eq!(m.replay(7, Vec::new().into(), 0..0, 0).await, 0);
+    m.stop().await;
+}

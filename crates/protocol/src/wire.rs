@@ -280,21 +280,38 @@ fn config() -> impl bincode::config::Config {
 
 /// Encodes a message as one frame (length prefix + payload).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![0u8; 4];
-    let payload = bincode::serde::encode_to_vec(msg, config())
-        .map_err(|e| WireError::Encode(e.to_string()))?;
-    if payload.len() > MAX_FRAME {
-        return Err(WireError::TooLarge(payload.len(), MAX_FRAME));
-    }
-    out[..4].copy_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
+    let mut out = Vec::new();
+    encode_into(msg, &mut out)?;
     Ok(out)
+}
+
+/// Encodes a message as one frame into `out` (cleared first), so a sender
+/// can keep one buffer instead of allocating (and growing) one per frame.
+pub fn encode_into<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
+    out.clear();
+    out.extend_from_slice(&[0; 4]);
+    bincode::serde::encode_into_std_write(msg, out, config())
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    let n = out.len() - 4;
+    if n > MAX_FRAME {
+        out.clear();
+        return Err(WireError::TooLarge(n, MAX_FRAME));
+    }
+    out[..4].copy_from_slice(&(n as u32).to_be_bytes());
+    Ok(())
 }
 
 /// Encodes `AgentMsg::Events` from borrowed events (same bytes as encoding
 /// an owned `AgentMsg::Events`), so a sender need not clone what it keeps
 /// buffered until acknowledged.
 pub fn encode_event_batch(events: &[&WireEvent]) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::new();
+    encode_event_batch_into(events, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_event_batch`] into a reused buffer (cleared first).
+pub fn encode_event_batch_into(events: &[&WireEvent], out: &mut Vec<u8>) -> Result<(), WireError> {
     // Variant order must match `AgentMsg`: Hello = 0, Events = 1.
     #[derive(Serialize)]
     enum Borrowed<'a> {
@@ -302,7 +319,7 @@ pub fn encode_event_batch(events: &[&WireEvent]) -> Result<Vec<u8>, WireError> {
         Hello(()),
         Events(&'a [&'a WireEvent]),
     }
-    encode(&Borrowed::Events(events))
+    encode_into(&Borrowed::Events(events), out)
 }
 
 /// Decodes one payload (without its length prefix).

@@ -97,6 +97,22 @@ proptest! {
     }
 
     #[test]
+    fn relay_packing_matches_the_full_decode(e in event()) {
+        // What the agent sends (plain body -> packed headers) is what the
+        // controller would have decoded from the same bytes.
+        let body = e.encode(EventFormat::Plain);
+        let (packed, pbody) = Event::plain_to_packed(&body).expect("packs");
+        let full = Event::decode_plain(&body).expect("decodes");
+        let unpacked = switchy_protocol::wire::unpack_headers(&packed).expect("unpacks");
+        prop_assert_eq!(unpacked.len(), full.headers.len());
+        for ((n1, v1), (n2, v2)) in unpacked.iter().zip(full.headers.iter_bytes()) {
+            prop_assert_eq!(*n1, n2.as_bytes());
+            prop_assert_eq!(*v1, v2);
+        }
+        prop_assert_eq!(pbody, full.body);
+    }
+
+    #[test]
     fn percent_encoding_is_decodable_and_ascii(v in value()) {
         let enc = percent::encode(&v);
         prop_assert!(enc.bytes().all(|b| (0x21..0x7f).contains(&b) || enc.is_empty()));

@@ -221,36 +221,23 @@ impl Event {
     /// body).
     pub fn plain_to_packed(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), EventError> {
         let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
-        let mut pos = 0;
-        let mut line_no = 0;
+        let mut lines = super::scan::Lines::new(bytes);
         // Start of the last header in `out`, and its value, for the body's
         // Content-Length.
         let mut last: Option<(usize, bool, usize, usize)> = None;
-        while pos < bytes.len() {
-            line_no += 1;
-            let (line, next) = match memchr::memchr(b'\n', &bytes[pos..]) {
-                Some(p) => (&bytes[pos..pos + p], pos + p + 1),
-                None => (&bytes[pos..], bytes.len()),
+        loop {
+            let line = match lines.next_line(bytes) {
+                Ok(Some(l)) => l,
+                Ok(None) => break,
+                Err(line) => return Err(EventError::MalformedHeader { line }),
             };
-            pos = next;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                break;
-            }
-            let Some(colon) = memchr::memchr(b':', line) else {
-                return Err(EventError::MalformedHeader { line: line_no });
-            };
-            let name = &line[..colon];
-            let mut value = &line[colon + 1..];
-            while let [b' ' | b'\t', rest @ ..] = value {
-                value = rest;
-            }
+            let name = &bytes[line.name.clone()];
             let start = out.len();
             out.extend_from_slice(&(name.len() as u32).to_le_bytes());
             out.extend_from_slice(name);
             let len_at = out.len();
             out.extend_from_slice(&[0; 4]);
-            percent::decode_into(value, &mut out);
+            lines.decode_value(bytes, &line, &mut out);
             let vlen = out.len() - len_at - 4;
             out[len_at..len_at + 4].copy_from_slice(&(vlen as u32).to_le_bytes());
             last = Some((
@@ -260,6 +247,7 @@ impl Event {
                 out.len(),
             ));
         }
+        let pos = lines.pos();
         let rest = &bytes[pos.min(bytes.len())..];
         let declared = last
             .filter(|(_, is_cl, _, _)| *is_cl)

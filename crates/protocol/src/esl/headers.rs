@@ -300,74 +300,26 @@ impl Headers {
         percent_decode: bool,
     ) -> Result<(Headers, usize), (usize, Vec<u8>)> {
         let len = src.len();
-        let scan = super::scan::Structure::new(&src);
+        let mut lines = super::scan::Lines::new(&src);
         let mut h = Headers::with_source(src, len / 32 + 4, 256);
-        let src_ascii = scan.ascii;
-        let mut pos = 0;
-        let mut line_no = 0;
-        while pos < len {
-            line_no += 1;
-            let (line_end, next) = match scan.next_newline(pos) {
-                Some(p) => (p, p + 1),
-                None => (len, len),
+        let src_ascii = lines.ascii();
+        loop {
+            let line = match lines.next_line(&h.src) {
+                Ok(Some(l)) => l,
+                Ok(None) => break,
+                Err(line_no) => return Err((line_no, h.src)),
             };
-            let line_start = pos;
-            pos = next;
-            let mut end = line_end;
-            if end > line_start && h.src[end - 1] == b'\r' {
-                end -= 1;
-            }
-            if end == line_start {
-                break;
-            }
-            let Some(colon) = scan.colon_before(line_start, end) else {
-                return Err((line_no, h.src));
-            };
-            let mut v = colon + 1;
-            while v < end && matches!(h.src[v], b' ' | b'\t') {
-                v += 1;
-            }
-            let name = Span::src(line_start, colon);
-            let raw = if let Some(first) = scan.percent_before(v, end).filter(|_| percent_decode) {
-                // Percent-decode into the arena, jumping from `%` to `%`
-                // with the scan (same rules as `percent::decode_into`).
+            let name = Span::src(line.name.start, line.name.end);
+            let raw = if percent_decode && line.percent.is_some() {
                 let a0 = h.arena.len();
-                let mut i = v;
-                let mut p = first;
-                loop {
-                    h.arena.extend_from_slice(&h.src[i..p]);
-                    let src = &h.src;
-                    match (src.get(p + 1), src.get(p + 2)) {
-                        (Some(&a), Some(&b)) if p + 2 < end => {
-                            match (super::percent::hex_val(a), super::percent::hex_val(b)) {
-                                (Some(a), Some(b)) => {
-                                    h.arena.push(a << 4 | b);
-                                    i = p + 3;
-                                }
-                                _ => {
-                                    h.arena.push(b'%');
-                                    i = p + 1;
-                                }
-                            }
-                        }
-                        _ => {
-                            h.arena.push(b'%');
-                            i = p + 1;
-                        }
-                    }
-                    match scan.percent_before(i, end) {
-                        Some(n) => p = n,
-                        None => break,
-                    }
-                }
-                h.arena.extend_from_slice(&h.src[i..end]);
+                lines.decode_value(&h.src, &line, &mut h.arena);
                 Span::arena(a0, h.arena.len())
             } else {
-                Span::src(v, end)
+                Span::src(line.value.start, line.value.end)
             };
             h.link_checked(name, raw, src_ascii);
         }
-        Ok((h, pos.min(len)))
+        Ok((h, lines.pos()))
     }
 
     /// Headers over a packed buffer (for each header: u32 little-endian

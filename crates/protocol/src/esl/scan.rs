@@ -128,6 +128,111 @@ impl Structure {
     }
 }
 
+/// One `Name: value` line: byte ranges into the scanned block, and the
+/// first `%` of the value if any.
+pub(crate) struct HeaderLine {
+    pub(crate) name: std::ops::Range<usize>,
+    pub(crate) value: std::ops::Range<usize>,
+    pub(crate) percent: Option<usize>,
+}
+
+/// Header lines of a block up to the first empty line, from its scan. The
+/// block itself is passed to each call (so a caller may own it elsewhere).
+pub(crate) struct Lines {
+    scan: Structure,
+    len: usize,
+    pos: usize,
+    line_no: usize,
+}
+
+impl Lines {
+    /// Scans `src`.
+    pub(crate) fn new(src: &[u8]) -> Lines {
+        Lines {
+            scan: Structure::new(src),
+            len: src.len(),
+            pos: 0,
+            line_no: 0,
+        }
+    }
+
+    /// True when every byte of the block is ASCII.
+    pub(crate) fn ascii(&self) -> bool {
+        self.scan.ascii
+    }
+
+    /// Offset just past the empty line that ended the headers (or the end).
+    pub(crate) fn pos(&self) -> usize {
+        self.pos.min(self.len)
+    }
+
+    /// The next header line; `Ok(None)` at an empty line or the end;
+    /// `Err(1-based line number)` for a line without `:`.
+    #[inline]
+    pub(crate) fn next_line(&mut self, src: &[u8]) -> Result<Option<HeaderLine>, usize> {
+        if self.pos >= self.len {
+            return Ok(None);
+        }
+        self.line_no += 1;
+        let line_start = self.pos;
+        let (mut end, next) = match self.scan.next_newline(line_start) {
+            Some(p) => (p, p + 1),
+            None => (self.len, self.len),
+        };
+        self.pos = next;
+        if end > line_start && src[end - 1] == b'\r' {
+            end -= 1;
+        }
+        if end == line_start {
+            return Ok(None);
+        }
+        let Some(colon) = self.scan.colon_before(line_start, end) else {
+            return Err(self.line_no);
+        };
+        let mut v = colon + 1;
+        while v < end && matches!(src[v], b' ' | b'\t') {
+            v += 1;
+        }
+        Ok(Some(HeaderLine {
+            name: line_start..colon,
+            value: v..end,
+            percent: self.scan.percent_before(v, end),
+        }))
+    }
+
+    /// Appends the percent-decoded value of `line` to `out`, jumping from
+    /// `%` to `%` with the scan (same rules as `percent::decode_into`:
+    /// `%XX` in either case is the byte, any other `%` stays).
+    #[inline]
+    pub(crate) fn decode_value(&self, src: &[u8], line: &HeaderLine, out: &mut Vec<u8>) {
+        let end = line.value.end;
+        let mut i = line.value.start;
+        let mut next = line.percent;
+        while let Some(p) = next {
+            out.extend_from_slice(&src[i..p]);
+            let byte = if p + 2 < end {
+                super::percent::hex_val(src[p + 1])
+                    .zip(super::percent::hex_val(src[p + 2]))
+                    .map(|(h, l)| h << 4 | l)
+            } else {
+                None
+            };
+            match byte {
+                Some(b) => {
+                    out.push(b);
+                    i = p + 3;
+                }
+                None => {
+                    out.push(b'%');
+                    i = p + 1;
+                }
+            }
+            next = self.scan.percent_before(i, end);
+        }
+        out.extend_from_slice(&src[i..end]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
