@@ -12,10 +12,13 @@ use switchy_protocol::esl::{Command, Decoder, Event, EventFormat, Message};
 pub struct RelayEvent {
     /// `Event-Name`.
     pub name: String,
-    /// Packed headers (`wire::pack_headers` layout).
+    /// Packed headers (`wire::pack_headers` layout), or when `plain` the
+    /// plain event text as FreeSWITCH sent it.
     pub packed: Vec<u8>,
-    /// Body.
+    /// Body (None when `plain`).
     pub body: Option<Vec<u8>>,
+    /// `packed` holds the plain event text (see `wire::WireEvent::plain`).
+    pub plain: bool,
 }
 
 impl RelayEvent {
@@ -25,6 +28,7 @@ impl RelayEvent {
             name: e.event_name().unwrap_or("").to_owned(),
             packed: e.headers.to_packed(),
             body: e.body.clone(),
+            plain: false,
         }
     }
 }
@@ -189,17 +193,6 @@ pub async fn connect(
     Ok((EslHandle { tx: cmd_tx }, ev_rx))
 }
 
-/// The value of the first packed header if it is named `name`.
-fn first_value(packed: &[u8], name: &[u8]) -> Option<String> {
-    let n = u32::from_le_bytes(packed.get(..4)?.try_into().ok()?) as usize;
-    if packed.get(4..4 + n)? != name {
-        return None;
-    }
-    let at = 4 + n;
-    let v = u32::from_le_bytes(packed.get(at..at + 4)?.try_into().ok()?) as usize;
-    Some(String::from_utf8_lossy(packed.get(at + 4..at + 4 + v)?).into_owned())
-}
-
 async fn run(
     stream: TcpStream,
     mut dec: Decoder,
@@ -219,23 +212,19 @@ async fn run(
                 Err(e) => break 'conn e.to_string(),
             };
             if frame.content_type() == Some("text/event-plain") {
-                let body = frame.body.unwrap_or_default();
-                match Event::plain_to_packed(&body) {
-                    Ok((packed, ev_body)) => {
-                        let name = first_value(&packed, b"Event-Name").unwrap_or_default();
-                        if events
-                            .send(RelayEvent {
-                                name,
-                                packed,
-                                body: ev_body,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            break 'conn "event consumer gone".to_string();
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "undecodable event skipped"),
+                // Relayed as received: the controller decodes it, once.
+                let text = frame.body.unwrap_or_default();
+                let name = switchy_protocol::wire::plain_event_name(&text)
+                    .unwrap_or_default()
+                    .to_owned();
+                let ev = RelayEvent {
+                    name,
+                    packed: text,
+                    body: None,
+                    plain: true,
+                };
+                if events.send(ev).await.is_err() {
+                    break 'conn "event consumer gone".to_string();
                 }
                 continue;
             }

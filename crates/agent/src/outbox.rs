@@ -199,7 +199,7 @@ impl Outbox {
         }
         g.next_seq += 1;
         let seq = g.next_seq;
-        let headers = e.packed;
+        let (headers, plain) = (e.packed, e.plain);
         let body = e.body.map(serde_bytes::ByteBuf::from);
         g.events.push_back(Slot {
             noise,
@@ -209,6 +209,7 @@ impl Outbox {
                 received_us: now_us(),
                 headers,
                 body,
+                plain,
             },
         });
         g.live += 1;

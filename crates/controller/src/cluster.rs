@@ -603,15 +603,13 @@ impl Cluster {
             }
             last = we.seq;
             count += 1;
-            let Some(headers) = switchy_protocol::esl::Headers::from_packed(we.headers) else {
-                tracing::warn!(node = %node, "malformed event from agent skipped (bad header lengths)");
-                continue;
+            let e = match we.into_event() {
+                Ok(e) => Arc::new(e),
+                Err(error) => {
+                    tracing::warn!(node = %node, %error, "undecodable event from agent skipped");
+                    continue;
+                }
             };
-            let e = Event {
-                headers,
-                body: we.body.map(serde_bytes::ByteBuf::into_vec),
-            };
-            let e = Arc::new(e);
             {
                 // Publish under the tracker lock: observers (the CDR
                 // builder, apps) see events and ends in the order the

@@ -13,14 +13,16 @@
 use serde::{Deserialize, Serialize};
 
 /// Protocol version; both sides refuse a peer with another one.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 /// QUIC ALPN of this protocol version.
 pub const ALPN: &[u8] = b"switchy/1";
 /// Largest frame payload accepted (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
-/// One FreeSWITCH event as relayed: its decoded headers in arrival order
-/// (packed, see [`pack_headers`]) and its body.
+/// One FreeSWITCH event as relayed: either its headers exactly as
+/// FreeSWITCH wrote them in a `text/event-plain` frame (decoded once, by the
+/// controller) or its decoded headers packed (see [`pack_headers`]), and
+/// its body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEvent {
     /// Agent-assigned sequence number (per agent process, from 1), used for
@@ -28,13 +30,49 @@ pub struct WireEvent {
     pub seq: u64,
     /// Microseconds since the epoch when the agent received it.
     pub received_us: u64,
-    /// Headers in order, duplicates kept: for each, a u32 little-endian
-    /// name length, the name, a u32 little-endian value length, the value
-    /// (decoded bytes, no percent-encoding).
+    /// When `plain`: the body of the `text/event-plain` frame as received
+    /// (percent-encoded `Name: value` lines, an empty line, then the
+    /// event's own body if it has a `Content-Length`). Otherwise headers in
+    /// order, duplicates kept: for each, a u32 little-endian name length,
+    /// the name, a u32 little-endian value length, the value (decoded
+    /// bytes, no percent-encoding).
     #[serde(with = "serde_bytes")]
     pub headers: Vec<u8>,
-    /// Body, if any.
+    /// Body, if any (always None when `plain`: the body is in `headers`).
     pub body: Option<serde_bytes::ByteBuf>,
+    /// `headers` is the plain ESL event text.
+    pub plain: bool,
+}
+
+impl WireEvent {
+    /// The event: the plain text decoded or the packed headers unpacked.
+    pub fn into_event(self) -> Result<crate::esl::Event, String> {
+        if self.plain {
+            crate::esl::Event::decode_plain_owned(self.headers).map_err(|(e, _)| e.to_string())
+        } else {
+            let headers = crate::esl::Headers::from_packed(self.headers)
+                .ok_or_else(|| "bad packed header lengths".to_string())?;
+            Ok(crate::esl::Event {
+                headers,
+                body: self.body.map(serde_bytes::ByteBuf::into_vec),
+            })
+        }
+    }
+}
+
+/// The `Event-Name` of a plain event body, read from its first lines
+/// without decoding the rest (FreeSWITCH writes it first).
+pub fn plain_event_name(plain: &[u8]) -> Option<&str> {
+    for line in plain.split(|&b| b == b'\n').take(8) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.strip_prefix(b"Event-Name:") {
+            return std::str::from_utf8(v).ok().map(str::trim);
+        }
+    }
+    None
 }
 
 /// Packs header pairs for [`WireEvent::headers`].
@@ -420,6 +458,7 @@ mod tests {
                     (b"X", &[0xff, 0]),
                 ]),
                 body: Some(serde_bytes::ByteBuf::from(b"body".to_vec())),
+                plain: false,
             }]),
             AgentMsg::Status(EslState::Down("refused".into())),
         ];
@@ -449,9 +488,46 @@ mod tests {
             received_us: 1,
             headers: pack_headers([(&b"A"[..], &b"b"[..])]),
             body: None,
+            plain: false,
         };
         let owned = encode(&AgentMsg::Events(vec![e.clone(), e.clone()])).unwrap();
         assert_eq!(encode_event_batch(&[&e, &e]).unwrap(), owned);
+    }
+
+    #[test]
+    fn plain_and_packed_events_decode_to_the_same_event() {
+        let text = b"Event-Name: BACKGROUND_JOB\nJob-UUID: j1\nX-Enc: a%20b%3Ac\nContent-Length: 4\n\n+OK\n".to_vec();
+        assert_eq!(plain_event_name(&text), Some("BACKGROUND_JOB"));
+        assert_eq!(plain_event_name(b"A: b\n\nEvent-Name: X\n"), None);
+        let plain = WireEvent {
+            seq: 1,
+            received_us: 0,
+            headers: text.clone(),
+            body: None,
+            plain: true,
+        };
+        let (packed, body) = crate::esl::Event::plain_to_packed(&text).unwrap();
+        let packed = WireEvent {
+            seq: 1,
+            received_us: 0,
+            headers: packed,
+            body: body.map(serde_bytes::ByteBuf::from),
+            plain: false,
+        };
+        let a = plain.into_event().unwrap();
+        let b = packed.into_event().unwrap();
+        assert_eq!(a.headers, b.headers);
+        assert_eq!(a.body, b.body);
+        assert_eq!(a.get("X-Enc"), Some("a b:c"));
+        assert_eq!(a.body.as_deref(), Some(&b"+OK\n"[..]));
+        let bad = WireEvent {
+            seq: 2,
+            received_us: 0,
+            headers: b"no colon here\n\n".to_vec(),
+            body: None,
+            plain: true,
+        };
+        assert!(bad.into_event().is_err());
     }
 
     #[test]
