@@ -286,7 +286,7 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::
     } else {
         "[::]:0".parse()?
     };
-    let mut endpoint = quinn::Endpoint::client(bind)?;
+    let mut endpoint = tls::quic_endpoint(bind, None)?;
     endpoint.set_default_client_config(client.clone());
     let conn = endpoint.connect(addr, &c.controller_name)?.await?;
     let (mut send, mut recv) = conn.open_bi().await?;

@@ -35,9 +35,57 @@ pub fn client_config(
     tls.alpn_protocols = vec![switchy_protocol::wire::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()?));
+    Ok(cfg)
+}
+
+/// Socket buffer size asked for on QUIC sockets (the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`): the default ~200 KB overflows, and a
+/// dropped datagram costs a retransmission timeout, under bursts of
+/// multi-kilobyte events.
+pub const QUIC_SOCKET_BUFFER: usize = 4 << 20;
+
+/// A QUIC endpoint on a UDP socket bound to `addr`, with switchy's limits:
+/// datagrams up to `wire::QUIC_MAX_UDP_PAYLOAD` (path MTU discovery
+/// climbs to what the path allows) and large socket buffers. `server` makes
+/// it accept connections.
+pub fn quic_endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    match quinn::udp::UdpSocketState::new((&socket).into()) {
+        Ok(state) => {
+            for (what, r) in [
+                (
+                    "receive",
+                    state.set_recv_buffer_size((&socket).into(), QUIC_SOCKET_BUFFER),
+                ),
+                (
+                    "send",
+                    state.set_send_buffer_size((&socket).into(), QUIC_SOCKET_BUFFER),
+                ),
+            ] {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "cannot enlarge the QUIC socket's {what} buffer");
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot inspect the QUIC socket"),
+    }
+    let mut cfg = quinn::EndpointConfig::default();
+    cfg.max_udp_payload_size(switchy_protocol::wire::QUIC_MAX_UDP_PAYLOAD)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    quinn::Endpoint::new(cfg, server, socket, Arc::new(quinn::TokioRuntime))
+}
+
+/// Transport settings shared by agents and the controller.
+pub fn transport_config() -> anyhow::Result<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(1)));
     transport.max_idle_timeout(Some(Duration::from_secs(5).try_into()?));
-    cfg.transport_config(Arc::new(transport));
-    Ok(cfg)
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(switchy_protocol::wire::QUIC_MAX_UDP_PAYLOAD);
+    transport.mtu_discovery_config(Some(mtu));
+    Ok(transport)
 }

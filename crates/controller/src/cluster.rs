@@ -312,7 +312,7 @@ impl Cluster {
         addr: SocketAddr,
         server: quinn::ServerConfig,
     ) -> anyhow::Result<Listener> {
-        let endpoint = quinn::Endpoint::server(server, addr).map_err(|e| {
+        let endpoint = switchy_agent::tls::quic_endpoint(addr, Some(server)).map_err(|e| {
             anyhow::anyhow!("cannot listen for agents on {addr}: {e} (choose another --listen)")
         })?;
         let local = endpoint.local_addr()?;

@@ -4,7 +4,6 @@
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A QUIC server config requiring a CA-signed client certificate.
 pub fn server_config(
@@ -37,9 +36,7 @@ pub fn server_config(
     tls.alpn_protocols = vec![switchy_protocol::wire::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(1)));
-    transport.max_idle_timeout(Some(Duration::from_secs(5).try_into()?));
+    let mut transport = switchy_agent::tls::transport_config()?;
     transport.max_concurrent_bidi_streams(4096u32.into());
     cfg.transport_config(Arc::new(transport));
     Ok(cfg)
