@@ -3,15 +3,17 @@
 # process, `switchy-controller run` with one embedded agent per node over
 # real TCP (ESL) and QUIC/mTLS, CDRs to a fresh SQLite file.
 #
-#   benches/originator.sh RATE [SECONDS] [NODES]     e.g. benches/originator.sh 800 60
+#   benches/originator.sh RATE [SECONDS] [NODES] [LIMIT]   e.g. benches/originator.sh 2000 60 4 22000
 #
-# The concurrency limit is RATE × 10 (holding time 9.5 s), so the run holds
-# about RATE × 9.5 calls up once warm.
+# The concurrency limit is LIMIT (default RATE × 10); the holding time is
+# the default 95 % of LIMIT / RATE, so the run holds about 0.95 × LIMIT
+# calls up once warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:?calls per second}
 SECS=${2:-60}
 NODES=${3:-4}
+LIMIT=${4:-$((RATE * 10))}
 cargo build --release -q -p mock-relay -p switchy-controller
 PORT=18021
 ./target/release/mock-relay --nodes "$NODES" --esl-port $PORT --http-port 19021 >/tmp/switchy-bench-mock.log 2>&1 &
@@ -23,6 +25,6 @@ for i in $(seq 0 $((NODES - 1))); do ESL+=(--esl 127.0.0.1:$((PORT + i))); done
 DB=/tmp/switchy-bench-$$.db
 rm -f "$DB"*
 RUST_LOG=warn ./target/release/switchy-controller run "${ESL[@]}" --rate "$RATE" \
-  --limit $((RATE * 10)) --max-offered $((RATE * SECS)) --http 127.0.0.1:0 \
+  --limit "$LIMIT" --max-offered $((RATE * SECS)) --http 127.0.0.1:0 \
   --db "sqlite://$DB" --metrics-file /tmp/switchy-bench-$$.json
 rm -f "$DB"*

@@ -309,7 +309,7 @@ impl Tracker {
         if let Some(c) = e.get("Hangup-Cause") {
             s.hangup_cause = Some(c.to_owned());
         }
-        if e.headers.iter().any(|(k, _)| k.starts_with("variable_")) {
+        if e.headers.has_name_prefix("variable_") {
             s.var_event = Some(e.clone());
         }
         s.last_event = Some(e.clone());

@@ -356,6 +356,18 @@ struct Loaded {
     default: Option<String>,
 }
 
+impl Loaded {
+    /// True when some loaded app has a callback for events named `name`
+    /// (any `CUSTOM …` callback for `CUSTOM`).
+    fn wants(&self, name: &str) -> bool {
+        self.by_id.values().flatten().any(|a| {
+            a.callbacks
+                .iter()
+                .any(|(ev, _)| ev == name || name == "CUSTOM" && ev.starts_with("CUSTOM"))
+        })
+    }
+}
+
 /// Counters of the dispatcher.
 #[derive(Debug, Default, Serialize)]
 pub struct AppStats {
@@ -708,6 +720,18 @@ async fn dispatch(mgr: Arc<MgrInner>, mut rx: tokio::sync::broadcast::Receiver<C
                     uuid.clone()
                 };
                 let mut g = mgr.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                // An event no app listens to needs no session worker (most
+                // events, in a load test): skip it, keeping only the end.
+                if !mgr.snapshot().wants(e.event_name().unwrap_or("")) {
+                    if destroy {
+                        if let Some(tx) = g.remove(&key) {
+                            let _ = tx.send(Item::End);
+                        }
+                        drop(g);
+                        mgr.end_waits(&uuid);
+                    }
+                    continue;
+                }
                 let tx = g.entry(key.clone()).or_insert_with(|| {
                     let (tx, rx) = mpsc::unbounded_channel();
                     tokio::spawn(session_worker(mgr.clone(), node.clone(), uuid.clone(), rx));

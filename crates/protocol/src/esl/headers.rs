@@ -405,6 +405,15 @@ impl Headers {
         std::str::from_utf8(self.bytes(self.entries[idx].name)).unwrap_or_default()
     }
 
+    /// True when some header name starts with `prefix` (exact bytes).
+    /// Looks from the last header back: FreeSWITCH writes `variable_*` last.
+    pub fn has_name_prefix(&self, prefix: &str) -> bool {
+        self.entries
+            .iter()
+            .rev()
+            .any(|e| self.bytes(e.name).starts_with(prefix.as_bytes()))
+    }
+
     /// Iterates `(name, value)` pairs in arrival order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
         (0..self.entries.len()).map(|i| (self.name_at(i), self.text_at(i)))
@@ -541,6 +550,17 @@ mod tests {
         assert_eq!(h2.get_all("A").collect::<Vec<_>>(), vec!["1", "x"]);
         h.push("C", "3");
         assert_eq!(h.get("C"), Some("3"));
+    }
+
+    #[test]
+    fn name_prefix_is_found_anywhere() {
+        let h: Headers = [("Event-Name", "X"), ("variable_a", "1"), ("B", "2")]
+            .into_iter()
+            .collect();
+        assert!(h.has_name_prefix("variable_"));
+        assert!(h.has_name_prefix("Event-"));
+        assert!(!h.has_name_prefix("variable_b"));
+        assert!(!Headers::new().has_name_prefix(""));
     }
 
     #[test]
