@@ -103,6 +103,17 @@ async fn originate_through_rest_tracks_one_call_across_nodes_and_hangup_ends_it(
     let causes: Vec<String> =
         cluster.with_tracker(|t| t.finished().iter().map(|f| f.cause.clone()).collect());
     assert_eq!(causes, vec!["NORMAL_CLEARING", "NORMAL_CLEARING"]);
+    // Both relay-latency histograms counted the call's events.
+    let (_, m) = http(h.http(), "GET", "/metrics", Some(TOKEN), None).await;
+    let m = m.as_str().unwrap_or_default().to_owned();
+    let count = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}_count missing in {m}"))
+    };
+    assert!(count("switchy_relay_agent_latency_seconds") >= 10, "{m}");
+    assert!(count("switchy_relay_latency_seconds") >= 10, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,20 @@ pub struct Counters {
     pub latency_sum_us: AtomicU64,
     /// Latency histogram buckets (µs upper bounds in [`LATENCY_BUCKETS`]).
     pub latency_buckets: [AtomicU64; 12],
+    /// Sum of the agent → controller part (agent received the event →
+    /// applied), µs: with `latency_*`, tells FreeSWITCH/ESL delays from
+    /// switchy's own.
+    pub agent_latency_sum_us: AtomicU64,
+    /// Histogram of the agent → controller part (bounds [`LATENCY_BUCKETS`]).
+    pub agent_latency_buckets: [AtomicU64; 12],
+}
+
+/// The [`LATENCY_BUCKETS`] bucket of a latency in µs.
+pub fn latency_bucket(us: u64) -> usize {
+    LATENCY_BUCKETS
+        .iter()
+        .position(|&ub| us <= ub)
+        .unwrap_or(LATENCY_BUCKETS.len() - 1)
 }
 
 /// Upper bounds of the relay-latency histogram, µs.
@@ -603,6 +617,7 @@ impl Cluster {
             }
             last = we.seq;
             count += 1;
+            let rx_us = we.received_us;
             let e = match we.into_event() {
                 Ok(e) => Arc::new(e),
                 Err(error) => {
@@ -622,16 +637,15 @@ impl Cluster {
                 }
             }
             let now = now_us();
+            let c = &self.inner.counters;
             if let Some(ts) = e.timestamp() {
                 let lat = now.saturating_sub(ts);
-                let c = &self.inner.counters;
                 c.latency_sum_us.fetch_add(lat, Ordering::Relaxed);
-                let b = LATENCY_BUCKETS
-                    .iter()
-                    .position(|&ub| lat <= ub)
-                    .unwrap_or(11);
-                c.latency_buckets[b].fetch_add(1, Ordering::Relaxed);
+                c.latency_buckets[latency_bucket(lat)].fetch_add(1, Ordering::Relaxed);
             }
+            let lat = now.saturating_sub(rx_us);
+            c.agent_latency_sum_us.fetch_add(lat, Ordering::Relaxed);
+            c.agent_latency_buckets[latency_bucket(lat)].fetch_add(1, Ordering::Relaxed);
             if e.event_name() == Some("HEARTBEAT")
                 && let Some(m) = e.get("Max-Sessions").and_then(|v| v.parse::<u64>().ok())
             {

@@ -306,24 +306,39 @@ async fn metrics(State(api): State<Api>) -> Response {
         "counter",
         vec![(String::new(), c.refused.load(Ordering::Relaxed))],
     );
-    s.push_str("# HELP switchy_relay_latency_seconds FreeSWITCH event time to tracker update.\n# TYPE switchy_relay_latency_seconds histogram\n");
-    let mut cum = 0;
-    for (i, ub) in LATENCY_BUCKETS.iter().enumerate() {
-        cum += c.latency_buckets[i].load(Ordering::Relaxed);
-        let le = if *ub == u64::MAX {
-            "+Inf".to_string()
-        } else {
-            format!("{}", *ub as f64 / 1e6)
-        };
+    for (metric, help, buckets, sum) in [
+        (
+            "switchy_relay_latency_seconds",
+            "FreeSWITCH event time to tracker update.",
+            &c.latency_buckets,
+            &c.latency_sum_us,
+        ),
+        (
+            "switchy_relay_agent_latency_seconds",
+            "Agent receipt of an event to tracker update (switchy's own part of the relay latency).",
+            &c.agent_latency_buckets,
+            &c.agent_latency_sum_us,
+        ),
+    ] {
         s.push_str(&format!(
-            "switchy_relay_latency_seconds_bucket{{le=\"{le}\"}} {cum}\n"
+            "# HELP {metric} {help}\n# TYPE {metric} histogram\n"
         ));
+        let mut cum = 0;
+        for (i, ub) in LATENCY_BUCKETS.iter().enumerate() {
+            cum += buckets[i].load(Ordering::Relaxed);
+            let le = if *ub == u64::MAX {
+                "+Inf".to_string()
+            } else {
+                format!("{}", *ub as f64 / 1e6)
+            };
+            s.push_str(&format!("{metric}_bucket{{le=\"{le}\"}} {cum}\n"));
+        }
+        s.push_str(&format!(
+            "{metric}_sum {}\n",
+            sum.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        s.push_str(&format!("{metric}_count {cum}\n"));
     }
-    s.push_str(&format!(
-        "switchy_relay_latency_seconds_sum {}\n",
-        c.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-    ));
-    s.push_str(&format!("switchy_relay_latency_seconds_count {cum}\n"));
     let o = api
         .originator
         .read()
