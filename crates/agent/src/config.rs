@@ -177,3 +177,21 @@ impl AgentConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped example stays loadable (unknown keys are an error) and
+    /// shows the built-in defaults it claims to show.
+    #[test]
+    fn the_deploy_example_loads_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/agent.toml");
+        let f = AgentFile::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let d = AgentConfig::new("fs1", "c:1", Vec::new(), Vec::new(), Vec::new());
+        assert_eq!(f.node_id.as_deref(), Some("fs1"));
+        assert_eq!(f.buffer.max_events, Some(d.max_events));
+        assert_eq!(f.buffer.read_ahead, Some(d.read_ahead));
+        assert!(AgentFile::load(Path::new("/nonexistent/agent.toml")).is_err());
+    }
+}
