@@ -9,7 +9,8 @@
 //!    then the same calls' events rendered beforehand and replayed by the
 //!    mock as fast as the agent reads (switchy's relay capacity without the
 //!    simulated FreeSWITCH's own rendering on the same 2 cores);
-//! 2. latency at ~10,000 events/s: event creation in the mock
+//! 2. latency at ~10,000 events/s (from a fresh connection, then after a
+//!    2 s warm-up at the same rate): event creation in the mock
 //!    (Event-Date-Timestamp) to the controller's tracker update, p50/p99;
 //! 3. REST → FreeSWITCH → reply: `POST /api/v1/api {"command":"status"}`
 //!    round trips, p50/p99 (a new TCP connection per request).
@@ -112,7 +113,7 @@ async fn drive(esl: std::net::SocketAddr, calls: usize, rate: usize) {
         wr.write_all(&batch).await.unwrap();
         batch.clear();
         if rate != 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
     let _ = drain.await;
@@ -291,9 +292,17 @@ async fn sustained(rate: u64, secs: u64) {
     );
 }
 
-async fn latency(seconds: u64, events_per_s: usize) {
+async fn latency(seconds: u64, events_per_s: usize, warmup_s: u64) {
     let h = answering_node().await;
     h.wait_nodes_up().await.unwrap();
+    // Each call produces 44 channel events plus API/BACKGROUND_JOB.
+    let rate = (events_per_s / 46).max(1);
+    if warmup_s > 0 {
+        // The same load on the fresh connection first (QUIC slow start,
+        // first allocations), not measured.
+        drive(h.mock.esl_addr(0), rate * warmup_s as usize, rate).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut rx = h.ctl().cluster.subscribe();
     let collect = tokio::spawn(async move {
         let mut lat = Vec::new();
@@ -306,8 +315,6 @@ async fn latency(seconds: u64, events_per_s: usize) {
         }
         lat
     });
-    // Each call produces 44 channel events plus API/BACKGROUND_JOB.
-    let rate = (events_per_s / 46).max(1);
     let calls = rate * seconds as usize;
     let buckets = |h: &Harness| -> Vec<u64> {
         h.ctl()
@@ -361,9 +368,14 @@ async fn latency(seconds: u64, events_per_s: usize) {
         u64::MAX
     };
     println!(
-        "latency: {n} events at {:.0} events/s ({rate} calls/s): mock event time -> controller tracker update: \
+        "latency{}: {n} events at {:.0} events/s ({rate} calls/s): mock event time -> controller tracker update: \
          histogram p50 <= {:.2} ms, p99 <= {:.2} ms (of which agent receipt -> tracker update p50 <= {:.2} ms, p99 <= {:.2} ms); \
          seen by an event subscriber p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        if warmup_s > 0 {
+            format!(" (after a {warmup_s} s warm-up)")
+        } else {
+            " (from a fresh connection)".to_string()
+        },
         n as f64 / secs,
         bound(&counts, 0.5) as f64 / 1e3,
         bound(&counts, 0.99) as f64 / 1e3,
@@ -425,7 +437,8 @@ fn main() {
             replay_throughput(calls).await;
         }
         if run("latency") {
-            latency(10, 10_000).await;
+            latency(10, 10_000, 0).await;
+            latency(10, 10_000, 2).await;
         }
         if let Some(p) = phases.iter().position(|p| *p == "sustained") {
             // `sustained RATE SECS`
