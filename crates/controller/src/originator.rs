@@ -284,6 +284,11 @@ pub enum State {
 struct Live {
     calls: HashMap<String, String>,
     per_node: HashMap<String, u64>,
+    /// Calls whose answer was handled (hangup scheduled).
+    answered: std::collections::HashSet<String>,
+    /// Calls whose originate job completed with +OK (their channel exists
+    /// or existed).
+    originated: std::collections::HashSet<String>,
 }
 
 /// Live counters and what the Originator saw.
@@ -945,7 +950,14 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
                 {
                     l.job_us = Some(now_us());
                 }
-                if let Err(text) = job.wait().await {
+                let result = job.wait().await;
+                if result.is_ok() {
+                    let mut live = i.live.lock().unwrap_or_else(|p| p.into_inner());
+                    if live.calls.contains_key(&call) {
+                        live.originated.insert(call.clone());
+                    }
+                }
+                if let Err(text) = result {
                     let cause = text
                         .trim()
                         .trim_start_matches("-ERR")
@@ -1011,6 +1023,8 @@ fn fail(i: &Inner, _call: &str, cause: &str) {
 
 fn end_call(i: &Inner, call: &str) {
     let mut live = i.live.lock().unwrap_or_else(|p| p.into_inner());
+    live.answered.remove(call);
+    live.originated.remove(call);
     if let Some(node) = live.calls.remove(call) {
         if let Some(n) = live.per_node.get_mut(&node) {
             *n = n.saturating_sub(1);
@@ -1018,6 +1032,70 @@ fn end_call(i: &Inner, call: &str) {
         i.stats.ended.fetch_add(1, Ordering::Relaxed);
         drop(live);
         i.freed.notify_waiters();
+    }
+}
+
+/// One of our calls answered: count it and schedule its hangup (once).
+fn on_answer(i: &Arc<Inner>, node: &str, uuid: &str) {
+    {
+        let mut live = i.live.lock().unwrap_or_else(|p| p.into_inner());
+        if !live.calls.contains_key(uuid) || !live.answered.insert(uuid.to_owned()) {
+            return;
+        }
+    }
+    i.stats.answered.fetch_add(1, Ordering::Relaxed);
+    let cfg = i.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let hold = match cfg.holding {
+        Holding::Fixed => cfg.hold_secs(),
+        Holding::Exponential => exp_sample(cfg.hold_secs()),
+    };
+    let s = crate::Session {
+        node: i.cluster.node(node),
+        uuid: uuid.to_owned(),
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs_f64(hold.max(0.0))).await;
+        let _ = s.hangup("NORMAL_CLEARING").await;
+    });
+}
+
+/// After the event stream lagged, what the lost events would have said,
+/// from the tracker (which lost nothing): answered calls get their hangup,
+/// and calls whose channel existed but is gone are over. Without this a
+/// lost CHANNEL_ANSWER left a call up forever and a lost end kept the run
+/// waiting for it.
+fn reconcile(i: &Arc<Inner>) {
+    let ids: Vec<(String, String, bool)> = {
+        let live = i.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.calls
+            .iter()
+            .map(|(c, n)| (c.clone(), n.clone(), live.originated.contains(c)))
+            .collect()
+    };
+    let (gone, answered) = i.cluster.with_tracker(|t| {
+        let (mut gone, mut answered) = (Vec::new(), Vec::new());
+        for (id, node, originated) in ids {
+            match t.session(&id) {
+                Some(s) if s.answered_us > 0 => answered.push((id, node)),
+                Some(_) => {}
+                None if originated && t.call(&id).is_none() => gone.push(id),
+                None => {}
+            }
+        }
+        (gone, answered)
+    });
+    if !gone.is_empty() || !answered.is_empty() {
+        tracing::warn!(
+            ended = gone.len(),
+            answered = answered.len(),
+            "originator caught up with the tracker after losing events"
+        );
+    }
+    for id in gone {
+        end_call(i, &id);
+    }
+    for (id, node) in answered {
+        on_answer(i, &node, &id);
     }
 }
 
@@ -1033,29 +1111,7 @@ async fn watch_calls(i: Arc<Inner>) {
                     continue;
                 }
                 let Some(uuid) = e.unique_id() else { continue };
-                let ours = i
-                    .live
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .calls
-                    .contains_key(uuid);
-                if !ours {
-                    continue;
-                }
-                i.stats.answered.fetch_add(1, Ordering::Relaxed);
-                let cfg = i.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let hold = match cfg.holding {
-                    Holding::Fixed => cfg.hold_secs(),
-                    Holding::Exponential => exp_sample(cfg.hold_secs()),
-                };
-                let s = crate::Session {
-                    node: i.cluster.node(&node),
-                    uuid: uuid.to_owned(),
-                };
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs_f64(hold.max(0.0))).await;
-                    let _ = s.hangup("NORMAL_CLEARING").await;
-                });
+                on_answer(&i, &node, uuid);
             }
             Ok(ClusterEvent::Finished(f)) => {
                 if f.call_ended {
@@ -1078,6 +1134,7 @@ async fn watch_calls(i: Arc<Inner>) {
                         "the controller's event stream lagged ({n} events lost to the originator)"
                     )),
                 );
+                reconcile(&i);
             }
             Err(RecvError::Closed) => return,
         }
