@@ -38,7 +38,7 @@ fn is_upper_hex(b: u8) -> bool {
 }
 
 #[inline]
-pub(crate) fn hex_val(b: u8) -> Option<u8> {
+fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
@@ -105,32 +105,49 @@ pub fn encode(value: &[u8]) -> String {
 /// never a space.
 #[inline]
 pub fn decode_into(value: &[u8], out: &mut Vec<u8>) {
-    let Some(first) = memchr::memchr(b'%', value) else {
-        out.extend_from_slice(value);
-        return;
-    };
-    out.extend_from_slice(&value[..first]);
-    let mut i = first;
-    while i < value.len() {
-        let b = value[i];
-        if b == b'%'
-            && i + 2 < value.len()
-            && let (Some(h), Some(l)) = (hex_val(value[i + 1]), hex_val(value[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
+    decode_with(
+        value,
+        memchr::memchr(b'%', value),
+        |i| memchr::memchr(b'%', &value[i..]).map(|p| i + p),
+        out,
+    );
+}
+
+/// The decoding loop of [`decode_into`] for callers that already know
+/// where the `%` are: `first` is the first one in `value`, and
+/// `next_percent(i)` finds the next at or after `i` (the header parser
+/// answers both from its structural scan).
+#[inline]
+pub(crate) fn decode_with(
+    value: &[u8],
+    first: Option<usize>,
+    mut next_percent: impl FnMut(usize) -> Option<usize>,
+    out: &mut Vec<u8>,
+) {
+    let mut i = 0;
+    let mut next = first;
+    while let Some(p) = next {
+        out.extend_from_slice(&value[i..p]);
+        let byte = if p + 2 < value.len() {
+            hex_val(value[p + 1])
+                .zip(hex_val(value[p + 2]))
+                .map(|(h, l)| h << 4 | l)
+        } else {
+            None
+        };
+        match byte {
+            Some(b) => {
+                out.push(b);
+                i = p + 3;
+            }
+            None => {
+                out.push(b'%');
+                i = p + 1;
+            }
         }
-        if b == b'%' {
-            out.push(b);
-            i += 1;
-            continue;
-        }
-        // Copy the run up to the next '%'.
-        let run_end = memchr::memchr(b'%', &value[i..]).map_or(value.len(), |p| i + p);
-        out.extend_from_slice(&value[i..run_end]);
-        i = run_end;
+        next = next_percent(i);
     }
+    out.extend_from_slice(&value[i..]);
 }
 
 /// The percent-decoding of `value` (see [`decode_into`]).

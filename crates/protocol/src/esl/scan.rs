@@ -201,35 +201,16 @@ impl Lines {
     }
 
     /// Appends the percent-decoded value of `line` to `out`, jumping from
-    /// `%` to `%` with the scan (same rules as `percent::decode_into`:
-    /// `%XX` in either case is the byte, any other `%` stays).
+    /// `%` to `%` with the scan (`percent::decode_into`'s rules).
     #[inline]
     pub(crate) fn decode_value(&self, src: &[u8], line: &HeaderLine, out: &mut Vec<u8>) {
-        let end = line.value.end;
-        let mut i = line.value.start;
-        let mut next = line.percent;
-        while let Some(p) = next {
-            out.extend_from_slice(&src[i..p]);
-            let byte = if p + 2 < end {
-                super::percent::hex_val(src[p + 1])
-                    .zip(super::percent::hex_val(src[p + 2]))
-                    .map(|(h, l)| h << 4 | l)
-            } else {
-                None
-            };
-            match byte {
-                Some(b) => {
-                    out.push(b);
-                    i = p + 3;
-                }
-                None => {
-                    out.push(b'%');
-                    i = p + 1;
-                }
-            }
-            next = self.scan.percent_before(i, end);
-        }
-        out.extend_from_slice(&src[i..end]);
+        let (start, end) = (line.value.start, line.value.end);
+        super::percent::decode_with(
+            &src[start..end],
+            line.percent.map(|p| p - start),
+            |i| self.scan.percent_before(start + i, end).map(|p| p - start),
+            out,
+        );
     }
 }
 
