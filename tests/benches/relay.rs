@@ -119,6 +119,26 @@ async fn drive(esl: std::net::SocketAddr, calls: usize, rate: usize) {
     let _ = drain.await;
 }
 
+/// Polls `progress` every `step` until it says done; `progress` returns
+/// (done, events sent by the mock, events applied by the controller), shown
+/// every 5 s so a stuck run says where it is.
+async fn wait_applied(label: &str, step: Duration, mut progress: impl FnMut() -> (bool, u64, u64)) {
+    let mut last_report = Instant::now();
+    loop {
+        let (done, sent, got) = progress();
+        if done {
+            return;
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "{label}: waiting: the mock sent {sent} events, the controller applied {got}"
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(step).await;
+    }
+}
+
 async fn throughput(calls: usize) {
     let h = answering_node().await;
     h.wait_nodes_up().await.unwrap();
@@ -128,19 +148,12 @@ async fn throughput(calls: usize) {
     let t0 = Instant::now();
     drive(h.mock.esl_addr(0), calls, 0).await;
     // Until the controller has applied everything the mock sent the agent.
-    let mut last_report = Instant::now();
-    loop {
+    wait_applied("throughput", Duration::from_millis(5), || {
         let sent = h.mock.events_sent() - sent_before;
         let got = c.counters().events.load(Ordering::Relaxed) - before;
-        if got >= sent && sent >= (calls as u64) * 40 {
-            break;
-        }
-        if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("throughput: waiting: mock sent {sent}, controller applied {got}");
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (got >= sent && sent >= (calls as u64) * 40, sent, got)
+    })
+    .await;
     let secs = t0.elapsed().as_secs_f64();
     let events = c.counters().events.load(Ordering::Relaxed) - before;
     println!(
@@ -221,18 +234,11 @@ async fn replay_throughput(calls: usize) {
     let before = c.counters().events.load(Ordering::Relaxed);
     let t0 = Instant::now();
     assert_eq!(h.mock.replay(0, frames.into(), 0..bytes, events).await, 1);
-    let mut last_report = Instant::now();
-    loop {
+    wait_applied("replay", Duration::from_millis(1), || {
         let got = c.counters().events.load(Ordering::Relaxed) - before;
-        if got >= events {
-            break;
-        }
-        if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("replay: waiting: {events} replayed, controller applied {got}");
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+        (got >= events, events, got)
+    })
+    .await;
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "replay: {events} events ({calls} calls, {:.1} MB of plain ESL, pre-rendered) relayed mock -> agent -> controller in {secs:.2} s = {:.0} events/s applied ({:.0} MB/s)",
@@ -281,9 +287,11 @@ async fn sustained(rate: u64, secs: u64) {
     }
     let offered_secs = t0.elapsed().as_secs_f64();
     let behind = total.saturating_sub(applied() - before);
-    while applied() - before < total {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_applied("sustained", Duration::from_millis(1), || {
+        let got = applied() - before;
+        (got >= total, total, got)
+    })
+    .await;
     let drain = t0.elapsed().as_secs_f64() - offered_secs;
     println!(
         "sustained: {total} events offered at {rate}/s for {offered_secs:.2} s; {behind} not yet applied when the mock stopped, all applied {:.0} ms later: {:.0} events/s applied overall",

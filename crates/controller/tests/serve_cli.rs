@@ -91,17 +91,20 @@ fn sighup_reloads_routes_and_a_broken_file_keeps_the_old_ones() {
         .spawn()
         .unwrap();
     let child = Kill(child);
+    let sighup = |pid: &str| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
     let pid = child.0.id().to_string();
     wait_routes(port, "\"first\"");
 
     std::fs::write(&routes, route("second", 480)).unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sighup(&pid);
     wait_routes(port, "\"second\"");
 
     // Broken: refused, the old table keeps serving.
@@ -110,13 +113,7 @@ fn sighup_reloads_routes_and_a_broken_file_keeps_the_old_ones() {
         "[[routes]]\nname = \"bad\"\npattern = '('\nactions = []\n",
     )
     .unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sighup(&pid);
     std::thread::sleep(Duration::from_millis(500));
     let r = wait_routes(port, "\"second\"");
     assert!(!r.contains("\"bad\""), "{r}");
