@@ -380,8 +380,7 @@ async fn send_loop(
     send: &mut quinn::SendStream,
     conn: &quinn::Connection,
 ) -> anyhow::Result<()> {
-    let mut sent = st.outbox.acked();
-    st.outbox.set_connected(Some(sent));
+    st.outbox.set_connected(Some(st.outbox.acked()));
     let mut last_status = None;
     // One frame buffer for the session: batches of ~128 KiB stay in the
     // allocator's reused size classes instead of fresh pages each time.
@@ -399,10 +398,9 @@ async fn send_loop(
         // Everything buffered, in order.
         while let Some(last) = st
             .outbox
-            .encode_after(sent, BATCH_EVENTS, BATCH_BYTES, &mut frame)
+            .encode_unsent(BATCH_EVENTS, BATCH_BYTES, &mut frame)
         {
             send.write_all(&frame).await?;
-            sent = last;
             st.outbox.mark_sent(last);
         }
         if st.snapshot_needed.swap(false, Ordering::SeqCst) {

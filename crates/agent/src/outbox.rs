@@ -246,7 +246,25 @@ impl Outbox {
         max_bytes: usize,
         out: &mut Vec<u8>,
     ) -> Option<u64> {
+        Self::encode(&self.lock(), after, max, max_bytes, out)
+    }
+
+    /// [`Outbox::encode_after`] the connection's send position (the
+    /// acknowledged sequence given to [`Outbox::set_connected`], then what
+    /// [`Outbox::mark_sent`] reported); None while no controller is
+    /// connected.
+    pub fn encode_unsent(&self, max: usize, max_bytes: usize, out: &mut Vec<u8>) -> Option<u64> {
         let g = self.lock();
+        Self::encode(&g, g.sent?, max, max_bytes, out)
+    }
+
+    fn encode(
+        g: &Inner,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
         let mut bytes = 0;
         let batch: Vec<&WireEvent> = g
             .live_after(after)
@@ -450,9 +468,18 @@ mod tests {
             .unwrap();
         o.mark_sent(1);
         assert!(!o.behind(), "sent never goes back");
+        let mut out = Vec::new();
+        assert_eq!(o.encode_unsent(10, usize::MAX, &mut out), Some(5));
+        o.mark_sent(5);
+        assert_eq!(o.encode_unsent(10, usize::MAX, &mut out), None);
         o.set_connected(Some(0));
         assert!(o.behind());
         o.set_connected(None);
         assert!(!o.behind());
+        assert_eq!(
+            o.encode_unsent(10, usize::MAX, &mut out),
+            None,
+            "not connected"
+        );
     }
 }
