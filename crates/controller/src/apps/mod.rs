@@ -721,23 +721,15 @@ async fn dispatch(mgr: Arc<MgrInner>, mut rx: tokio::sync::broadcast::Receiver<C
                 };
                 let mut g = mgr.sessions.lock().unwrap_or_else(|p| p.into_inner());
                 // An event no app listens to needs no session worker (most
-                // events, in a load test): skip it, keeping only the end.
-                if !mgr.snapshot().wants(e.event_name().unwrap_or("")) {
-                    if destroy {
-                        if let Some(tx) = g.remove(&key) {
-                            let _ = tx.send(Item::End);
-                        }
-                        drop(g);
-                        mgr.end_waits(&uuid);
-                    }
-                    continue;
+                // events, in a load test): only its end matters.
+                if mgr.snapshot().wants(e.event_name().unwrap_or("")) {
+                    let tx = g.entry(key.clone()).or_insert_with(|| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        tokio::spawn(session_worker(mgr.clone(), node.clone(), uuid.clone(), rx));
+                        tx
+                    });
+                    let _ = tx.send(Item::Event(e));
                 }
-                let tx = g.entry(key.clone()).or_insert_with(|| {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(session_worker(mgr.clone(), node.clone(), uuid.clone(), rx));
-                    tx
-                });
-                let _ = tx.send(Item::Event(e));
                 if destroy {
                     if let Some(tx) = g.remove(&key) {
                         let _ = tx.send(Item::End);
