@@ -59,18 +59,11 @@ async fn serve(
     let writer = tokio::spawn(async move {
         let mut buf = Vec::with_capacity(64 * 1024);
         while let Some(first) = rx.recv().await {
-            let mut close = false;
-            match first {
-                Out::Frame(f) => buf.extend_from_slice(&f),
-                Out::Shared(b, r) => buf.extend_from_slice(&b[r]),
-                Out::Close => close = true,
-            }
+            let mut close = first.append_to(&mut buf);
             // Coalesce whatever else is queued into one write.
             while !close && buf.len() < 1 << 20 {
                 match rx.try_recv() {
-                    Ok(Out::Frame(f)) => buf.extend_from_slice(&f),
-                    Ok(Out::Shared(b, r)) => buf.extend_from_slice(&b[r]),
-                    Ok(Out::Close) => close = true,
+                    Ok(out) => close = out.append_to(&mut buf),
                     Err(_) => break,
                 }
             }

@@ -170,6 +170,18 @@ pub enum Out {
     Close,
 }
 
+impl Out {
+    /// Appends the bytes to write to `buf`; true for [`Out::Close`].
+    pub(crate) fn append_to(self, buf: &mut Vec<u8>) -> bool {
+        match self {
+            Out::Frame(f) => buf.extend_from_slice(&f),
+            Out::Shared(b, r) => buf.extend_from_slice(&b[r]),
+            Out::Close => return true,
+        }
+        false
+    }
+}
+
 /// A message to a node actor.
 #[derive(Debug)]
 pub enum NodeMsg {
@@ -332,7 +344,7 @@ pub enum Control {
         frames: Arc<[u8]>,
         /// The part of `frames` to write (whole frames).
         range: std::ops::Range<usize>,
-        /// How many events `frames` holds (for the sent counters).
+        /// How many events `range` holds (for the sent counters).
         events: u64,
         /// How many connections get them.
         done: oneshot::Sender<usize>,
