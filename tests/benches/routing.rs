@@ -58,15 +58,8 @@ async fn run(secs: u64) -> anyhow::Result<()> {
     cfg.journal_capacity = 4_000_000;
     // `--all-events`: agents subscribe ALL instead of the events switchy needs.
     let all = std::env::args().any(|a| a == "--all-events");
-    let events: Vec<String> = if all {
-        vec!["ALL".into()]
-    } else {
-        switchy_controller::cluster::CORE_EVENTS
-            .iter()
-            .map(|e| (*e).to_owned())
-            .collect()
-    };
-    let events = Some(events);
+    // Otherwise the agents' default, `CORE_EVENTS`.
+    let events = all.then(|| vec!["ALL".to_owned()]);
     let h = Harness::start_with_events(cfg, events).await?;
     h.wait_nodes_up().await?;
     let table =

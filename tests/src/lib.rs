@@ -103,7 +103,7 @@ impl Harness {
     }
 
     /// As [`Harness::start_with`], the agents subscribing `events` instead
-    /// of their default (`ALL`).
+    /// of their default (`wire::CORE_EVENTS`) when given.
     pub async fn start_with_events(
         mock_config: MockConfig,
         events: Option<Vec<String>>,
