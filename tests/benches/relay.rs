@@ -33,23 +33,23 @@ fn all_events() -> Option<Vec<String>> {
     Some(vec!["ALL".into()])
 }
 
-/// One mock node whose calls answer at once, its agent (ALL events) and a
-/// controller.
-async fn answering_node() -> Harness {
-    let knobs = Knobs {
-        auto_answer_ms: Some(0),
-        ..Knobs::default()
-    };
-    Harness::start_with_events(
-        MockConfig {
-            knobs,
-            journal_capacity: 1000,
-            ..MockConfig::ephemeral(1)
+/// One mock node whose calls answer at once (a small journal).
+fn answering_mock() -> MockConfig {
+    MockConfig {
+        knobs: Knobs {
+            auto_answer_ms: Some(0),
+            ..Knobs::default()
         },
-        all_events(),
-    )
-    .await
-    .unwrap()
+        journal_capacity: 1000,
+        ..MockConfig::ephemeral(1)
+    }
+}
+
+/// An [`answering_mock`] node, its agent (ALL events) and a controller.
+async fn answering_node() -> Harness {
+    Harness::start_with_events(answering_mock(), all_events())
+        .await
+        .unwrap()
 }
 
 fn now_us() -> u64 {
@@ -166,16 +166,9 @@ async fn throughput(calls: usize) {
 /// (captured on a separate mock through an `event plain ALL` connection),
 /// and how many events they are.
 async fn capture(calls: usize) -> (Vec<u8>, Vec<usize>) {
-    let m = mock_relay::MockCluster::start(MockConfig {
-        knobs: Knobs {
-            auto_answer_ms: Some(0),
-            ..Knobs::default()
-        },
-        journal_capacity: 1000,
-        ..MockConfig::ephemeral(1)
-    })
-    .await
-    .unwrap();
+    let m = mock_relay::MockCluster::start(answering_mock())
+        .await
+        .unwrap();
     let mut s = tokio::net::TcpStream::connect(m.esl_addr(0)).await.unwrap();
     let mut sub = Vec::new();
     Command::auth("ClueCon").unwrap().encode_into(&mut sub);
