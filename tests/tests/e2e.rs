@@ -112,8 +112,10 @@ async fn originate_through_rest_tracks_one_call_across_nodes_and_hangup_ends_it(
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name}_count missing in {m}"))
     };
-    assert!(count("switchy_relay_agent_latency_seconds") >= 10, "{m}");
-    assert!(count("switchy_relay_latency_seconds") >= 10, "{m}");
+    // At least CHANNEL_CREATE, CHANNEL_ANSWER and CHANNEL_HANGUP_COMPLETE
+    // of each leg (the `live` tracking level).
+    assert!(count("switchy_relay_agent_latency_seconds") >= 6, "{m}");
+    assert!(count("switchy_relay_latency_seconds") >= 6, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,7 +352,7 @@ async fn controller_restart_loses_no_channel_event() {
                 .is_some_and(|t| t.starts_with("CHANNEL_"))
         })
         .count();
-    assert!(sent > 300, "the load produced channel events ({sent})");
+    assert!(sent > 100, "the load produced channel events ({sent})");
     wait_for(Duration::from_secs(10), || {
         seen.lock().unwrap().len() == sent
     })

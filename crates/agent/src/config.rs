@@ -29,6 +29,12 @@ pub struct EslFile {
     pub password_file: Option<PathBuf>,
     /// Events to subscribe.
     pub events: Option<Vec<String>>,
+    /// ESL connections for commands, apart from the event connection.
+    pub command_connections: Option<usize>,
+    /// `plain` or `json`.
+    pub event_format: Option<String>,
+    /// Wake FreeSWITCH's event thread this often, ms (0: never).
+    pub event_poke_ms: Option<u64>,
 }
 
 /// Buffer limits.
@@ -108,8 +114,21 @@ pub struct AgentConfig {
     pub esl_port: u16,
     /// ESL password (never logged).
     pub esl_password: String,
-    /// Events to subscribe.
+    /// Events always subscribed, whatever the controller asks for (it adds
+    /// what its tracker, apps, routes and Originator need and takes it
+    /// away again when they no longer do).
     pub events: Vec<String>,
+    /// ESL connections that carry only commands (no events), so that an
+    /// `api` never waits behind the events FreeSWITCH queued for the event
+    /// connection; commands go to the one with the fewest in flight.
+    pub command_connections: usize,
+    /// Event format asked of FreeSWITCH (`event plain` or `event json`).
+    pub event_format: switchy_protocol::esl::EventFormat,
+    /// How often an empty line wakes FreeSWITCH's listener thread on the
+    /// event connection (zero: never). It sends queued events only when
+    /// woken and otherwise sleeps up to 20 ms, so this bounds how late an
+    /// event leaves FreeSWITCH; each poke costs it one wake-up.
+    pub event_poke: Duration,
     /// Buffer size in events.
     pub max_events: usize,
     /// While the controller is connected, ESL reading pauses when this many
@@ -138,6 +157,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("esl", &format!("{}:{}", self.esl_host, self.esl_port))
             .field("esl_password", &"<hidden>")
             .field("events", &self.events)
+            .field("command_connections", &self.command_connections)
             .field("max_events", &self.max_events)
             .field("read_ahead", &self.read_ahead)
             .finish()
@@ -163,14 +183,17 @@ impl AgentConfig {
             esl_host: "127.0.0.1".into(),
             esl_port: 8021,
             esl_password: "ClueCon".into(),
-            events: switchy_protocol::wire::CORE_EVENTS
+            events: switchy_protocol::wire::TRACKER_MINIMAL
                 .iter()
                 .map(|e| (*e).to_owned())
                 .collect(),
+            command_connections: 2,
+            event_format: switchy_protocol::esl::EventFormat::Plain,
+            event_poke: Duration::from_millis(5),
             max_events: 200_000,
             read_ahead: 20_000,
             heartbeat: Duration::from_secs(5),
-            status_probe: Duration::from_secs(5),
+            status_probe: Duration::from_secs(2),
             status_timeout: Duration::from_millis(2000),
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
@@ -192,6 +215,10 @@ mod tests {
         assert_eq!(f.node_id.as_deref(), Some("fs1"));
         assert_eq!(f.buffer.max_events, Some(d.max_events));
         assert_eq!(f.buffer.read_ahead, Some(d.read_ahead));
+        assert_eq!(f.esl.events.as_ref(), Some(&d.events));
+        assert_eq!(f.esl.command_connections, Some(d.command_connections));
+        assert_eq!(f.esl.event_poke_ms, Some(d.event_poke.as_millis() as u64));
+        assert_eq!(f.timing.status_probe_secs, Some(d.status_probe.as_secs()));
         assert!(AgentFile::load(Path::new("/nonexistent/agent.toml")).is_err());
     }
 }

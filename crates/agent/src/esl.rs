@@ -32,6 +32,9 @@ impl RelayEvent {
         }
     }
 }
+use crate::outbox::now_us;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -60,28 +63,47 @@ pub enum EslError {
     Protocol(String),
 }
 
-type Pending = oneshot::Sender<Result<String, String>>;
+/// A reply and the agent clock (µs since the epoch) when its command was
+/// written to the socket.
+type Reply = (Result<String, String>, u64);
+type Pending = oneshot::Sender<Reply>;
 
 /// A handle to send commands over the connection.
 #[derive(Clone)]
 pub struct EslHandle {
     tx: mpsc::Sender<(Command, Pending)>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl EslHandle {
     /// Sends a command; returns FreeSWITCH's reply text (`api/response` body or
     /// `Reply-Text`), or an error when the connection is gone.
     pub async fn send(&self, cmd: Command, timeout: Duration) -> Result<String, String> {
+        self.send_timed(cmd, timeout).await.0
+    }
+
+    /// As [`EslHandle::send`], with the agent clock (µs) when the command
+    /// was written to FreeSWITCH (0 when it was not).
+    pub async fn send_timed(&self, cmd: Command, timeout: Duration) -> Reply {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((cmd, tx))
-            .await
-            .map_err(|_| "ESL connection is down".to_string())?;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _done = InFlight(&self.in_flight);
+        if self.tx.send((cmd, tx)).await.is_err() {
+            return (Err("ESL connection is down".to_string()), 0);
+        }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("ESL connection lost before the reply".into()),
-            Err(_) => Err(format!("no reply from FreeSWITCH within {timeout:?}")),
+            Ok(Err(_)) => (Err("ESL connection lost before the reply".into()), 0),
+            Err(_) => (
+                Err(format!("no reply from FreeSWITCH within {timeout:?}")),
+                0,
+            ),
         }
+    }
+
+    /// Commands sent on this connection and not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// `api <command> <args>`.
@@ -101,13 +123,30 @@ impl EslHandle {
     }
 }
 
-/// Connects, authenticates and subscribes; returns the command handle and
-/// the event stream (closed when the connection ends).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Connects, authenticates and subscribes `events` (none: a command-only
+/// connection, on which FreeSWITCH serializes no events); returns the
+/// command handle and the event stream (closed when the connection ends).
+///
+/// `poke`: write a lone LF this often. FreeSWITCH's listener thread sends
+/// queued events only when it wakes, and it sleeps up to 20 ms in a poll
+/// of the socket unless input arrives; an empty line wakes it (FreeSWITCH
+/// discards it unread), so events reach the agent within `poke` instead of
+/// up to 20 ms late on a connection that carries no commands.
 pub async fn connect(
     host: &str,
     port: u16,
     password: &str,
     events: &[String],
+    format: EventFormat,
+    poke: Option<Duration>,
 ) -> Result<(EslHandle, mpsc::Receiver<RelayEvent>), EslError> {
     let addr = format!("{host}:{port}");
     let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&addr))
@@ -165,14 +204,22 @@ pub async fn connect(
         Message::CommandReply(r) if r.result().is_ok() => {}
         _ => return Err(EslError::Auth),
     }
-    let names: Vec<&str> = events.iter().map(String::as_str).collect();
-    let sub = Command::event(EventFormat::Plain, &names, &[])
-        .map_err(|e| EslError::Protocol(e.to_string()))?;
-    stream
-        .write_all(&sub.to_bytes())
-        .await
-        .map_err(|e| EslError::Lost(e.to_string()))?;
-    loop {
+    let (names, subclasses) = split_custom(events);
+    let sub = if names.is_empty() && subclasses.is_empty() {
+        None
+    } else {
+        Some(
+            Command::event(format, &names, &subclasses)
+                .map_err(|e| EslError::Protocol(e.to_string()))?,
+        )
+    };
+    if let Some(sub) = sub {
+        stream
+            .write_all(&sub.to_bytes())
+            .await
+            .map_err(|e| EslError::Lost(e.to_string()))?;
+    }
+    while !events.is_empty() {
         match read_one(&mut stream, &mut dec).await? {
             Message::CommandReply(r) => {
                 if let Err(e) = r.result() {
@@ -189,8 +236,30 @@ pub async fn connect(
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (ev_tx, ev_rx) = mpsc::channel(16 * 1024);
-    tokio::spawn(run(stream, dec, cmd_rx, ev_tx));
-    Ok((EslHandle { tx: cmd_tx }, ev_rx))
+    tokio::spawn(run(stream, dec, cmd_rx, ev_tx, poke));
+    Ok((
+        EslHandle {
+            tx: cmd_tx,
+            in_flight: Arc::default(),
+        },
+        ev_rx,
+    ))
+}
+
+/// Splits event names into plain names and `CUSTOM a::b` subclasses
+/// (`CUSTOM` itself is named when any subclass is).
+pub fn split_custom(events: &[String]) -> (Vec<&str>, Vec<&str>) {
+    let subclasses: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.strip_prefix("CUSTOM "))
+        .map(str::trim)
+        .collect();
+    let names = events
+        .iter()
+        .filter(|e| !e.starts_with("CUSTOM "))
+        .map(String::as_str)
+        .collect();
+    (names, subclasses)
 }
 
 async fn run(
@@ -198,9 +267,15 @@ async fn run(
     mut dec: Decoder,
     mut cmds: mpsc::Receiver<(Command, Pending)>,
     events: mpsc::Sender<RelayEvent>,
+    poke: Option<Duration>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut poker = poke.map(|p| {
+        let mut i = tokio::time::interval(p);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut pending: VecDeque<(Pending, u64)> = VecDeque::new();
     let mut buf = vec![0u8; 256 * 1024];
     let reason = 'conn: loop {
         // Drain whole frames first.
@@ -236,13 +311,13 @@ async fn run(
                 }
                 Ok(Message::CommandReply(r)) => {
                     let text = r.reply_text().unwrap_or("").to_owned();
-                    if let Some(p) = pending.pop_front() {
-                        let _ = p.send(Ok(text));
+                    if let Some((p, sent)) = pending.pop_front() {
+                        let _ = p.send((Ok(text), sent));
                     }
                 }
                 Ok(Message::ApiResponse(a)) => {
-                    if let Some(p) = pending.pop_front() {
-                        let _ = p.send(Ok(a.text().into_owned()));
+                    if let Some((p, sent)) = pending.pop_front() {
+                        let _ = p.send((Ok(a.text().into_owned()), sent));
                     }
                 }
                 Ok(Message::DisconnectNotice(f)) => {
@@ -263,18 +338,29 @@ async fn run(
             },
             c = cmds.recv() => match c {
                 Some((cmd, reply)) => {
+                    let sent = now_us();
                     if let Err(e) = wr.write_all(&cmd.to_bytes()).await {
-                        let _ = reply.send(Err(format!("ESL write failed: {e}")));
+                        let _ = reply.send((Err(format!("ESL write failed: {e}")), 0));
                         break 'conn e.to_string();
                     }
-                    pending.push_back(reply);
+                    pending.push_back((reply, sent));
                 }
                 None => break 'conn "agent stopped".to_string(),
             },
+            _ = async {
+                match poker.as_mut() {
+                    Some(p) => { p.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                if let Err(e) = wr.write_all(b"\n").await {
+                    break 'conn e.to_string();
+                }
+            }
         }
     };
     tracing::info!(reason = %reason, "ESL connection ended");
-    for p in pending {
-        let _ = p.send(Err(format!("ESL connection lost: {reason}")));
+    for (p, sent) in pending {
+        let _ = p.send((Err(format!("ESL connection lost: {reason}")), sent));
     }
 }

@@ -16,10 +16,10 @@ use outbox::{Outbox, now_us};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use switchy_protocol::esl::{Command, EventFormat, SendMsg};
+use switchy_protocol::esl::{Command, SendMsg};
 use switchy_protocol::wire::{
     self, AgentMsg, CommandKind, CommandRequest, CommandResponse, ControllerMsg, EslState, Hello,
-    Profile, Snapshot, WIRE_VERSION,
+    NodeLoad, Profile, Snapshot, WIRE_VERSION,
 };
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
@@ -30,15 +30,22 @@ pub struct AgentState {
     pub config: AgentConfig,
     /// Buffered, unacknowledged events.
     pub outbox: Outbox,
+    /// The event connection (its commands: the subscription only).
     esl: Mutex<Option<esl::EslHandle>>,
+    /// The command connections (no events subscribed on them).
+    cmds: Vec<std::sync::Mutex<Option<esl::EslHandle>>>,
     status: std::sync::Mutex<EslState>,
+    last_up: std::sync::Mutex<Option<EslState>>,
     /// Woken when the ESL status changes.
     pub status_changed: Notify,
     snapshot_needed: AtomicBool,
     core_uuid: std::sync::Mutex<String>,
-    /// Events subscribed on ESL: the configured ones plus what the
-    /// controller asked for.
-    subscribed: std::sync::Mutex<Vec<String>>,
+    /// What the controller asked to subscribe (kept across reconnects).
+    wanted: std::sync::Mutex<Vec<String>>,
+    /// What the event connection has subscribed now (empty while down).
+    subscribed: Mutex<Vec<String>>,
+    /// FreeSWITCH's load from the latest `status` probe.
+    load: std::sync::Mutex<Option<NodeLoad>>,
     instance: String,
     /// Wire version announced in Hello (tests use another to check refusal).
     pub wire_version: u32,
@@ -54,9 +61,52 @@ impl AgentState {
     }
 
     fn set_status(&self, s: EslState) {
+        if matches!(s, EslState::Up { .. }) {
+            *self.last_up.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
+        }
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s;
         self.status_changed.notify_waiters();
     }
+
+    /// Events the event connection should have subscribed: the
+    /// configured ones and the controller's (just `ALL` when either has it).
+    pub fn target_events(&self) -> Vec<String> {
+        let wanted = self
+            .wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        merge_events(&self.config.events, &wanted)
+    }
+
+    /// The latest load figures of FreeSWITCH.
+    pub fn load(&self) -> Option<NodeLoad> {
+        self.load.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The command connection with the fewest commands in flight.
+    fn command_handle(&self) -> Option<esl::EslHandle> {
+        self.cmds
+            .iter()
+            .filter_map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .filter(esl::EslHandle::is_open)
+            .min_by_key(esl::EslHandle::in_flight)
+    }
+}
+
+/// The union of two subscriptions, without duplicates (case-insensitive),
+/// in order; just `ALL` when either names it.
+pub fn merge_events(a: &[String], b: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in a.iter().chain(b) {
+        if e.eq_ignore_ascii_case("ALL") {
+            return vec!["ALL".into()];
+        }
+        if !out.iter().any(|x| x.eq_ignore_ascii_case(e)) {
+            out.push(e.clone());
+        }
+    }
+    out
 }
 
 /// A running agent; dropping it stops it.
@@ -83,23 +133,31 @@ impl Agent {
     /// Starts with a given wire version (for testing the handshake).
     pub fn start_with_version(config: AgentConfig, wire_version: u32) -> anyhow::Result<Agent> {
         let client = tls::client_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
-        let events = config.events.clone();
+        let pool = config.command_connections.max(1);
         let state = Arc::new(AgentState {
             outbox: Outbox::new(config.max_events, config.read_ahead),
             config,
             esl: Mutex::new(None),
+            cmds: (0..pool).map(|_| std::sync::Mutex::new(None)).collect(),
             status: std::sync::Mutex::new(EslState::Down("not connected yet".into())),
+            last_up: std::sync::Mutex::new(None),
             status_changed: Notify::new(),
             snapshot_needed: AtomicBool::new(true),
             core_uuid: std::sync::Mutex::new(String::new()),
-            subscribed: std::sync::Mutex::new(events),
+            wanted: std::sync::Mutex::new(Vec::new()),
+            subscribed: Mutex::new(Vec::new()),
+            load: std::sync::Mutex::new(None),
             instance: uuid::Uuid::new_v4().to_string(),
             wire_version,
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(esl_loop(state.clone())),
             tokio::spawn(controller_loop(state.clone(), client)),
+            tokio::spawn(probe_loop(state.clone())),
         ];
+        for i in 0..state.cmds.len() {
+            tasks.push(tokio::spawn(command_conn_loop(state.clone(), i)));
+        }
         Ok(Agent { state, tasks })
     }
 
@@ -144,26 +202,35 @@ async fn esl_loop(st: Arc<AgentState>) {
     let c = &st.config;
     let mut backoff = Backoff::new(c.backoff_min, c.backoff_max);
     loop {
-        let events = st
-            .subscribed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let (handle, mut events) =
-            match esl::connect(&c.esl_host, c.esl_port, &c.esl_password, &events).await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(node = %c.node_id, error = %e, "ESL connect failed; retrying");
-                    st.set_status(EslState::Down(e.to_string()));
-                    if matches!(e, esl::EslError::Auth) {
-                        // Do not hot-loop on a wrong password.
-                        tokio::time::sleep(c.backoff_max).await;
-                    } else {
-                        tokio::time::sleep(backoff.next()).await;
-                    }
-                    continue;
+        let mut subscribed = st.subscribed.lock().await;
+        let events = st.target_events();
+        let (handle, mut events_rx) = match esl::connect(
+            &c.esl_host,
+            c.esl_port,
+            &c.esl_password,
+            &events,
+            c.event_format,
+            (!c.event_poke.is_zero()).then_some(c.event_poke),
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                drop(subscribed);
+                tracing::warn!(node = %c.node_id, error = %e, "ESL connect failed; retrying");
+                st.set_status(EslState::Down(e.to_string()));
+                if matches!(e, esl::EslError::Auth) {
+                    // Do not hot-loop on a wrong password.
+                    tokio::time::sleep(c.backoff_max).await;
+                } else {
+                    tokio::time::sleep(backoff.next()).await;
                 }
-            };
+                continue;
+            }
+        };
+        *subscribed = events.clone();
+        *st.esl.lock().await = Some(handle.clone());
+        drop(subscribed);
         backoff.reset();
         let t = Duration::from_secs(5);
         let core_uuid = handle
@@ -180,50 +247,170 @@ async fn esl_loop(st: Arc<AgentState>) {
             .to_owned();
         let profiles =
             parse_sofia_status(&handle.api("sofia", "status", t).await.unwrap_or_default());
-        tracing::info!(node = %c.node_id, core_uuid = %core_uuid, hostname = %hostname, "ESL connected");
+        tracing::info!(node = %c.node_id, core_uuid = %core_uuid, hostname = %hostname, events = ?events, "ESL connected");
         *st.core_uuid.lock().unwrap_or_else(|p| p.into_inner()) = core_uuid.clone();
-        *st.esl.lock().await = Some(handle.clone());
         st.snapshot_needed.store(true, Ordering::SeqCst);
-        let up = EslState::Up {
+        st.set_status(EslState::Up {
             core_uuid,
             hostname,
             profiles,
-        };
-        st.set_status(up.clone());
-        // Liveness probe: a FreeSWITCH that stops answering is degraded.
-        let probe = {
-            let st = st.clone();
-            let handle = handle.clone();
-            let up = up.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(st.config.status_probe).await;
-                    match handle.api("status", "", st.config.status_timeout).await {
-                        Ok(_) => {
-                            if matches!(st.status(), EslState::Degraded(_)) {
-                                st.set_status(up.clone());
-                            }
-                        }
-                        Err(e) if handle.is_open() => {
-                            if !matches!(st.status(), EslState::Degraded(_)) {
-                                tracing::warn!(error = %e, "FreeSWITCH did not answer `status`: node degraded");
-                                st.set_status(EslState::Degraded(e));
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
-            })
-        };
-        while let Some(e) = events.recv().await {
+        });
+        while let Some(e) = events_rx.recv().await {
             st.outbox.wait_not_behind().await;
             st.outbox.push(e);
         }
-        probe.abort();
         *st.esl.lock().await = None;
+        st.subscribed.lock().await.clear();
         st.set_status(EslState::Down("ESL connection lost".into()));
         tracing::warn!(node = %c.node_id, "ESL connection lost; reconnecting");
         tokio::time::sleep(backoff.next()).await;
+    }
+}
+
+/// Keeps command connection `i` up (no events are subscribed on it).
+async fn command_conn_loop(st: Arc<AgentState>, i: usize) {
+    let c = &st.config;
+    let mut backoff = Backoff::new(c.backoff_min, c.backoff_max);
+    loop {
+        match esl::connect(
+            &c.esl_host,
+            c.esl_port,
+            &c.esl_password,
+            &[],
+            c.event_format,
+            None,
+        )
+        .await
+        {
+            Ok((handle, mut rx)) => {
+                backoff.reset();
+                tracing::debug!(node = %c.node_id, connection = i, "ESL command connection up");
+                *st.cmds[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+                // Closed when the connection ends (no events come on it).
+                while rx.recv().await.is_some() {}
+                *st.cmds[i].lock().unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::debug!(node = %c.node_id, connection = i, "ESL command connection lost");
+            }
+            Err(e) => {
+                tracing::debug!(node = %c.node_id, connection = i, error = %e, "ESL command connection failed");
+                if matches!(e, esl::EslError::Auth) {
+                    tokio::time::sleep(c.backoff_max).await;
+                    continue;
+                }
+            }
+        }
+        tokio::time::sleep(backoff.next()).await;
+    }
+}
+
+/// Every `status_probe`: `api status` on a command connection. No answer
+/// within `status_timeout` marks the node degraded; the answer gives
+/// FreeSWITCH's idle CPU and sessions, and the agent adds FreeSWITCH's own
+/// process CPU when it can see the process.
+async fn probe_loop(st: Arc<AgentState>) {
+    let mut cpu = FsCpu::default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    loop {
+        tokio::time::sleep(st.config.status_probe).await;
+        let up = matches!(st.status(), EslState::Up { .. } | EslState::Degraded(_));
+        let Some(h) = st.command_handle().filter(|_| up) else {
+            continue;
+        };
+        let t0 = now_us();
+        let cmd = match Command::api("status", "") {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        let (r, _) = h.send_timed(cmd, st.config.status_timeout).await;
+        match r {
+            Ok(text) => {
+                let mut l = wire::parse_status(&text);
+                l.at_us = now_us();
+                l.status_us = l.at_us.saturating_sub(t0);
+                l.cores = cores;
+                l.fs_cpu_hundredths = cpu.sample();
+                *st.load.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
+                if let EslState::Degraded(_) = st.status() {
+                    st.set_status(st.up_state());
+                }
+            }
+            Err(e) if h.is_open() => {
+                if !matches!(st.status(), EslState::Degraded(_)) {
+                    tracing::warn!(error = %e, "FreeSWITCH did not answer `status`: node degraded");
+                    st.set_status(EslState::Degraded(e));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// FreeSWITCH's process CPU, from `/proc/<pid>/stat` of the process named
+/// `freeswitch` on this host (the agent runs beside it).
+#[derive(Default)]
+struct FsCpu {
+    pid: Option<u32>,
+    last: Option<(u64, std::time::Instant)>,
+}
+
+impl FsCpu {
+    fn sample(&mut self) -> Option<u32> {
+        if self.pid.is_none() {
+            self.pid = find_process("freeswitch");
+        }
+        let pid = self.pid?;
+        let Some(ticks) = process_cpu_ticks(pid) else {
+            // Gone (restarted): look again next time.
+            self.pid = None;
+            self.last = None;
+            return None;
+        };
+        let now = std::time::Instant::now();
+        let prev = self.last.replace((ticks, now));
+        let (t0, at) = prev?;
+        let secs = now.duration_since(at).as_secs_f64();
+        (secs > 0.0).then(|| {
+            let used = ticks.saturating_sub(t0) as f64 / CLOCK_TICKS;
+            (used / secs * 10_000.0).round() as u32
+        })
+    }
+}
+
+/// Linux's USER_HZ (the unit of `/proc/<pid>/stat` times).
+const CLOCK_TICKS: f64 = 100.0;
+
+/// utime + stime of a process, in clock ticks.
+pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The pid of the process whose `comm` is `name` (the lowest, if several).
+pub fn find_process(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|d| d.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .min()
+}
+
+impl AgentState {
+    /// The Up state with what was learnt at connect.
+    fn up_state(&self) -> EslState {
+        match self.status() {
+            s @ EslState::Up { .. } => s,
+            _ => self
+                .last_up
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or(EslState::Down("not connected".into())),
+        }
     }
 }
 
@@ -314,6 +501,7 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::
         ControllerMsg::Welcome {
             controller_id,
             wire_version,
+            events,
         } => {
             if wire_version != st.wire_version {
                 anyhow::bail!(
@@ -322,6 +510,11 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::
                 );
             }
             tracing::info!(node = %c.node_id, controller = %controller_id, "connected to the controller");
+            // Subscribed before the ESL state is reported, so nothing the
+            // controller needs is missed once it sees the node up.
+            if let Err(e) = set_wanted(st, events).await {
+                tracing::warn!(node = %c.node_id, error = %e, "could not apply the controller's event subscription");
+            }
         }
         ControllerMsg::Refused { reason } => {
             anyhow::bail!("the controller refused this agent: {reason}");
@@ -404,7 +597,10 @@ async fn send_loop(
             st.outbox.mark_sent(last);
         }
         if st.snapshot_needed.swap(false, Ordering::SeqCst) {
-            let handle = st.esl.lock().await.clone();
+            let handle = match st.command_handle() {
+                Some(h) => Some(h),
+                None => st.esl.lock().await.clone(),
+            };
             if let Some(h) = handle {
                 match h
                     .api("show", "channels as json", Duration::from_secs(10))
@@ -436,7 +632,7 @@ async fn send_loop(
             _ = st.status_changed.notified() => {}
             _ = heartbeat.tick() => {
                 let (n, ch) = st.outbox.dropped();
-                write_msg(send, &AgentMsg::Heartbeat { sent_us: now_us(), dropped: n + ch, buffered: st.outbox.len() as u64 }).await?;
+                write_msg(send, &AgentMsg::Heartbeat { sent_us: now_us(), dropped: n + ch, buffered: st.outbox.len() as u64, load: st.load() }).await?;
             }
             _ = conn.closed() => anyhow::bail!("controller closed the connection"),
         }
@@ -467,45 +663,15 @@ async fn serve_command(
     mut recv: quinn::RecvStream,
 ) -> anyhow::Result<()> {
     let req: CommandRequest = read_frame(&mut recv).await?;
-    if let CommandKind::Subscribe { events } = &req.kind {
-        let result = subscribe(st, events).await;
-        let bytes = wire::encode(&CommandResponse { id: req.id, result })?;
-        send.write_all(&bytes).await?;
-        send.finish()?;
-        let _ = send.stopped().await;
-        return Ok(());
-    }
-    let handle = st.esl.lock().await.clone();
-    let result = match handle {
-        None => Err(format!(
-            "FreeSWITCH ESL on node {} is down",
-            st.config.node_id
-        )),
-        Some(h) => {
-            let timeout = Duration::from_secs(120);
-            let cmd = match &req.kind {
-                CommandKind::Api { command, args } => Command::api(command, args),
-                CommandKind::BgApi {
-                    command,
-                    args,
-                    job_uuid,
-                } => Command::bgapi(command, args, Some(job_uuid)),
-                CommandKind::SendMsg {
-                    uuid,
-                    headers,
-                    body,
-                } => build_sendmsg(uuid, headers, body.as_deref()),
-                CommandKind::Subscribe { .. } => Err(switchy_protocol::esl::CommandError::Empty {
-                    field: "subscribe (handled above)",
-                }),
-            };
-            match cmd {
-                Ok(c) => h.send(c, timeout).await,
-                Err(e) => Err(format!("refused before sending: {e}")),
-            }
-        }
+    let (result, sent_us) = match req.kind {
+        CommandKind::Subscription { events } => (set_wanted(st, events).await, 0),
+        kind => run_command(st, &kind).await,
     };
-    let bytes = wire::encode(&CommandResponse { id: req.id, result })?;
+    let bytes = wire::encode(&CommandResponse {
+        id: req.id,
+        result,
+        sent_us,
+    })?;
     send.write_all(&bytes).await?;
     send.finish()?;
     // Let the stream's data reach the peer before dropping it.
@@ -513,42 +679,99 @@ async fn serve_command(
     Ok(())
 }
 
-/// Adds events to the subscription: remembered for ESL reconnects, and
-/// sent now if ESL is up. Nothing to do when `ALL` is subscribed.
-async fn subscribe(st: &AgentState, events: &[String]) -> Result<String, String> {
-    let new: Vec<String> = {
-        let mut g = st.subscribed.lock().unwrap_or_else(|p| p.into_inner());
-        if g.iter().any(|e| e.eq_ignore_ascii_case("ALL")) {
-            return Ok("+OK already subscribed to ALL".into());
-        }
-        let new: Vec<String> = events
-            .iter()
-            .filter(|e| !g.iter().any(|x| x.eq_ignore_ascii_case(e)))
-            .cloned()
-            .collect();
-        g.extend(new.iter().cloned());
-        new
+/// Runs a command on the least busy command connection (the event
+/// connection only when none is up).
+async fn run_command(st: &AgentState, kind: &CommandKind) -> (Result<String, String>, u64) {
+    let handle = match st.command_handle() {
+        Some(h) => Some(h),
+        None => st.esl.lock().await.clone(),
     };
-    if new.is_empty() {
-        return Ok("+OK nothing new".into());
+    let Some(h) = handle else {
+        return (
+            Err(format!(
+                "FreeSWITCH ESL on node {} is down",
+                st.config.node_id
+            )),
+            0,
+        );
+    };
+    let timeout = Duration::from_secs(120);
+    let cmd = match kind {
+        CommandKind::Api { command, args } => Command::api(command, args),
+        CommandKind::BgApi {
+            command,
+            args,
+            job_uuid,
+        } => Command::bgapi(command, args, Some(job_uuid)),
+        CommandKind::SendMsg {
+            uuid,
+            headers,
+            body,
+        } => build_sendmsg(uuid, headers, body.as_deref()),
+        CommandKind::Subscription { .. } => Err(switchy_protocol::esl::CommandError::Empty {
+            field: "subscription (not a FreeSWITCH command)",
+        }),
+    };
+    match cmd {
+        Ok(c) => h.send_timed(c, timeout).await,
+        Err(e) => (Err(format!("refused before sending: {e}")), 0),
     }
-    let (names, subs): (Vec<&str>, Vec<&str>) = (
-        new.iter()
-            .filter(|e| !e.starts_with("CUSTOM "))
-            .map(String::as_str)
-            .collect(),
-        new.iter()
-            .filter_map(|e| e.strip_prefix("CUSTOM "))
-            .collect(),
-    );
-    let cmd = Command::event(EventFormat::Plain, &names, &subs)
-        .map_err(|e| format!("refused before sending: {e}"))?;
-    let handle = st.esl.lock().await.clone();
-    match handle {
-        // Subscribed on the next ESL connect.
-        None => Ok("+OK subscribed on the next ESL connect".into()),
-        Some(h) => h.send(cmd, Duration::from_secs(10)).await,
+}
+
+/// Records the controller's events and brings the event connection's
+/// subscription to the target set.
+async fn set_wanted(st: &AgentState, events: Vec<String>) -> Result<String, String> {
+    *st.wanted.lock().unwrap_or_else(|p| p.into_inner()) = events;
+    apply_subscription(st).await
+}
+
+/// Subscribes what the target set adds (`event`) and unsubscribes what it
+/// drops (`nixevent`) on the live event connection; without one, the next
+/// connect subscribes the target set.
+async fn apply_subscription(st: &AgentState) -> Result<String, String> {
+    let mut cur = st.subscribed.lock().await;
+    let Some(h) = st.esl.lock().await.clone() else {
+        return Ok("+OK subscribed on the next ESL connect".into());
+    };
+    let target = st.target_events();
+    let has = |set: &[String], e: &str| set.iter().any(|x| x.eq_ignore_ascii_case(e));
+    let added: Vec<String> = target.iter().filter(|e| !has(&cur, e)).cloned().collect();
+    let removed: Vec<String> = cur.iter().filter(|e| !has(&target, e)).cloned().collect();
+    let t = Duration::from_secs(10);
+    let fmt = st.config.event_format;
+    let refused = |e: switchy_protocol::esl::CommandError| format!("refused before sending: {e}");
+    let mut steps = Vec::new();
+    // Leaving ALL: FreeSWITCH's `nixevent ALL` clears everything, so it
+    // goes first and the target is subscribed after it.
+    let leaving_all = has(&removed, "ALL");
+    if leaving_all {
+        steps.push(Command::nixevent(&["ALL"], &[]).map_err(refused)?);
     }
+    if !added.is_empty() || leaving_all {
+        let list = if leaving_all { &target } else { &added };
+        let (n, c) = esl::split_custom(list);
+        if !n.is_empty() || !c.is_empty() {
+            steps.push(Command::event(fmt, &n, &c).map_err(refused)?);
+        }
+    }
+    let rest: Vec<String> = removed
+        .iter()
+        .filter(|e| !e.eq_ignore_ascii_case("ALL"))
+        .cloned()
+        .collect();
+    if !rest.is_empty() && !has(&target, "ALL") {
+        let (n, c) = esl::split_custom(&rest);
+        steps.push(Command::nixevent(&n, &c).map_err(refused)?);
+    }
+    for cmd in steps {
+        let r = h.send(cmd, t).await?;
+        if r.starts_with("-ERR") {
+            return Err(format!("FreeSWITCH refused the subscription change: {r}"));
+        }
+    }
+    tracing::info!(node = %st.config.node_id, events = ?target, added = ?added, removed = ?removed, "ESL subscription");
+    *cur = target;
+    Ok(format!("+OK subscribed {}", cur.join(" ")))
 }
 
 fn build_sendmsg(

@@ -45,9 +45,18 @@ struct Args {
     /// File with the ESL password (SWITCHY_ESL_PASSWORD also works) [default password: ClueCon].
     #[arg(long, env = "SWITCHY_ESL_PASSWORD_FILE")]
     esl_password_file: Option<PathBuf>,
-    /// Events to subscribe, comma-separated [default: what the controller needs: CHANNEL_CREATE, _ORIGINATE, _PROGRESS, _PROGRESS_MEDIA, _ANSWER, _PARK, _EXECUTE_COMPLETE, _BRIDGE, _UNBRIDGE, _HANGUP, _HANGUP_COMPLETE, _DESTROY, BACKGROUND_JOB, HEARTBEAT; apps add theirs at run time; ALL works too].
+    /// Events always subscribed, comma-separated [default: CHANNEL_HANGUP_COMPLETE,BACKGROUND_JOB,HEARTBEAT; the controller adds what its tracker, apps, routes and Originator need and removes it again; ALL works too, at a high FreeSWITCH CPU cost].
     #[arg(long, env = "SWITCHY_ESL_EVENTS", value_delimiter = ',')]
     events: Option<Vec<String>>,
+    /// ESL connections for commands only (no events), beside the event connection [default: 2].
+    #[arg(long, env = "SWITCHY_ESL_COMMAND_CONNECTIONS")]
+    command_connections: Option<usize>,
+    /// Wake FreeSWITCH's event thread with an empty line this often, ms (0: never); it otherwise sends queued events only every 20 ms [default: 5].
+    #[arg(long, env = "SWITCHY_ESL_EVENT_POKE_MS")]
+    event_poke_ms: Option<u64>,
+    /// Event format asked of FreeSWITCH: plain or json [default: plain, the cheaper one for FreeSWITCH, see docs/benchmarks.md].
+    #[arg(long, env = "SWITCHY_ESL_EVENT_FORMAT")]
+    event_format: Option<String>,
     /// Events buffered while the controller is unreachable [default: 200000].
     #[arg(long, env = "SWITCHY_BUFFER_MAX_EVENTS")]
     max_events: Option<usize>,
@@ -57,7 +66,7 @@ struct Args {
     /// Heartbeat to the controller, seconds [default: 5].
     #[arg(long)]
     heartbeat_secs: Option<u64>,
-    /// Periodic `status` probe of FreeSWITCH, seconds [default: 5].
+    /// Periodic `status` probe of FreeSWITCH (liveness and load), seconds [default: 2].
     #[arg(long)]
     status_probe_secs: Option<u64>,
     /// Probe timeout before the node is marked degraded, ms [default: 2000].
@@ -115,6 +124,22 @@ fn resolve(a: Args) -> anyhow::Result<AgentConfig> {
     }
     if let Some(e) = a.events.or(f.esl.events) {
         c.events = e;
+    }
+    if let Some(n) = a.command_connections.or(f.esl.command_connections) {
+        if n == 0 {
+            anyhow::bail!("command_connections must be at least 1");
+        }
+        c.command_connections = n;
+    }
+    if let Some(ms) = a.event_poke_ms.or(f.esl.event_poke_ms) {
+        c.event_poke = Duration::from_millis(ms);
+    }
+    if let Some(fmt) = a.event_format.or(f.esl.event_format) {
+        c.event_format = match fmt.to_ascii_lowercase().as_str() {
+            "plain" => switchy_protocol::esl::EventFormat::Plain,
+            "json" => switchy_protocol::esl::EventFormat::Json,
+            other => anyhow::bail!("event_format {other:?} must be plain or json"),
+        };
     }
     if let Some(m) = a.read_ahead.or(f.buffer.read_ahead) {
         c.read_ahead = m;

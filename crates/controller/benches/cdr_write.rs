@@ -32,6 +32,9 @@ fn row(i: u64) -> Cdr {
         callee_hangup: Some(t + 9_500_300),
         active_sessions: 15_000,
         erlangs: 7_500.0,
+        originate_sent_agent: Some(t - 250),
+        originate_done_agent: Some(t + 1_250),
+        verdict: None,
     }
 }
 

@@ -61,11 +61,20 @@ pub struct Cdr {
     pub active_sessions: i64,
     /// Concurrent calls of the Originator when the call was launched.
     pub erlangs: f64,
+    /// Agent clock: the `bgapi originate` written to FreeSWITCH, µs.
+    pub originate_sent_agent: Option<i64>,
+    /// Agent clock: its BACKGROUND_JOB received, µs.
+    pub originate_done_agent: Option<i64>,
+    /// The app's verdict (`passed`, `failed: …`), if its app checks one.
+    pub verdict: Option<String>,
 }
+
+/// Columns written per row.
+const COLUMNS: usize = 24;
 
 macro_rules! columns {
     () => {
-        "call_id, node, app, hangup_cause, failed, caller_uuid, caller_num, callee_num, caller_create, caller_answer, caller_req_originate, caller_originate, caller_hangup, job_launch, callee_node, callee_uuid, callee_create, callee_answer, callee_hangup, active_sessions, erlangs"
+        "call_id, node, app, hangup_cause, failed, caller_uuid, caller_num, callee_num, caller_create, caller_answer, caller_req_originate, caller_originate, caller_hangup, job_launch, callee_node, callee_uuid, callee_create, callee_answer, callee_hangup, active_sessions, erlangs, originate_sent_agent, originate_done_agent, verdict"
     };
 }
 
@@ -153,14 +162,14 @@ impl CdrStore {
             sql.push_str(concat!("INSERT INTO cdr (", columns!(), ") VALUES "));
             for r in 0..chunk.len() {
                 sql.push_str(if r == 0 { "(" } else { ",(" });
-                for c in 0..21 {
+                for c in 0..COLUMNS {
                     if c > 0 {
                         sql.push(',');
                     }
                     if self.sqlite {
                         sql.push('?');
                     } else {
-                        sql.push_str(&format!("${}", r * 21 + c + 1));
+                        sql.push_str(&format!("${}", r * COLUMNS + c + 1));
                     }
                 }
                 sql.push(')');
@@ -188,7 +197,10 @@ impl CdrStore {
                     .bind(c.callee_answer)
                     .bind(c.callee_hangup)
                     .bind(c.active_sessions)
-                    .bind(c.erlangs);
+                    .bind(c.erlangs)
+                    .bind(c.originate_sent_agent)
+                    .bind(c.originate_done_agent)
+                    .bind(c.verdict.clone());
             }
             q.execute(&mut *tx).await?;
         }
@@ -236,6 +248,9 @@ impl CdrStore {
                     callee_hangup: r.try_get(18)?,
                     active_sessions: r.try_get(19)?,
                     erlangs: r.try_get(20)?,
+                    originate_sent_agent: r.try_get(21)?,
+                    originate_done_agent: r.try_get(22)?,
+                    verdict: r.try_get(23)?,
                 })
             })
             .collect()
@@ -266,6 +281,10 @@ pub struct Launch {
     pub active_sessions: i64,
     /// Originator's concurrent calls at launch.
     pub erlangs: f64,
+    /// Agent clock: the bgapi written to FreeSWITCH, µs.
+    pub sent_agent_us: Option<i64>,
+    /// Agent clock: its BACKGROUND_JOB received, µs.
+    pub done_agent_us: Option<i64>,
 }
 
 /// Launch facts by call id, shared by the Originator and the CDR builder.
@@ -336,6 +355,9 @@ pub fn build_cdr(legs: &[Finished], launch: Option<&Launch>) -> Option<Cdr> {
         callee_hangup: callee.and_then(|c| opt(c.session.hangup_us)),
         active_sessions: launch.map_or(0, |l| l.active_sessions),
         erlangs: launch.map_or(0.0, |l| l.erlangs),
+        originate_sent_agent: launch.and_then(|l| l.sent_agent_us),
+        originate_done_agent: launch.and_then(|l| l.done_agent_us),
+        verdict: None,
     })
 }
 
@@ -391,6 +413,7 @@ impl CdrWriter {
             write_batch(&store, &mut batch, &c2).await;
         });
         let mut events = cluster.subscribe();
+        let cluster2 = cluster.clone();
         let tx2 = tx.clone();
         let c3 = counters.clone();
         let builder = tokio::spawn(async move {
@@ -417,7 +440,11 @@ impl CdrWriter {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&call);
-                    if let Some(cdr) = build_cdr(&legs, launch.as_ref()) {
+                    if let Some(mut cdr) = build_cdr(&legs, launch.as_ref()) {
+                        if let Some(v) = cluster2.take_verdict(&call) {
+                            cdr.failed |= !v.passed();
+                            cdr.verdict = Some(v.to_string());
+                        }
                         c3.queued.fetch_add(1, Ordering::Relaxed);
                         let _ = tx2.send(cdr);
                     }

@@ -15,7 +15,36 @@ use switchy_protocol::wire::{
 };
 use tokio::sync::{broadcast, oneshot};
 
-pub use switchy_protocol::wire::CORE_EVENTS;
+pub use switchy_protocol::wire::{CORE_EVENTS, NodeLoad, TRACKER_LIVE, TRACKER_MINIMAL};
+
+/// How much of each channel's life the tracker follows, which decides the
+/// events every node's FreeSWITCH must serialize on every call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tracking {
+    /// Each leg's end only (CHANNEL_HANGUP_COMPLETE carries its times,
+    /// cause and variables), plus jobs and heartbeats: what CDRs and the
+    /// Originator need, at the least FreeSWITCH CPU (`run`'s default).
+    Minimal,
+    /// Also creation, answer and bridges, for live session and call views
+    /// (`serve`'s default).
+    #[default]
+    Live,
+    /// Every channel event the tracker understands (switchy's default
+    /// before).
+    Full,
+}
+
+impl Tracking {
+    /// The events this level subscribes.
+    pub fn events(self) -> &'static [&'static str] {
+        match self {
+            Tracking::Minimal => TRACKER_MINIMAL,
+            Tracking::Live => TRACKER_LIVE,
+            Tracking::Full => CORE_EVENTS,
+        }
+    }
+}
 
 /// Controller settings.
 #[derive(Clone, Debug)]
@@ -28,6 +57,8 @@ pub struct ClusterConfig {
     pub job_timeout: Duration,
     /// How long an api command may take.
     pub command_timeout: Duration,
+    /// What the tracker follows (and so subscribes on every node).
+    pub tracking: Tracking,
 }
 
 impl Default for ClusterConfig {
@@ -37,6 +68,7 @@ impl Default for ClusterConfig {
             max_channel_age: Duration::from_secs(4 * 3600),
             job_timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(30),
+            tracking: Tracking::Live,
         }
     }
 }
@@ -68,6 +100,10 @@ pub struct NodeInfo {
     pub connects: u64,
     /// FreeSWITCH's max-sessions, from its latest HEARTBEAT.
     pub max_sessions: Option<u64>,
+    /// FreeSWITCH's load, from the agent's latest `status` probe.
+    pub load: Option<NodeLoad>,
+    /// FreeSWITCH's idle CPU (%) in its latest HEARTBEAT.
+    pub heartbeat_idle_cpu: Option<f64>,
 }
 
 struct NodeEntry {
@@ -129,6 +165,10 @@ pub const LATENCY_BUCKETS: [u64; 12] = [
 /// The result of a bgapi job.
 pub type JobResult = Result<String, String>;
 
+/// A job's result and when its BACKGROUND_JOB reached the agent (agent
+/// clock, µs since the epoch).
+type JobDone = (JobResult, u64);
+
 /// What happened, for apps and observers.
 #[derive(Clone, Debug)]
 pub enum ClusterEvent {
@@ -142,13 +182,43 @@ pub(crate) struct Inner {
     pub(crate) config: ClusterConfig,
     nodes: std::sync::RwLock<HashMap<String, NodeEntry>>,
     pub(crate) tracker: std::sync::Mutex<Tracker>,
-    jobs: std::sync::Mutex<HashMap<String, oneshot::Sender<JobResult>>>,
+    jobs: std::sync::Mutex<HashMap<String, oneshot::Sender<JobDone>>>,
     next_cmd: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) instance: String,
     pub(crate) events: broadcast::Sender<ClusterEvent>,
-    /// Events the loaded apps need; every agent is asked to subscribe them.
-    required: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Events each part of the controller needs (the tracker, the apps,
+    /// …), by part; every agent subscribes their union.
+    demand: std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Serializes subscription pushes, so agents get them in order.
+    demand_push: tokio::sync::Mutex<()>,
+    /// App verdicts of live calls, by call id, until their CDR takes them.
+    verdicts: std::sync::Mutex<HashMap<String, Verdict>>,
+}
+
+/// What an app concluded about a call it checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    /// Everything checked matched.
+    Passed,
+    /// Why not (a mismatch, or the call ended before the check finished).
+    Failed(String),
+}
+
+impl Verdict {
+    /// True for [`Verdict::Passed`].
+    pub fn passed(&self) -> bool {
+        matches!(self, Verdict::Passed)
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Passed => f.write_str("passed"),
+            Verdict::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
 }
 
 /// The cluster handle (cheap to clone).
@@ -200,6 +270,7 @@ impl Cluster {
         // operation; the ring holds the last events until overwritten, so
         // its size is also memory (~5 KB per event).
         let (events, _) = broadcast::channel(16_384);
+        let tracking = config.tracking;
         Cluster {
             inner: Arc::new(Inner {
                 tracker: std::sync::Mutex::new(Tracker::new(&config.tracking_var)),
@@ -210,7 +281,15 @@ impl Cluster {
                 counters: Counters::default(),
                 instance: uuid::Uuid::new_v4().to_string(),
                 events,
-                required: std::sync::Mutex::new(Default::default()),
+                demand: std::sync::Mutex::new(
+                    [(
+                        "tracker".to_owned(),
+                        tracking.events().iter().map(|e| (*e).to_owned()).collect(),
+                    )]
+                    .into(),
+                ),
+                demand_push: tokio::sync::Mutex::new(()),
+                verdicts: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -267,23 +346,82 @@ impl Cluster {
         })
     }
 
-    /// Asks every agent (now, and each one that connects later) to
-    /// subscribe `events` on its FreeSWITCH, so a callback on an event is
-    /// never left waiting because nobody subscribed it.
-    pub async fn require_events(&self, events: &[String]) {
-        let new: Vec<String> = {
-            let mut g = self
-                .inner
-                .required
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            events
-                .iter()
-                .filter(|e| g.insert((*e).clone()))
-                .cloned()
-                .collect()
-        };
-        if new.is_empty() {
+    /// Records (or replaces) an app's verdict on a call; its CDR takes the
+    /// latest one. An app that checks something sets a failing verdict
+    /// ("cut short") first and replaces it once the check is done, so a
+    /// call that ends early is never counted as passed.
+    pub fn set_verdict(&self, call: &str, v: Verdict) {
+        let mut g = self
+            .inner
+            .verdicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Calls whose CDR is never built (no writer) must not grow it
+        // without bound: the oldest are not tracked, so clear when huge.
+        if g.len() >= 1_000_000 && !g.contains_key(call) {
+            tracing::warn!("over a million app verdicts without a CDR writer: forgetting them");
+            g.clear();
+        }
+        g.insert(call.to_owned(), v);
+    }
+
+    /// Takes a call's verdict (for its CDR).
+    pub fn take_verdict(&self, call: &str) -> Option<Verdict> {
+        self.inner
+            .verdicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(call)
+    }
+
+    /// Announces a leg about to be originated (see [`Tracker::expect_leg`]).
+    pub fn expect_leg(&self, uuid: &str, node: &str, call: &str) {
+        self.inner
+            .tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expect_leg(uuid, node, call);
+    }
+
+    /// Drops an announced leg FreeSWITCH never reported; true if it was
+    /// still pending.
+    pub fn forget_pending(&self, uuid: &str) -> bool {
+        self.inner
+            .tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget_pending(uuid)
+    }
+
+    /// The events every node must subscribe now: the union of what each
+    /// part of the controller asked for.
+    pub fn wanted_events(&self) -> Vec<String> {
+        let g = self.inner.demand.lock().unwrap_or_else(|p| p.into_inner());
+        let set: std::collections::BTreeSet<String> = g.values().flatten().cloned().collect();
+        if set.iter().any(|e| e.eq_ignore_ascii_case("ALL")) {
+            return vec!["ALL".into()];
+        }
+        set.into_iter().collect()
+    }
+
+    /// Sets what `part` (the tracker, the apps, the router …) needs; when
+    /// the union changes every connected agent subscribes the new set and
+    /// unsubscribes what nobody needs any more (each agent that connects
+    /// later gets it in its Welcome), so a callback on an event is never
+    /// left waiting and FreeSWITCH serializes nothing nobody reads.
+    pub async fn set_demand(&self, part: &str, events: &[String]) {
+        let _push = self.inner.demand_push.lock().await;
+        let before = self.wanted_events();
+        {
+            let mut g = self.inner.demand.lock().unwrap_or_else(|p| p.into_inner());
+            if events.is_empty() {
+                g.remove(part);
+            } else {
+                g.insert(part.to_owned(), events.to_vec());
+            }
+        }
+        let after = self.wanted_events();
+        if after == before {
             return;
         }
         let nodes: Vec<String> = self
@@ -296,13 +434,13 @@ impl Cluster {
             if let Err(e) = self
                 .command(
                     &n,
-                    CommandKind::Subscribe {
-                        events: new.clone(),
+                    CommandKind::Subscription {
+                        events: after.clone(),
                     },
                 )
                 .await
             {
-                tracing::warn!(node = %n, error = %e, "could not subscribe app events; they are subscribed again when the agent reconnects");
+                tracing::warn!(node = %n, error = %e, "could not change the node's event subscription; it gets it when its agent reconnects");
             }
         }
     }
@@ -441,6 +579,8 @@ impl Cluster {
                     agent_buffered: 0,
                     connects: 0,
                     max_sessions: None,
+                    load: None,
+                    heartbeat_idle_cpu: None,
                 },
                 conn: None,
                 agent_instance: String::new(),
@@ -468,6 +608,7 @@ impl Cluster {
         let welcome = ControllerMsg::Welcome {
             wire_version: WIRE_VERSION,
             controller_id: self.inner.instance.clone(),
+            events: self.wanted_events(),
         };
         match wire::encode(&welcome) {
             Ok(b) => {
@@ -478,26 +619,6 @@ impl Cluster {
             Err(_) => return,
         }
         tracing::info!(node = %node_id, "agent connected");
-        let required: Vec<String> = self
-            .inner
-            .required
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        if !required.is_empty() {
-            let me = self.clone();
-            let node = node_id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = me
-                    .command(&node, CommandKind::Subscribe { events: required })
-                    .await
-                {
-                    tracing::warn!(node = %node, error = %e, "could not subscribe app events");
-                }
-            });
-        }
         let mut buf = Vec::with_capacity(1 << 20);
         loop {
             let msg = match read_frame_into::<AgentMsg>(&mut recv, &mut buf).await {
@@ -527,12 +648,18 @@ impl Cluster {
                 }
                 AgentMsg::Status(st) => self.status(&node_id, st),
                 AgentMsg::Heartbeat {
-                    dropped, buffered, ..
+                    dropped,
+                    buffered,
+                    load,
+                    ..
                 } => {
                     let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
                     if let Some(e) = g.get_mut(&node_id) {
                         e.info.agent_dropped = dropped;
                         e.info.agent_buffered = buffered;
+                        if load.is_some() {
+                            e.info.load = load;
+                        }
                     }
                 }
                 AgentMsg::Hello(_) => {}
@@ -646,12 +773,13 @@ impl Cluster {
             let lat = now.saturating_sub(rx_us);
             c.agent_latency_sum_us.fetch_add(lat, Ordering::Relaxed);
             c.agent_latency_buckets[latency_bucket(lat)].fetch_add(1, Ordering::Relaxed);
-            if e.event_name() == Some("HEARTBEAT")
-                && let Some(m) = e.get("Max-Sessions").and_then(|v| v.parse::<u64>().ok())
-            {
+            if e.event_name() == Some("HEARTBEAT") {
+                let max = e.get("Max-Sessions").and_then(|v| v.parse::<u64>().ok());
+                let idle = e.get("Idle-CPU").and_then(|v| v.parse::<f64>().ok());
                 let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
                 if let Some(n) = g.get_mut(node) {
-                    n.info.max_sessions = Some(m);
+                    n.info.max_sessions = max.or(n.info.max_sessions);
+                    n.info.heartbeat_idle_cpu = idle.or(n.info.heartbeat_idle_cpu);
                 }
             }
             if e.event_name() == Some("BACKGROUND_JOB")
@@ -665,10 +793,11 @@ impl Cluster {
                     .remove(job);
                 if let Some(tx) = tx {
                     let body = e.body.as_deref().unwrap_or_default();
-                    let _ = tx.send(match api_result(body) {
+                    let r = match api_result(body) {
                         Ok(t) => Ok(t.into_owned()),
                         Err(err) => Err(err.text),
-                    });
+                    };
+                    let _ = tx.send((r, rx_us));
                 }
             }
         }
@@ -685,6 +814,16 @@ impl Cluster {
 
     /// Sends one command to a node on its own QUIC stream.
     pub async fn command(&self, node: &str, kind: CommandKind) -> Result<String, CommandError> {
+        self.command_timed(node, kind).await.map(|(r, _)| r)
+    }
+
+    /// As [`Cluster::command`], with the agent clock (µs) when the agent
+    /// wrote the command to FreeSWITCH.
+    pub async fn command_timed(
+        &self,
+        node: &str,
+        kind: CommandKind,
+    ) -> Result<(String, u64), CommandError> {
         let conn = {
             let g = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner());
             g.get(node).and_then(|e| e.conn.clone())
@@ -703,10 +842,13 @@ impl Cluster {
             send.finish().map_err(|e| t(e.to_string()))?;
             let resp: CommandResponse =
                 read_frame(&mut recv).await.map_err(|e| t(e.to_string()))?;
-            resp.result.map_err(|reason| CommandError::Agent {
-                node: node.to_owned(),
-                reason,
-            })
+            let sent = resp.sent_us;
+            resp.result
+                .map(|r| (r, sent))
+                .map_err(|reason| CommandError::Agent {
+                    node: node.to_owned(),
+                    reason,
+                })
         };
         let r = match tokio::time::timeout(self.inner.config.command_timeout, fut).await {
             Ok(r) => r,
@@ -722,7 +864,7 @@ impl Cluster {
     }
 
     /// Registers a job before its bgapi is sent.
-    fn register_job(&self, job: &str) -> oneshot::Receiver<JobResult> {
+    fn register_job(&self, job: &str) -> oneshot::Receiver<JobDone> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .jobs
@@ -803,24 +945,59 @@ pub struct Node {
 pub struct Job {
     /// Job-UUID.
     pub uuid: String,
-    rx: oneshot::Receiver<JobResult>,
+    /// Agent clock when the agent wrote the bgapi to FreeSWITCH, µs.
+    pub sent_us: u64,
+    rx: oneshot::Receiver<JobDone>,
     cluster: Cluster,
     timeout: Duration,
+}
+
+/// A finished job, timed on the agent's clock.
+#[derive(Clone, Debug)]
+pub struct JobOutcome {
+    /// `Ok(text after +OK)` or `Err(-ERR text)`.
+    pub result: JobResult,
+    /// When the agent wrote the bgapi, µs since the epoch (agent clock).
+    pub sent_us: u64,
+    /// When the agent received the BACKGROUND_JOB, µs (agent clock; 0 if
+    /// the job never finished).
+    pub done_us: u64,
+}
+
+impl JobOutcome {
+    /// Send → BACKGROUND_JOB on the agent's clock, µs (None if untimed).
+    pub fn elapsed_us(&self) -> Option<u64> {
+        (self.sent_us > 0 && self.done_us >= self.sent_us).then(|| self.done_us - self.sent_us)
+    }
 }
 
 impl Job {
     /// The BACKGROUND_JOB result: `Ok(text after +OK)` or `Err(-ERR text)`.
     pub async fn wait(self) -> Result<String, String> {
-        match tokio::time::timeout(self.timeout, self.rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("job dropped".into()),
+        self.wait_timed().await.result
+    }
+
+    /// The result with the agent's send and receive times.
+    pub async fn wait_timed(self) -> JobOutcome {
+        let sent_us = self.sent_us;
+        let (result, done_us) = match tokio::time::timeout(self.timeout, self.rx).await {
+            Ok(Ok((r, at))) => (r, at),
+            Ok(Err(_)) => (Err("job dropped".into()), 0),
             Err(_) => {
                 self.cluster.forget_job(&self.uuid);
-                Err(format!(
-                    "job {} did not finish within {:?}",
-                    self.uuid, self.timeout
-                ))
+                (
+                    Err(format!(
+                        "job {} did not finish within {:?}",
+                        self.uuid, self.timeout
+                    )),
+                    0,
+                )
             }
+        };
+        JobOutcome {
+            result,
+            sent_us,
+            done_us,
         }
     }
 }
@@ -870,14 +1047,15 @@ impl Node {
             args: args.into(),
             job_uuid: uuid.clone(),
         };
-        match self.cluster.command(&self.id, kind).await {
-            Ok(reply) if reply.starts_with("+OK") => Ok(Job {
+        match self.cluster.command_timed(&self.id, kind).await {
+            Ok((reply, sent_us)) if reply.starts_with("+OK") => Ok(Job {
                 uuid,
+                sent_us,
                 rx,
                 cluster: self.cluster.clone(),
                 timeout: self.cluster.inner.config.job_timeout,
             }),
-            Ok(reply) => {
+            Ok((reply, _)) => {
                 self.cluster.forget_job(&uuid);
                 Err(CommandError::Agent {
                     node: self.id.clone(),

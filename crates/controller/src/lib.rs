@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apps;
+pub mod bottleneck;
 pub mod ca;
 pub mod cdr;
 pub mod cluster;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use switchy_controller::cluster::Tracking;
 use switchy_controller::{ClusterConfig, Controller, ca};
 
 mod run;
@@ -117,6 +118,12 @@ struct Serve {
         default_value = "sip_h_X-switchy-orig-uuid"
     )]
     tracking_header: String,
+    /// What the tracker follows on every node, which decides the events
+    /// each FreeSWITCH serializes per call: minimal (each leg's end), live
+    /// (also creation, answer, bridges, for the live session views) or full
+    /// (every channel event). Apps and routes add what they listen to.
+    #[arg(long, env = "SWITCHY_TRACKING", value_enum, default_value_t = Tracking::Live)]
+    tracking: Tracking,
     /// Routes file (TOML, see deploy/routes.example.toml): parked channels
     /// are routed centrally. Reloaded on SIGHUP and POST /api/v1/routes/reload.
     #[arg(long, env = "SWITCHY_ROUTES")]
@@ -289,6 +296,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let config = ClusterConfig {
                 tracking_var: s.tracking_header,
+                tracking: s.tracking,
                 max_channel_age: Duration::from_secs(s.max_channel_age_secs),
                 job_timeout: Duration::from_secs(s.job_timeout_secs),
                 ..ClusterConfig::default()

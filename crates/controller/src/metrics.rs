@@ -67,8 +67,15 @@ pub struct Summary {
     pub invite_latency_ms: Pcts,
     /// Originator decision → caller CHANNEL_ORIGINATE, ms.
     pub originate_latency_ms: Pcts,
-    /// caller CHANNEL_CREATE → caller CHANNEL_HANGUP, s.
+    /// caller answered → caller hung up (billable time), s, FreeSWITCH's
+    /// clock.
     pub call_duration_s: Pcts,
+    /// `bgapi originate` written → its BACKGROUND_JOB received (the caller
+    /// leg answered), ms, on the agent's own clock (µs resolution): the
+    /// setup latency free of FreeSWITCH's 20 ms event-clock steps.
+    pub call_setup_agent_ms: Pcts,
+    /// App verdicts by app: (passed, failed).
+    pub verdicts: BTreeMap<String, (usize, usize)>,
 }
 
 fn ms(a: Option<i64>, b: Option<i64>) -> Option<f64> {
@@ -90,6 +97,7 @@ pub fn summarize(cdrs: &[Cdr]) -> Summary {
     };
     let (mut ans, mut setup, mut inv, mut orig, mut dur) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut setup_agent = Vec::new();
     let mut starts = Vec::new();
     let mut edges: Vec<(i64, i32)> = Vec::new();
     for c in cdrs {
@@ -106,7 +114,19 @@ pub fn summarize(cdrs: &[Cdr]) -> Summary {
         setup.extend(ms(c.caller_create, c.caller_answer));
         inv.extend(ms(c.caller_create, c.callee_create));
         orig.extend(ms(c.caller_req_originate, c.caller_originate));
-        dur.extend(ms(c.caller_create, c.caller_hangup).map(|v| v / 1000.0));
+        dur.extend(ms(c.caller_answer, c.caller_hangup).map(|v| v / 1000.0));
+        setup_agent.extend(ms(c.originate_sent_agent, c.originate_done_agent));
+        if let Some(v) = &c.verdict {
+            let e = s
+                .verdicts
+                .entry(c.app.clone().unwrap_or_default())
+                .or_default();
+            if v == "passed" {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
         if let Some(t) = start_of(c) {
             starts.push(t);
             let end = c.caller_hangup.or(c.callee_hangup).unwrap_or(t).max(t);
@@ -142,6 +162,7 @@ pub fn summarize(cdrs: &[Cdr]) -> Summary {
     s.invite_latency_ms = pcts(&mut inv);
     s.originate_latency_ms = pcts(&mut orig);
     s.call_duration_s = pcts(&mut dur);
+    s.call_setup_agent_ms = pcts(&mut setup_agent);
     s
 }
 
@@ -321,6 +342,9 @@ pub fn to_csv(cdrs: &[Cdr]) -> String {
         "callee_hangup",
         "active_sessions",
         "erlangs",
+        "originate_sent_agent",
+        "originate_done_agent",
+        "verdict",
     ];
     let mut out = cols.join(",");
     out.push('\n');
@@ -356,6 +380,9 @@ pub fn to_csv(cdrs: &[Cdr]) -> String {
             n(c.callee_hangup),
             c.active_sessions.to_string(),
             c.erlangs.to_string(),
+            n(c.originate_sent_agent),
+            n(c.originate_done_agent),
+            o(&c.verdict),
         ];
         out.push_str(&row.join(","));
         out.push('\n');
@@ -378,6 +405,17 @@ mod tests {
             caller_answer: (!failed).then_some(t + 12_000),
             caller_hangup: Some(t + dur_s * 1_000_000),
             failed,
+            originate_sent_agent: Some(t + 200),
+            originate_done_agent: (!failed).then_some(t + 12_700),
+            verdict: Some(
+                if failed {
+                    "failed: cut short"
+                } else {
+                    "passed"
+                }
+                .into(),
+            ),
+            app: Some("DtmfChecker".into()),
             hangup_cause: if failed {
                 "USER_BUSY"
             } else {
@@ -399,6 +437,11 @@ mod tests {
         assert_eq!(s.answer_latency_ms.p50, 2.0);
         assert_eq!(s.call_setup_latency_ms.p50, 11.0);
         assert_eq!(s.invite_latency_ms.p99, 2.0);
+        assert_eq!(s.call_setup_agent_ms.p50, 12.5);
+        assert_eq!(s.call_setup_agent_ms.n, 9);
+        // Billable time: answer → hangup.
+        assert!((s.call_duration_s.p50 - 2.988).abs() < 1e-9);
+        assert_eq!(s.verdicts.get("DtmfChecker"), Some(&(9, 1)));
         let per = per_second(&cdrs);
         assert_eq!(per[0].rate, 1.0);
         assert_eq!(per[5].erlangs, 3.0);

@@ -153,6 +153,14 @@ impl OriginatorConfig {
         })
     }
 
+    /// True when FreeSWITCH can hold an answered call by itself (the
+    /// caller leg would only park): see [`build_originate_args`].
+    pub fn freeswitch_can_hold(&self) -> bool {
+        self.extension.is_none()
+            && self.app_name.eq_ignore_ascii_case("park")
+            && self.app_args.is_empty()
+    }
+
     /// Checks every value that goes into an originate command.
     pub fn validate(&self) -> anyhow::Result<()> {
         if !(0.0..=100_000.0).contains(&self.rate) {
@@ -215,6 +223,10 @@ impl OriginatorConfig {
 
 /// The seed's `build_originate_cmd`: the `originate` arguments for one
 /// call.
+/// `hold_ms`: FreeSWITCH holds the answered call itself, for that long,
+/// by running `&sleep(hold_ms)` instead of `&park()` (the channel hangs up
+/// with NORMAL_CLEARING when it returns): no hangup command and no event
+/// per call. Only for `app_name` park without arguments or extension.
 pub fn build_originate_args(
     cfg: &OriginatorConfig,
     node: &str,
@@ -222,6 +234,7 @@ pub fn build_originate_args(
     app: Option<&str>,
     tracking_var: &str,
     run_id: &str,
+    hold_ms: Option<u64>,
 ) -> anyhow::Result<String> {
     let dest = cfg
         .dest_by_node
@@ -261,9 +274,10 @@ pub fn build_originate_args(
     if let Some(p) = &cfg.proxy {
         dial.push_str(&format!(";fs_path=sip:{p}"));
     }
-    let target = match &cfg.extension {
-        Some(x) => format!("{x} XML {}", cfg.context),
-        None => format!("&{}({})", cfg.app_name, cfg.app_args),
+    let target = match (&cfg.extension, hold_ms) {
+        (Some(x), _) => format!("{x} XML {}", cfg.context),
+        (None, Some(ms)) if cfg.freeswitch_can_hold() => format!("&sleep({ms})"),
+        (None, _) => format!("&{}({})", cfg.app_name, cfg.app_args),
     };
     Ok(format!("{{{}}}{dial} {target}", vars.join(",")))
 }
@@ -325,6 +339,15 @@ struct Inner {
     freed: tokio::sync::Notify,
     /// Originates sent and not yet answered by the agent.
     in_flight: AtomicU64,
+    /// Originates accepted whose BACKGROUND_JOB has not come yet.
+    jobs_outstanding: AtomicU64,
+    /// Apps (ids; "" for calls without one) whose calls FreeSWITCH may hold
+    /// by itself: they do not act on the answered caller leg.
+    fs_hold: Mutex<std::collections::HashSet<String>>,
+    /// Seconds each diagnosed bottleneck was seen, by its text.
+    bottleneck_secs: Mutex<BTreeMap<String, u64>>,
+    /// Launches fell more than 500 ms behind since the monitor last looked.
+    late_recent: std::sync::atomic::AtomicBool,
     /// CDRs of calls that never got a channel.
     sink: Mutex<Option<CdrSink>>,
 }
@@ -383,10 +406,16 @@ pub struct Status {
     pub blocked_by_limit: u64,
     /// Launch slots that found no node with capacity.
     pub blocked_by_capacity: u64,
-    /// bgapi reply time p99, ms (last 1,000 calls).
+    /// Originate send → BACKGROUND_JOB p99, ms, on the agent's clock (last
+    /// 1,000 calls).
     pub originate_reply_p99_ms: f64,
-    /// When switchy itself cannot keep the requested rate, why.
+    /// When the requested rate is not being met, who holds it back (the
+    /// latest diagnosis).
     pub bottleneck: Option<String>,
+    /// Seconds each diagnosis held while originating.
+    pub bottleneck_secs: BTreeMap<String, u64>,
+    /// Originates waiting for their job (the caller's answer) now.
+    pub jobs_outstanding: u64,
 }
 
 fn now_us() -> i64 {
@@ -460,16 +489,29 @@ impl Originator {
             changed: tokio::sync::Notify::new(),
             freed: tokio::sync::Notify::new(),
             in_flight: AtomicU64::new(0),
+            jobs_outstanding: AtomicU64::new(0),
+            fs_hold: Mutex::default(),
+            bottleneck_secs: Mutex::default(),
+            late_recent: std::sync::atomic::AtomicBool::new(false),
             sink: Mutex::new(None),
         });
         let tasks = vec![
             AbortOnDrop(tokio::spawn(pace(inner.clone()))),
             AbortOnDrop(tokio::spawn(watch_calls(inner.clone()))),
+            AbortOnDrop(tokio::spawn(monitor(inner.clone()))),
         ];
         Ok(Originator {
             inner,
             _tasks: Arc::new(tasks),
         })
+    }
+
+    /// Lets FreeSWITCH hold the calls of these apps by itself (`&sleep`
+    /// instead of `&park()` and a later hangup command): give the apps that
+    /// do not act on the answered caller leg (no CHANNEL_ANSWER callback);
+    /// "" stands for calls without an app.
+    pub fn hold_in_freeswitch(&self, apps: impl IntoIterator<Item = String>) {
+        *self.inner.fs_hold.lock().unwrap_or_else(|p| p.into_inner()) = apps.into_iter().collect();
     }
 
     /// Calls that fail before any channel exists get their CDR through
@@ -656,14 +698,7 @@ impl Originator {
             None => 0.0,
         };
         let offered = s.offered.load(Ordering::Relaxed);
-        let p99 = {
-            let q = s.job_ms.lock().unwrap_or_else(|p| p.into_inner());
-            let mut v: Vec<f64> = q.iter().copied().collect();
-            v.sort_by(|a, b| a.total_cmp(b));
-            v.get(((v.len() as f64 - 1.0) * 0.99).round().max(0.0) as usize)
-                .copied()
-                .unwrap_or(0.0)
-        };
+        let p99 = job_p99(s);
         let eta = (cfg.max_offered > 0 && cfg.rate > 0.0)
             .then(|| cfg.max_offered.saturating_sub(offered) as f64 / cfg.rate);
         Status {
@@ -694,6 +729,12 @@ impl Originator {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            bottleneck_secs: i
+                .bottleneck_secs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            jobs_outstanding: i.jobs_outstanding.load(Ordering::Relaxed),
             config: cfg,
         }
     }
@@ -718,11 +759,74 @@ fn note_bottleneck(i: &Inner, why: Option<String>) {
     if let Some(w) = &why
         && g.as_deref() != Some(w)
     {
-        tracing::warn!(reason = %w, "originator is the bottleneck: the requested rate is not being met by switchy itself");
+        tracing::warn!(reason = %w, "BOTTLENECK: the requested rate is not being met");
     }
     if why.is_some() {
         *g = why;
     }
+}
+
+/// Once a second while originating: when the requested rate is not being
+/// met, diagnose who holds it back (see [`crate::bottleneck`]) and count
+/// the seconds each party was to blame.
+async fn monitor(i: Arc<Inner>) {
+    use crate::bottleneck::{CpuSampler, NodeSignal, Signals, diagnose};
+    let mut cpu = CpuSampler::default();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let switchy_cpu_pct = cpu.sample();
+        if *i.state.borrow() != State::Originating {
+            i.late_recent.store(false, Ordering::Relaxed);
+            continue;
+        }
+        let cfg = i.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let nodes = i
+            .cluster
+            .nodes()
+            .into_iter()
+            .filter(|n| cfg.nodes.is_empty() || cfg.nodes.contains(&n.id))
+            .map(|n| NodeSignal {
+                idle_cpu_pct: n
+                    .load
+                    .as_ref()
+                    .map(|l| l.idle_cpu_pct())
+                    .or(n.heartbeat_idle_cpu),
+                fs_cpu_pct: n.load.as_ref().and_then(|l| l.fs_cpu_pct()),
+                cores: n.load.as_ref().map_or(0, |l| l.cores),
+                agent_buffered: n.agent_buffered,
+                id: n.id,
+            })
+            .collect();
+        let signals = Signals {
+            rate: cfg.rate,
+            late: i.late_recent.swap(false, Ordering::Relaxed),
+            jobs_outstanding: i.jobs_outstanding.load(Ordering::Relaxed),
+            job_p99_ms: job_p99(&i.stats),
+            switchy_cpu_pct,
+            switchy_cores: cores,
+            nodes,
+        };
+        if let Some(d) = diagnose(&signals) {
+            let text = d.to_string();
+            *i.bottleneck_secs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(text.clone())
+                .or_default() += 1;
+            note_bottleneck(&i, Some(text));
+        }
+    }
+}
+
+fn job_p99(s: &Stats) -> f64 {
+    let q = s.job_ms.lock().unwrap_or_else(|p| p.into_inner());
+    let mut v: Vec<f64> = q.iter().copied().collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(((v.len() as f64 - 1.0) * 0.99).round().max(0.0) as usize)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// The launch loop.
@@ -774,14 +878,8 @@ async fn pace(i: Arc<Inner>) {
             } else if now.duration_since(next) > Duration::from_millis(50) {
                 i.stats.late.fetch_add(1, Ordering::Relaxed);
                 if now.duration_since(next) > Duration::from_millis(500) {
-                    note_bottleneck(
-                        &i,
-                        Some(format!(
-                            "launches are {} ms behind schedule at {} calls/s: the generator (its CPU) cannot keep up",
-                            now.duration_since(next).as_millis(),
-                            cfg.rate
-                        )),
-                    );
+                    // The monitor names who is to blame.
+                    i.late_recent.store(true, Ordering::Relaxed);
                     // Do not burst to catch up: re-plan from now.
                     next = now;
                 }
@@ -876,7 +974,26 @@ async fn pace(i: Arc<Inner>) {
 fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<String>) {
     let call = uuid::Uuid::new_v4().to_string();
     let tracking = i.cluster.config().tracking_var.clone();
-    let args = match build_originate_args(cfg, &node, &call, app.as_deref(), &tracking, &i.run_id) {
+    let hold = match cfg.holding {
+        Holding::Fixed => cfg.hold_secs(),
+        Holding::Exponential => exp_sample(cfg.hold_secs()),
+    }
+    .max(0.0);
+    let fs_holds = cfg.freeswitch_can_hold()
+        && i.fs_hold
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(app.as_deref().unwrap_or(""));
+    let hold_ms = fs_holds.then(|| (hold * 1000.0).round() as u64);
+    let args = match build_originate_args(
+        cfg,
+        &node,
+        &call,
+        app.as_deref(),
+        &tracking,
+        &i.run_id,
+        hold_ms,
+    ) {
         Ok(a) => a,
         Err(e) => {
             note_bottleneck(i, Some(format!("cannot build originate: {e}")));
@@ -916,30 +1033,19 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
             job_us: None,
             active_sessions: sessions,
             erlangs: active as f64,
+            sent_agent_us: None,
+            done_agent_us: None,
         },
     );
+    // The caller leg is known before FreeSWITCH reports it, however few
+    // events are subscribed.
+    i.cluster.expect_leg(&call, &node, &call);
     let i = i.clone();
     i.in_flight.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         let t0 = Instant::now();
         let job = i.cluster.node(&node).bgapi("originate", &args).await;
         i.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        {
-            let mut q = i.stats.job_ms.lock().unwrap_or_else(|p| p.into_inner());
-            q.push_back(ms);
-            if q.len() > 1000 {
-                q.pop_front();
-            }
-        }
-        if ms > 1000.0 {
-            note_bottleneck(
-                &i,
-                Some(format!(
-                    "originate replies take {ms:.0} ms: the agents or FreeSWITCH answer slowly"
-                )),
-            );
-        }
         match job {
             Ok(job) => {
                 if let Some(l) = i
@@ -950,34 +1056,66 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
                 {
                     l.job_us = Some(now_us());
                 }
-                let result = job.wait().await;
-                if result.is_ok() {
-                    let mut live = i.live.lock().unwrap_or_else(|p| p.into_inner());
-                    if live.calls.contains_key(&call) {
-                        live.originated.insert(call.clone());
+                i.jobs_outstanding.fetch_add(1, Ordering::Relaxed);
+                let out = job.wait_timed().await;
+                i.jobs_outstanding.fetch_sub(1, Ordering::Relaxed);
+                // Send → BACKGROUND_JOB on the agent's clock (the
+                // controller's only when the agent gave no times).
+                let ms = out.elapsed_us().map_or_else(
+                    || t0.elapsed().as_secs_f64() * 1000.0,
+                    |us| us as f64 / 1000.0,
+                );
+                {
+                    let mut q = i.stats.job_ms.lock().unwrap_or_else(|p| p.into_inner());
+                    q.push_back(ms);
+                    if q.len() > 1000 {
+                        q.pop_front();
                     }
                 }
-                if let Err(text) = result {
-                    let cause = text
-                        .trim()
-                        .trim_start_matches("-ERR")
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("UNKNOWN")
-                        .to_owned();
-                    fail(&i, &call, &cause);
-                    // If no leg ever appeared, nothing else ends the call or
-                    // writes its CDR (the CDR builder takes the launch entry
-                    // when it writes one).
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if i.cluster.with_tracker(|t| t.call(&call).is_none()) {
-                        no_channel_cdr(&i, &call, &node, &cause);
+                if let Some(l) = i
+                    .launches
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&call)
+                {
+                    l.sent_agent_us = (out.sent_us > 0).then_some(out.sent_us as i64);
+                    l.done_agent_us = (out.done_us > 0).then_some(out.done_us as i64);
+                }
+                match out.result {
+                    Ok(_) => {
+                        {
+                            let mut live = i.live.lock().unwrap_or_else(|p| p.into_inner());
+                            if live.calls.contains_key(&call) {
+                                live.originated.insert(call.clone());
+                            }
+                        }
+                        // `originate` answers +OK once the caller leg is
+                        // answered: no CHANNEL_ANSWER needed.
+                        on_answer(&i, &node, &call, (!fs_holds).then_some(hold));
+                    }
+                    Err(text) => {
+                        let cause = text
+                            .trim()
+                            .trim_start_matches("-ERR")
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("UNKNOWN")
+                            .to_owned();
+                        fail(&i, &call, &cause);
+                        // If no leg ever appeared, nothing else ends the
+                        // call or writes its CDR (the CDR builder takes the
+                        // launch entry when it writes one).
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if i.cluster.forget_pending(&call) {
+                            no_channel_cdr(&i, &call, &node, &cause);
+                        }
                     }
                 }
             }
             Err(e) => {
                 tracing::warn!(node = %node, error = %e, "originate not sent");
                 fail(&i, &call, "SWITCHY_COMMAND_FAILED");
+                i.cluster.forget_pending(&call);
                 no_channel_cdr(&i, &call, &node, "SWITCHY_COMMAND_FAILED");
             }
         }
@@ -1035,8 +1173,9 @@ fn end_call(i: &Inner, call: &str) {
     }
 }
 
-/// One of our calls answered: count it and schedule its hangup (once).
-fn on_answer(i: &Arc<Inner>, node: &str, uuid: &str) {
+/// One of our calls answered: count it and, unless FreeSWITCH holds it
+/// (`hold` None), hang it up after `hold` seconds (once).
+fn on_answer(i: &Arc<Inner>, node: &str, uuid: &str, hold: Option<f64>) {
     {
         let mut live = i.live.lock().unwrap_or_else(|p| p.into_inner());
         if !live.calls.contains_key(uuid) || !live.answered.insert(uuid.to_owned()) {
@@ -1044,18 +1183,25 @@ fn on_answer(i: &Arc<Inner>, node: &str, uuid: &str) {
         }
     }
     i.stats.answered.fetch_add(1, Ordering::Relaxed);
-    let cfg = i.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let hold = match cfg.holding {
-        Holding::Fixed => cfg.hold_secs(),
-        Holding::Exponential => exp_sample(cfg.hold_secs()),
-    };
+    let Some(hold) = hold else { return };
     let s = crate::Session {
         node: i.cluster.node(node),
         uuid: uuid.to_owned(),
     };
+    let i = i.clone();
+    let call = uuid.to_owned();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs_f64(hold.max(0.0))).await;
-        let _ = s.hangup("NORMAL_CLEARING").await;
+        // A call that already ended needs no hangup (FreeSWITCH would
+        // answer "-ERR No such channel!").
+        if i.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .calls
+            .contains_key(&call)
+        {
+            let _ = s.hangup("NORMAL_CLEARING").await;
+        }
     });
 }
 
@@ -1094,25 +1240,20 @@ fn reconcile(i: &Arc<Inner>) {
     for id in gone {
         end_call(i, &id);
     }
+    let hold = i.cfg.lock().unwrap_or_else(|p| p.into_inner()).hold_secs();
     for (id, node) in answered {
-        on_answer(i, &node, &id);
+        on_answer(i, &node, &id, Some(hold));
     }
 }
 
-/// Follows our calls: answer → schedule the hangup; last leg gone → the
-/// call is over.
+/// Follows our calls: last leg gone → the call is over (answers come with
+/// the originate's job).
 async fn watch_calls(i: Arc<Inner>) {
     use tokio::sync::broadcast::error::RecvError;
     let mut rx = i.cluster.subscribe();
     loop {
         match rx.recv().await {
-            Ok(ClusterEvent::Event(node, e)) => {
-                if e.event_name() != Some("CHANNEL_ANSWER") {
-                    continue;
-                }
-                let Some(uuid) = e.unique_id() else { continue };
-                on_answer(&i, &node, uuid);
-            }
+            Ok(ClusterEvent::Event(..)) => {}
             Ok(ClusterEvent::Finished(f)) => {
                 if f.call_ended {
                     let call = &f.session.call;
@@ -1186,12 +1327,26 @@ mod tests {
             Some("bert"),
             "sip_h_X-switchy-orig-uuid",
             "r1",
+            None,
         )
         .unwrap();
         assert_eq!(
             a,
             "{origination_uuid=u1,sip_h_X-switchy-orig-uuid=u1,switchy_originator=r1,origination_caller_id_name='switchy',origination_caller_id_number=1000,originate_timeout=60,switchy_app=bert,sip_h_X-switchy-app=bert,codec_string=PCMU,sip_h_X-Test=1}sofia/external/2000@10.0.0.2:5080;fs_path=sip:10.0.0.9:5060 &park()"
         );
+        // FreeSWITCH holds the call itself: sleep instead of park.
+        let held = build_originate_args(&cfg, "fs1", "u1", None, "v", "r1", Some(2500)).unwrap();
+        assert!(
+            held.ends_with(";fs_path=sip:10.0.0.9:5060 &sleep(2500)"),
+            "{held}"
+        );
+        let echo = OriginatorConfig {
+            app_name: "echo".into(),
+            ..cfg.clone()
+        };
+        let not_held =
+            build_originate_args(&echo, "fs1", "u1", None, "v", "r1", Some(2500)).unwrap();
+        assert!(not_held.ends_with(" &echo()"), "{not_held}");
         let bad = OriginatorConfig {
             dest_url: Some("2000@x y".into()),
             ..Default::default()

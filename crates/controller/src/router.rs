@@ -628,6 +628,8 @@ impl Router {
             "router",
             "Central routing: runs the route table on each channel's first CHANNEL_PARK.",
         )
+        // Route actions run one after another, each awaited.
+        .needs(&["CHANNEL_EXECUTE_COMPLETE"])
         .on("CHANNEL_PARK", move |ctx| {
             let me = me.clone();
             async move {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use switchy_controller::apps::builtin;
 use switchy_controller::cdr::{CdrStore, CdrWriter, Launches};
+use switchy_controller::cluster::Tracking;
 use switchy_controller::metrics;
 use switchy_controller::originator::{Arrivals, Holding, Originator, OriginatorConfig, Weighted};
 use switchy_controller::{ClusterConfig, Controller, ca};
@@ -30,6 +31,22 @@ pub struct Run {
     /// needs (plus those of the loaded apps).
     #[arg(long)]
     pub all_events: bool,
+    /// What the tracker follows on every node (minimal: each leg's end,
+    /// enough for CDRs and the Originator at the least FreeSWITCH CPU; live;
+    /// full). Apps add the events they listen to.
+    #[arg(long, value_enum, default_value_t = Tracking::Minimal)]
+    pub tracking: Tracking,
+    /// ESL event format of the embedded agents (plain or json).
+    #[arg(long, default_value = "plain")]
+    pub event_format: String,
+    /// ESL command connections per embedded agent (beside its event
+    /// connection).
+    #[arg(long, default_value_t = 2)]
+    pub command_connections: usize,
+    /// Embedded agents wake FreeSWITCH's event thread this often, ms (0:
+    /// never; it then sends queued events every 20 ms).
+    #[arg(long, default_value_t = 5)]
+    pub event_poke_ms: u64,
     /// ESL password for --esl endpoints.
     #[arg(
         long,
@@ -116,7 +133,18 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     let apps = parse_apps(&a.apps)?;
     let store = CdrStore::connect(&a.db).await?;
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let config = ClusterConfig::default();
+    let config = ClusterConfig {
+        tracking: a.tracking,
+        ..ClusterConfig::default()
+    };
+    let event_format = match a.event_format.to_ascii_lowercase().as_str() {
+        "plain" => switchy_protocol::esl::EventFormat::Plain,
+        "json" => switchy_protocol::esl::EventFormat::Json,
+        other => anyhow::bail!("--event-format {other:?}: use plain or json"),
+    };
+    if a.command_connections == 0 {
+        anyhow::bail!("--command-connections must be at least 1");
+    }
     // Embedded cluster, or a real one.
     let mut _mock = None;
     let mut _agents = Vec::new();
@@ -171,6 +199,9 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
             c.esl_port = *port;
             c.esl_password = a.esl_password.clone();
             c.max_events = 2_000_000;
+            c.event_format = event_format;
+            c.command_connections = a.command_connections;
+            c.event_poke = Duration::from_millis(a.event_poke_ms);
             if a.all_events {
                 c.events = vec!["ALL".into()];
             }
@@ -222,6 +253,13 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     };
     let orig = Originator::new(ctl.cluster.clone(), cfg, launches)?;
     orig.set_cdr_sink(writer.sink());
+    // Apps that do not act on the answered caller leg let FreeSWITCH hold
+    // their calls itself (no hangup command per call).
+    orig.hold_in_freeswitch(
+        apps.iter()
+            .filter(|(n, _)| !ctl.apps.listens(n, "CHANNEL_ANSWER"))
+            .map(|(n, _)| n.clone()),
+    );
     *ctl.originator.write().unwrap_or_else(|p| p.into_inner()) = Some(orig.clone());
     // Wait for the nodes.
     let want = if a.mock > 0 {
@@ -391,7 +429,7 @@ fn progress(o: &Originator, tty: bool) {
 
 fn print_summary(s: &switchy_controller::originator::Status, m: &metrics::Summary, written: u64) {
     let mut out = String::new();
-    let row = |out: &mut String, k: &str, v: String| out.push_str(&format!("  {k:<28} {v}\n"));
+    let row = |out: &mut String, k: &str, v: String| out.push_str(&format!("  {k:<34} {v}\n"));
     out.push_str("\n== switchy run summary ==\n");
     row(&mut out, "offered", s.offered.to_string());
     row(&mut out, "answered", s.answered.to_string());
@@ -416,26 +454,48 @@ fn print_summary(s: &switchy_controller::originator::Status, m: &metrics::Summar
         format!("{:.2} s ({:?})", s.hold_secs, s.config.holding),
     );
     let p = |x: &metrics::Pcts| {
+        if x.n == 0 {
+            return "n/a (no samples: the events it needs were not subscribed)".to_owned();
+        }
         format!(
             "p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
             x.p50, x.p95, x.p99, x.max
         )
     };
+    out.push_str("  -- agent clock (µs resolution) --\n");
     row(
         &mut out,
-        "call setup latency (ms)",
+        "call setup: originate → answer (ms)",
+        p(&m.call_setup_agent_ms),
+    );
+    out.push_str("  -- FreeSWITCH's event clock (20 ms steps on some servers) --\n");
+    row(
+        &mut out,
+        "call setup: create → answer (ms)",
         p(&m.call_setup_latency_ms),
     );
     row(&mut out, "answer latency (ms)", p(&m.answer_latency_ms));
     row(&mut out, "invite latency (ms)", p(&m.invite_latency_ms));
     row(
         &mut out,
+        "call duration: answer → hangup (s)",
+        p(&m.call_duration_s),
+    );
+    out.push_str("  -- controller clock → FreeSWITCH --\n");
+    row(
+        &mut out,
         "originate latency (ms)",
         p(&m.originate_latency_ms),
     );
-    row(&mut out, "call duration (s)", p(&m.call_duration_s));
     if !s.apps.is_empty() {
         row(&mut out, "apps", format!("{:?}", s.apps));
+    }
+    for (app, (passed, failed)) in &m.verdicts {
+        row(
+            &mut out,
+            &format!("verdicts: {app}"),
+            format!("{passed} passed, {failed} failed"),
+        );
     }
     if s.failures.is_empty() {
         row(&mut out, "failures by cause", "none".into());
@@ -444,15 +504,31 @@ fn print_summary(s: &switchy_controller::originator::Status, m: &metrics::Summar
             row(&mut out, &format!("failed: {c}"), n.to_string());
         }
     }
-    row(
-        &mut out,
-        "generator bottleneck",
-        s.bottleneck.clone().unwrap_or_else(|| {
-            format!(
-                "none (late launches {}, waits for limit {})",
-                s.late_launches, s.blocked_by_limit
-            )
-        }),
-    );
+    let verdict_failures: usize = m.verdicts.values().map(|(_, f)| f).sum();
+    if verdict_failures > 0 {
+        row(
+            &mut out,
+            "failed: app verdict",
+            verdict_failures.to_string(),
+        );
+    }
+    if s.bottleneck_secs.is_empty() {
+        row(
+            &mut out,
+            "BOTTLENECK",
+            s.bottleneck.clone().unwrap_or_else(|| {
+                format!(
+                    "none (late launches {}, waits for limit {})",
+                    s.late_launches, s.blocked_by_limit
+                )
+            }),
+        );
+    } else {
+        let mut by: Vec<_> = s.bottleneck_secs.iter().collect();
+        by.sort_by(|a, b| b.1.cmp(a.1));
+        for (why, secs) in by {
+            row(&mut out, "BOTTLENECK", format!("{why} ({secs} s)"));
+        }
+    }
     println!("{out}");
 }

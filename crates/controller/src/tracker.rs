@@ -54,6 +54,9 @@ pub struct Session {
     pub history: VecDeque<(String, u64)>,
     /// Core-UUID of the FreeSWITCH process.
     pub core_uuid: String,
+    /// Announced by its originator ([`Tracker::expect_leg`]) and no event
+    /// of it seen yet.
+    pub pending: bool,
 }
 
 impl Session {
@@ -84,6 +87,7 @@ impl Session {
             last_event: None,
             history: VecDeque::new(),
             core_uuid: core_uuid.to_owned(),
+            pending: false,
         }
     }
 
@@ -294,6 +298,12 @@ impl Tracker {
         }
         let key = self.call_key(e);
         let s = self.sessions.get_mut(uuid)?;
+        if s.pending {
+            s.pending = false;
+            if let Some(c) = e.core_uuid() {
+                s.core_uuid = c.to_owned();
+            }
+        }
         let set = |field: &mut String, v: Option<&str>| {
             if let Some(v) = v
                 && field != v
@@ -320,6 +330,23 @@ impl Tracker {
             "CHANNEL_HANGUP" => s.hangup_us = ts,
             _ => {}
         }
+        // Every channel event carries the leg's own times as FreeSWITCH
+        // keeps them (µs, 0 until they happen), so one event, the
+        // CHANNEL_HANGUP_COMPLETE, is enough for the whole leg.
+        let time = |h: &str| {
+            e.get(h)
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&v| v > 0)
+        };
+        if let Some(v) = time("Caller-Channel-Created-Time") {
+            s.created_us = v;
+        }
+        if let Some(v) = time("Caller-Channel-Answered-Time") {
+            s.answered_us = v;
+        }
+        if let Some(v) = time("Caller-Channel-Hangup-Time") {
+            s.hangup_us = v;
+        }
         if s.history.len() >= HISTORY {
             s.history.pop_front();
         }
@@ -328,7 +355,10 @@ impl Tracker {
         if let Some(k) = key {
             self.join_call(uuid, node, k, created);
         }
-        if name == "CHANNEL_DESTROY" {
+        // The leg's last report is CHANNEL_HANGUP_COMPLETE (with every
+        // variable and time); CHANNEL_DESTROY, when subscribed, comes after
+        // it and finds the session gone.
+        if name == "CHANNEL_HANGUP_COMPLETE" || name == "CHANNEL_DESTROY" {
             let cause = self
                 .sessions
                 .get(uuid)
@@ -337,6 +367,54 @@ impl Tracker {
             return self.finish(uuid, &cause);
         }
         None
+    }
+
+    /// A leg about to be originated with this UUID (`origination_uuid`)
+    /// as part of `call`: known before FreeSWITCH reports it, so that a
+    /// call whose other leg ends first is not taken as over, however few
+    /// events are subscribed.
+    pub fn expect_leg(&mut self, uuid: &str, node: &str, call: &str) {
+        if self.sessions.contains_key(uuid) || self.dead.contains(uuid) {
+            return;
+        }
+        let now = now_us();
+        let mut s = Session::new(uuid, node, "outbound", now, "");
+        s.pending = true;
+        self.sessions.insert(uuid.to_owned(), s);
+        *self.per_node.entry(node.to_owned()).or_default() += 1;
+        self.join_call(uuid, node, call.to_owned(), now);
+    }
+
+    /// Drops an expected leg FreeSWITCH never reported (its originate
+    /// failed before a channel existed); true if it was still pending.
+    /// Late events of it are ignored.
+    pub fn forget_pending(&mut self, uuid: &str) -> bool {
+        if !self.sessions.get(uuid).is_some_and(|s| s.pending) {
+            return false;
+        }
+        if let Some(s) = self.sessions.remove(uuid) {
+            if let Some(n) = self.per_node.get_mut(&s.node) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(c) = self.calls.get_mut(&s.call) {
+                c.legs.retain(|(_, u)| u != uuid);
+                if c.legs.is_empty() {
+                    self.calls.remove(&s.call);
+                }
+            }
+            self.mark_dead(uuid);
+        }
+        true
+    }
+
+    fn mark_dead(&mut self, uuid: &str) {
+        if self.dead_order.len() >= FINISHED
+            && let Some(old) = self.dead_order.pop_front()
+        {
+            self.dead.remove(&old);
+        }
+        self.dead.insert(uuid.to_owned());
+        self.dead_order.push_back(uuid.to_owned());
     }
 
     /// Live sessions on `node`.
@@ -350,13 +428,7 @@ impl Tracker {
         if let Some(n) = self.per_node.get_mut(&s.node) {
             *n = n.saturating_sub(1);
         }
-        if self.dead_order.len() >= FINISHED
-            && let Some(old) = self.dead_order.pop_front()
-        {
-            self.dead.remove(&old);
-        }
-        self.dead.insert(uuid.to_owned());
-        self.dead_order.push_back(uuid.to_owned());
+        self.mark_dead(uuid);
         let mut call_ended = true;
         if let Some(c) = self.calls.get_mut(&s.call) {
             c.legs.retain(|(_, u)| u != uuid);
@@ -415,7 +487,7 @@ impl Tracker {
         let gone: Vec<String> = self
             .sessions
             .values()
-            .filter(|s| s.node == node && !live.contains(&s.uuid))
+            .filter(|s| s.node == node && !s.pending && !live.contains(&s.uuid))
             .map(|s| s.uuid.clone())
             .collect();
         let finished = gone
@@ -537,5 +609,64 @@ mod tests {
         );
         let reaped = t.reap(1_000_000);
         assert_eq!(reaped[0].cause, "SWITCHY_STALE_CHANNEL");
+    }
+
+    /// With only CHANNEL_HANGUP_COMPLETE subscribed: the leg's times come
+    /// from its Caller-Channel-*-Time headers, an expected leg keeps the
+    /// call open when the other leg ends first, and one call ends once.
+    #[test]
+    fn hangup_complete_alone_tracks_a_call() {
+        let mut t = Tracker::new("sip_h_X-switchy-orig-uuid");
+        t.expect_leg("a", "n1", "a");
+        assert!(t.session("a").is_some_and(|s| s.pending));
+        // The callee leg ends first.
+        let b = Event::new("CHANNEL_HANGUP_COMPLETE")
+            .with("Unique-ID", "b")
+            .with("Call-Direction", "inbound")
+            .with("variable_sip_h_X-switchy-orig-uuid", "a")
+            .with("Hangup-Cause", "NORMAL_CLEARING")
+            .with("Caller-Channel-Created-Time", "1000")
+            .with("Caller-Channel-Answered-Time", "2000")
+            .with("Caller-Channel-Hangup-Time", "5000");
+        let fb = t.apply("n1", &Arc::new(b)).unwrap();
+        assert!(!fb.call_ended, "the expected caller leg is still up");
+        assert_eq!(
+            (
+                fb.session.created_us,
+                fb.session.answered_us,
+                fb.session.hangup_us
+            ),
+            (1000, 2000, 5000)
+        );
+        let fa = t
+            .apply(
+                "n1",
+                &ev(
+                    "CHANNEL_HANGUP_COMPLETE",
+                    "a",
+                    &[
+                        ("Hangup-Cause", "NORMAL_CLEARING"),
+                        ("Caller-Channel-Created-Time", "900"),
+                        ("Caller-Channel-Answered-Time", "2010"),
+                    ],
+                ),
+            )
+            .unwrap();
+        assert!(fa.call_ended);
+        assert!(!fa.session.pending);
+        assert_eq!(fa.session.created_us, 900);
+        // A CHANNEL_DESTROY after it changes nothing.
+        assert!(t.apply("n1", &ev("CHANNEL_DESTROY", "a", &[])).is_none());
+        assert!(t.is_empty());
+        // An expected leg that never appears is forgotten, and its late
+        // events are ignored.
+        t.expect_leg("c", "n1", "c");
+        assert!(t.forget_pending("c"));
+        assert!(t.call("c").is_none() && t.node_sessions("n1") == 0);
+        assert!(
+            t.apply("n1", &ev("CHANNEL_HANGUP_COMPLETE", "c", &[]))
+                .is_none()
+        );
+        assert!(!t.forget_pending("c"));
     }
 }

@@ -54,6 +54,7 @@ impl Node {
             playback: None,
             generation: 0,
             created_seq,
+            dialplan_app: None,
         }
     }
 
@@ -504,7 +505,12 @@ impl Node {
         self.finish_originate_text(o.conn, o.job.as_deref(), &o.api_arg, &text, o.done);
         self.set_state(uuid, "CS_EXECUTE");
         match o.dest {
-            Some(Destination::App(app, arg)) => self.run_app(uuid, &app, &arg, None),
+            Some(Destination::App(app, arg)) => {
+                if let Some(c) = self.channels.get_mut(uuid) {
+                    c.dialplan_app = Some(c.generation);
+                }
+                self.run_app(uuid, &app, &arg, None)
+            }
             Some(Destination::Exten(..)) | None => self.start_park(uuid),
         }
     }
@@ -1179,12 +1185,15 @@ impl Node {
                 }
             }
             Timer::AppDone(u, generation) => {
-                if self
-                    .channels
-                    .get(&u)
-                    .is_some_and(|c| c.generation == generation)
-                {
+                let Some(c) = self.channels.get(&u) else {
+                    return;
+                };
+                if c.generation == generation {
+                    let ends = c.dialplan_app == Some(generation);
                     self.exec_complete(&u, "_none_");
+                    if ends {
+                        self.hangup(&u, "NORMAL_CLEARING", true);
+                    }
                 }
             }
             Timer::Hangup(u, cause) => self.hangup(&u, util::cause(&cause), true),

@@ -437,6 +437,10 @@ pub struct Channel {
     pub(crate) playback: Option<String>,
     pub(crate) generation: u64,
     pub(crate) created_seq: u64,
+    /// The running app is the channel's whole dialplan (an originate's
+    /// `&app()`): when it finishes by itself FreeSWITCH hangs the channel
+    /// up (NORMAL_CLEARING), as after `&sleep(2000)`.
+    pub(crate) dialplan_app: Option<u64>,
 }
 
 impl Channel {

@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Protocol version; both sides refuse a peer with another one.
-pub const WIRE_VERSION: u32 = 2;
+pub const WIRE_VERSION: u32 = 3;
 /// QUIC ALPN of this protocol version.
 pub const ALPN: &[u8] = b"switchy/1";
 
@@ -202,7 +202,77 @@ pub enum AgentMsg {
         dropped: u64,
         /// Events buffered, waiting for acknowledgement.
         buffered: u64,
+        /// FreeSWITCH's load, from the agent's latest `status` probe.
+        load: Option<NodeLoad>,
     },
+}
+
+/// What a node's FreeSWITCH said about its own load (`api status`, read by
+/// the agent on a command connection), and how long it took to say it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// Idle CPU in hundredths of a percent, as FreeSWITCH measures it (the
+    /// second number of `min idle cpu 0.00/97.00` is 9700).
+    pub idle_cpu_hundredths: u32,
+    /// Live sessions (`N session(s) - peak …`).
+    pub sessions: u64,
+    /// Sessions created in the last second (`N session(s) per Sec …`).
+    pub sessions_per_sec: u64,
+    /// `N session(s) max`.
+    pub max_sessions: u64,
+    /// Microseconds `status` took to answer (agent clock): a FreeSWITCH
+    /// that is short of CPU answers late.
+    pub status_us: u64,
+    /// Agent clock when the probe was answered, µs since the epoch.
+    pub at_us: u64,
+    /// CPU the FreeSWITCH process used since the previous probe, in
+    /// hundredths of a percent of one core (read by the agent from
+    /// `/proc/<pid>/stat`; None when the agent cannot see the process).
+    pub fs_cpu_hundredths: Option<u32>,
+    /// CPU cores of the node's host.
+    pub cores: u32,
+}
+
+impl NodeLoad {
+    /// Idle CPU of the host as FreeSWITCH sees it, percent.
+    pub fn idle_cpu_pct(&self) -> f64 {
+        f64::from(self.idle_cpu_hundredths) / 100.0
+    }
+
+    /// FreeSWITCH's own CPU, percent of one core.
+    pub fn fs_cpu_pct(&self) -> Option<f64> {
+        self.fs_cpu_hundredths.map(|v| f64::from(v) / 100.0)
+    }
+}
+
+/// Parses FreeSWITCH's `api status` text (unknown lines are ignored; a
+/// missing figure stays 0).
+pub fn parse_status(text: &str) -> NodeLoad {
+    let mut l = NodeLoad::default();
+    let first_num = |s: &str| -> u64 {
+        s.split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("min idle cpu ") {
+            if let Some(v) = rest
+                .split('/')
+                .nth(1)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+            {
+                l.idle_cpu_hundredths = (v.clamp(0.0, 100.0) * 100.0).round() as u32;
+            }
+        } else if line.contains("session(s) per Sec") {
+            l.sessions_per_sec = first_num(line);
+        } else if line.contains("session(s) - peak") {
+            l.sessions = first_num(line);
+        } else if line.ends_with("session(s) max") {
+            l.max_sessions = first_num(line);
+        }
+    }
+    l
 }
 
 /// Controller → agent, on the event stream.
@@ -214,6 +284,9 @@ pub enum ControllerMsg {
         wire_version: u32,
         /// Controller instance id (changes on restart).
         controller_id: String,
+        /// The events the controller needs now (as [`CommandKind::Subscription`]);
+        /// the agent subscribes them before it reports its ESL state.
+        events: Vec<String>,
     },
     /// Hello refused (version mismatch, unknown node …); the connection is
     /// closed after this.
@@ -258,18 +331,39 @@ pub enum CommandKind {
         /// Body (for multi-line arguments).
         body: Option<Vec<u8>>,
     },
-    /// Add events to the agent's ESL subscription (kept across ESL
-    /// reconnects). `CUSTOM a::b` names a subclass.
-    Subscribe {
+    /// The events the controller needs now, in full: the agent subscribes
+    /// these plus its own configured ones and unsubscribes (`nixevent`) the
+    /// rest, and keeps the set for later ESL connections. `CUSTOM a::b`
+    /// names a subclass.
+    Subscription {
         /// Event names.
         events: Vec<String>,
     },
 }
 
-/// The events the controller's tracker, CDRs, jobs and Originator need: an
-/// agent's default ESL subscription. Apps add theirs at run time
-/// ([`CommandKind::Subscribe`]). Subscribing these instead of `ALL` cuts
-/// the event volume of a load test about fourfold.
+/// What the controller's tracker needs from every node whatever else runs:
+/// each channel's end (CHANNEL_HANGUP_COMPLETE carries every timestamp of
+/// the leg, its cause and its variables), job results, and FreeSWITCH's
+/// heartbeat. Each event type subscribed costs FreeSWITCH CPU on every call
+/// (mod_event_socket copies and serializes it, with every channel
+/// variable, for each subscriber), so this is all an agent subscribes
+/// until its controller asks for more.
+pub const TRACKER_MINIMAL: &[&str] = &["CHANNEL_HANGUP_COMPLETE", "BACKGROUND_JOB", "HEARTBEAT"];
+
+/// [`TRACKER_MINIMAL`] plus what live session and call views need (a
+/// channel from its creation, answer and bridge state): `serve`'s default.
+pub const TRACKER_LIVE: &[&str] = &[
+    "CHANNEL_CREATE",
+    "CHANNEL_ANSWER",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_UNBRIDGE",
+    "CHANNEL_HANGUP_COMPLETE",
+    "BACKGROUND_JOB",
+    "HEARTBEAT",
+];
+
+/// Every channel event the tracker understands plus jobs and heartbeats
+/// (switchy's default before wire version 3; `--tracking full`).
 pub const CORE_EVENTS: &[&str] = &[
     "CHANNEL_CREATE",
     "CHANNEL_ORIGINATE",
@@ -304,6 +398,10 @@ pub struct CommandResponse {
     /// FreeSWITCH's reply (`api/response` body or `Reply-Text`), or why the
     /// command could not be run.
     pub result: Result<String, String>,
+    /// Agent clock when the command was written to FreeSWITCH, µs since
+    /// the epoch (0: it was not sent). With the BACKGROUND_JOB's
+    /// `received_us` this times a bgapi on one clock.
+    pub sent_us: u64,
 }
 
 /// Why a frame could not be encoded or decoded.
@@ -435,6 +533,19 @@ impl FrameDecoder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn status_of_a_real_freeswitch() {
+        // `api status` of FreeSWITCH 1.11.3-dev, recorded here.
+        let t = "UP 0 years, 0 days, 0 hours, 2 minutes, 4 seconds, 238 milliseconds, 177 microseconds\nFreeSWITCH (Version 1.11.3-dev git cc93a68 2026-08-21 14:10:14Z 64bit) is ready\n6002 session(s) since startup\n12 session(s) - peak 415, last 5min 415 \n3 session(s) per Sec out of max 500, peak 9656, last 5min 9656 \n2000 session(s) max\nmin idle cpu 0.00/1.73\nCurrent Stack Size/Max 240K/8192K\n";
+        let l = super::parse_status(t);
+        assert_eq!(l.idle_cpu_hundredths, 173);
+        assert_eq!(l.sessions, 12);
+        assert_eq!(l.sessions_per_sec, 3);
+        assert_eq!(l.max_sessions, 2000);
+        let garbage = super::parse_status("min idle cpu x/y\n-ERR\n");
+        assert_eq!(garbage, super::NodeLoad::default());
+    }
+
     use super::*;
 
     fn hello() -> AgentMsg {

@@ -339,20 +339,21 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
         "CalleeRingback" => {
             let ring_secs: f64 = p(params, "ring_secs", 1.0)?;
             let ring = Duration::from_secs_f64(ring_secs.max(0.0));
-            app.on("CHANNEL_PARK", |c| async move {
-                if !outbound(&c) {
-                    c.execute("ring_ready", "", Duration::from_secs(10)).await?;
-                }
-                Ok(())
-            })
-            .on("CHANNEL_PROGRESS", move |c| async move {
-                if outbound(&c) {
-                    c.count("rang");
-                    tokio::time::sleep(ring).await;
-                    c.session().hangup("NORMAL_CLEARING").await?;
-                }
-                Ok(())
-            })
+            app.needs(&["CHANNEL_EXECUTE_COMPLETE"])
+                .on("CHANNEL_PARK", |c| async move {
+                    if !outbound(&c) {
+                        c.execute("ring_ready", "", Duration::from_secs(10)).await?;
+                    }
+                    Ok(())
+                })
+                .on("CHANNEL_PROGRESS", move |c| async move {
+                    if outbound(&c) {
+                        c.count("rang");
+                        tokio::time::sleep(ring).await;
+                        c.session().hangup("NORMAL_CLEARING").await?;
+                    }
+                    Ok(())
+                })
         }
         "CalleeBlockOnInvite" => {
             let code: u16 = p(params, "code", 486)?;

@@ -40,6 +40,8 @@ pub struct App {
     name: String,
     doc: String,
     callbacks: Vec<(String, Callback)>,
+    /// Events the app waits for without a callback (see [`App::needs`]).
+    needs: Vec<String>,
     setup: Option<Hook>,
     teardown: Option<Hook>,
 }
@@ -60,9 +62,19 @@ impl App {
             name: name.to_owned(),
             doc: doc.to_owned(),
             callbacks: Vec::new(),
+            needs: Vec::new(),
             setup: None,
             teardown: None,
         }
+    }
+
+    /// Declares events the app awaits without a callback: with
+    /// [`Ctx::execute`] (CHANNEL_EXECUTE_COMPLETE) or [`Ctx::expect`]. They
+    /// are subscribed while the app is loaded (a wait on an event nobody
+    /// declared subscribes it when it starts, one round trip late).
+    pub fn needs(mut self, events: &[&str]) -> App {
+        self.needs.extend(events.iter().map(|e| (*e).to_owned()));
+        self
     }
 
     /// Calls `f` on every `event` (an Event-Name such as `CHANNEL_PARK`, or
@@ -107,9 +119,14 @@ impl App {
         &self.doc
     }
 
-    /// The events it listens to.
+    /// The events it listens to or awaits.
     pub fn events(&self) -> Vec<String> {
-        let s: BTreeSet<String> = self.callbacks.iter().map(|(e, _)| e.clone()).collect();
+        let s: BTreeSet<String> = self
+            .callbacks
+            .iter()
+            .map(|(e, _)| e.clone())
+            .chain(self.needs.iter().cloned())
+            .collect();
         s.into_iter().collect()
     }
 }
@@ -240,6 +257,7 @@ impl Ctx {
 
     /// As [`Ctx::expect`] for another session (e.g. the peer leg).
     pub fn expect_on(&self, uuid: &str, event: &str) -> Expect {
+        self.mgr.ensure_subscribed(event);
         let (tx, rx) = oneshot::channel();
         self.mgr.add_waiter(
             uuid,
@@ -264,6 +282,7 @@ impl Ctx {
         arg: &str,
         timeout: Duration,
     ) -> Result<Arc<Event>, WaitError> {
+        self.mgr.ensure_subscribed("CHANNEL_EXECUTE_COMPLETE");
         let id = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
         self.mgr.add_waiter(
@@ -366,6 +385,17 @@ impl Loaded {
                 .any(|(ev, _)| ev == name || name == "CUSTOM" && ev.starts_with("CUSTOM"))
         })
     }
+
+    /// Every event some loaded app listens to.
+    fn events(&self) -> Vec<String> {
+        self.by_id
+            .values()
+            .flatten()
+            .flat_map(|a| a.events())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
 }
 
 /// Counters of the dispatcher.
@@ -395,6 +425,8 @@ struct MgrInner {
     panics: AtomicU64,
     lagged: AtomicU64,
     counters: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Events waited for that no app declared.
+    waited: Mutex<BTreeSet<String>>,
 }
 
 /// Loads apps and dispatches events to them (cheap to clone).
@@ -460,6 +492,7 @@ impl AppManager {
             panics: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
             counters: Mutex::new(Default::default()),
+            waited: Mutex::new(Default::default()),
         });
         let rx = cluster.subscribe();
         let task = tokio::spawn(dispatch(inner.clone(), rx));
@@ -523,7 +556,10 @@ impl AppManager {
             }
             *g = Arc::new(next);
         }
-        self.inner.cluster.require_events(&events).await;
+        self.inner
+            .cluster
+            .set_demand("apps", &self.inner.snapshot().events())
+            .await;
         tracing::info!(app_id = %id, events = ?events, "apps loaded");
         Ok(())
     }
@@ -543,6 +579,11 @@ impl AppManager {
             removed
         };
         let Some(apps) = removed else { return false };
+        // Events no loaded app listens to any more are unsubscribed.
+        self.inner
+            .cluster
+            .set_demand("apps", &self.inner.snapshot().events())
+            .await;
         for a in apps.iter().rev() {
             if let Some(t) = &a.teardown
                 && let Err(e) = t(self.inner.cluster.clone()).await
@@ -607,6 +648,17 @@ impl AppManager {
             .unwrap_or(0)
     }
 
+    /// True when the app loaded under `id` listens to `event` (an
+    /// Originator holds a call in FreeSWITCH itself only when its app does
+    /// not act on the answered caller leg).
+    pub fn listens(&self, id: &str, event: &str) -> bool {
+        self.inner
+            .snapshot()
+            .by_id
+            .get(id)
+            .is_some_and(|apps| apps.iter().any(|a| a.events().iter().any(|e| e == event)))
+    }
+
     /// Sessions with a live dispatch worker.
     pub fn live_sessions(&self) -> usize {
         self.inner
@@ -632,6 +684,29 @@ impl MgrInner {
             .unwrap_or_else(|p| p.into_inner())
             .entry(name.to_owned())
             .or_default() += 1;
+    }
+
+    /// A wait on an event no loaded app declared: subscribe it from now on
+    /// (the wait itself may time out if the event comes first).
+    fn ensure_subscribed(&self, event: &str) {
+        if self
+            .cluster
+            .wanted_events()
+            .iter()
+            .any(|e| e == event || e == "ALL")
+        {
+            return;
+        }
+        tracing::warn!(
+            event,
+            "an app waits for an event it did not declare (App::needs): subscribing it now"
+        );
+        let cluster = self.cluster.clone();
+        let mut waited = self.waited.lock().unwrap_or_else(|p| p.into_inner());
+        waited.insert(event.to_owned());
+        let all: Vec<String> = waited.iter().cloned().collect();
+        drop(waited);
+        tokio::spawn(async move { cluster.set_demand("waits", &all).await });
     }
 
     fn add_waiter(&self, uuid: &str, w: Waiter) {
