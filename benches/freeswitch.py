@@ -157,11 +157,15 @@ def run_switchy(pid):
            '--limit', str(limit), '--max-offered', str(int(round(a.rate * a.secs))),
            '--duration', str(a.hold), '--http', '127.0.0.1:0', '--db', 'sqlite://' + db,
            '--metrics-file', db + '.json'] + os.environ.get('SWITCHY_ARGS', '').split()
+    import resource
     c0 = cpumon.cpu_s(pid)
     me0 = time.time()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, RUST_LOG='warn'))
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.time() - me0
     c1 = cpumon.cpu_s(pid)
+    client_cpu_s = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     if p.returncode != 0:
         sys.exit('switchy run failed (%d):\n%s\n%s' % (p.returncode, p.stdout, p.stderr[-4000:]))
     m = json.load(open(db + '.json'))
@@ -193,6 +197,7 @@ def run_switchy(pid):
         fs_cpu_s=round(c1 - c0, 2),
         fs_cpu_ms_per_call=round(1000 * (c1 - c0) / ok, 3) if ok else None,
         wall_s=round(wall, 1), hangup_causes=causes, bottleneck=bottleneck,
+        client_cpu_pct=round(100 * client_cpu_s / wall, 1),
         originator=dict((k, m['originator'][k]) for k in ('offered', 'answered', 'failed', 'average_cps')))
 
 
@@ -231,7 +236,8 @@ def main():
                        ('setup p99 ms', ('setup_ms', 'p99')), ('setup max ms', ('setup_ms', 'max')),
                        ('call duration p99 s', ('call_duration_s', 'p99')),
                        ('FreeSWITCH CPU-s', ('fs_cpu_s',)),
-                       ('FreeSWITCH CPU ms per call', ('fs_cpu_ms_per_call',))]:
+                       ('FreeSWITCH CPU ms per call', ('fs_cpu_ms_per_call',)),
+                       ('client CPU % of a core', ('client_cpu_pct',))]:
         print(fmt % (label, g(b, *key), g(s, *key)))
     if b and s and b.get('rate') and s.get('rate'):
         out['rate_ratio'] = round(s['rate'] / b['rate'], 4)

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 use switchy_controller::apps::builtin::{self, Params};
+use switchy_controller::cluster::Verdict;
 use switchy_controller::{Flow, Router};
 use switchy_e2e::*;
 
@@ -376,10 +377,20 @@ async fn dtmf_checker_passes_then_fails_when_the_mock_corrupts_a_digit() {
         &[("digits", "1234#"), ("timeout_ms", "3000")],
     )
     .await;
-    let (_, job) = call_with_app(&h, "dtmf").await;
+    let (a, job) = call_with_app(&h, "dtmf").await;
     job.wait().await.expect("answered");
     counter(&h, "dtmf.passed", 1).await;
     no_sessions(&h).await;
+    assert_eq!(h.ctl().cluster.verdict(&a), Some(Verdict::Passed));
+    // The digits went out with their tone length.
+    assert!(
+        !h.mock
+            .cluster()
+            .journal
+            .select(|e| e.text.starts_with("api uuid_send_dtmf") && e.text.ends_with(" 1234#@100"))
+            .is_empty(),
+        "uuid_send_dtmf <uuid> 1234#@100"
+    );
 
     let (st, _) = http(
         h.mock.http_addr(),
@@ -390,11 +401,63 @@ async fn dtmf_checker_passes_then_fails_when_the_mock_corrupts_a_digit() {
     )
     .await;
     assert_eq!(st, 200);
-    let (_, job) = call_with_app(&h, "dtmf").await;
+    let (a, job) = call_with_app(&h, "dtmf").await;
     job.wait().await.expect("answered");
     counter(&h, "dtmf.failed", 1).await;
     assert_eq!(h.ctl().apps.counter("dtmf.passed"), 1);
     no_sessions(&h).await;
+    assert_eq!(
+        h.ctl().cluster.verdict(&a),
+        Some(Verdict::Failed("sent=1234# received=1235#".into()))
+    );
+}
+
+/// A call that ends before its app's check is done fails its verdict, and
+/// the app sends nothing to the channel once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cut_short_fails_its_verdict_and_the_app_stops_acting() {
+    let mut cfg = mock_relay::MockConfig::ephemeral(2);
+    cfg.knobs.playback_ms = 50;
+    let h = Harness::start_with(cfg).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    load(&h, "park", "Park", &[]).await;
+    load(
+        &h,
+        "playrec",
+        "PlayRec",
+        &[("silence_ms", "30"), ("iterations", "1000")],
+    )
+    .await;
+    let (a, job) = call_with_app(&h, "playrec").await;
+    job.wait().await.expect("answered");
+    counter(&h, "playrec.cycles", 2).await;
+    h.ctl()
+        .cluster
+        .session(&a)
+        .expect("A leg")
+        .hangup("NORMAL_CLEARING")
+        .await
+        .unwrap();
+    no_sessions(&h).await;
+    // Give a late callback the time to act wrongly.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match h.ctl().cluster.verdict(&a) {
+        Some(Verdict::Failed(why)) => assert!(why.starts_with("cut short at cycle "), "{why}"),
+        other => panic!("verdict {other:?}"),
+    }
+    assert_eq!(h.ctl().apps.stats().errors, 0, "{:?}", h.ctl().apps.stats());
+    let after_hangup = h.mock.cluster().journal.select(|e| {
+        e.text.contains(&a) && (e.text.starts_with("sendmsg") || e.text.starts_with("api uuid_"))
+    });
+    assert!(
+        after_hangup
+            .iter()
+            .rev()
+            .take_while(|e| !e.text.starts_with("api uuid_kill"))
+            .count()
+            == 0,
+        "commands after the hangup: {after_hangup:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -165,6 +165,9 @@ impl Agent {
     pub fn stop(self) {}
 }
 
+/// When the second snapshot after an ESL (re)connect is taken.
+const SECOND_SNAPSHOT: Duration = Duration::from_secs(3);
+
 /// Capped exponential backoff with full jitter.
 struct Backoff {
     min: Duration,
@@ -250,6 +253,17 @@ async fn esl_loop(st: Arc<AgentState>) {
         tracing::info!(node = %c.node_id, core_uuid = %core_uuid, hostname = %hostname, events = ?events, "ESL connected");
         *st.core_uuid.lock().unwrap_or_else(|p| p.into_inner()) = core_uuid.clone();
         st.snapshot_needed.store(true, Ordering::SeqCst);
+        // FreeSWITCH's `show channels` lags its channels by seconds (its
+        // core database is written in batches): a second snapshot once it
+        // has caught up settles what the first could not.
+        let again = {
+            let st = st.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SECOND_SNAPSHOT).await;
+                st.snapshot_needed.store(true, Ordering::SeqCst);
+                st.outbox.notify.notify_one();
+            })
+        };
         st.set_status(EslState::Up {
             core_uuid,
             hostname,
@@ -259,6 +273,7 @@ async fn esl_loop(st: Arc<AgentState>) {
             st.outbox.wait_not_behind().await;
             st.outbox.push(e);
         }
+        again.abort();
         *st.esl.lock().await = None;
         st.subscribed.lock().await.clear();
         st.set_status(EslState::Down("ESL connection lost".into()));

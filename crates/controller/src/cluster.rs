@@ -192,8 +192,11 @@ pub(crate) struct Inner {
     demand: std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>,
     /// Serializes subscription pushes, so agents get them in order.
     demand_push: tokio::sync::Mutex<()>,
-    /// App verdicts of live calls, by call id, until their CDR takes them.
-    verdicts: std::sync::Mutex<HashMap<String, Verdict>>,
+    /// App verdicts of live calls, by call id (with the app), until their
+    /// CDR takes them.
+    verdicts: std::sync::Mutex<HashMap<String, (String, Verdict)>>,
+    /// Final verdicts (taken by CDRs) by (app, passed).
+    verdict_counts: std::sync::Mutex<std::collections::BTreeMap<(String, bool), u64>>,
 }
 
 /// What an app concluded about a call it checks.
@@ -290,6 +293,7 @@ impl Cluster {
                 ),
                 demand_push: tokio::sync::Mutex::new(()),
                 verdicts: std::sync::Mutex::new(HashMap::new()),
+                verdict_counts: std::sync::Mutex::new(Default::default()),
             }),
         }
     }
@@ -350,7 +354,7 @@ impl Cluster {
     /// latest one. An app that checks something sets a failing verdict
     /// ("cut short") first and replaces it once the check is done, so a
     /// call that ends early is never counted as passed.
-    pub fn set_verdict(&self, call: &str, v: Verdict) {
+    pub fn set_verdict(&self, call: &str, app: &str, v: Verdict) {
         let mut g = self
             .inner
             .verdicts
@@ -362,16 +366,44 @@ impl Cluster {
             tracing::warn!("over a million app verdicts without a CDR writer: forgetting them");
             g.clear();
         }
-        g.insert(call.to_owned(), v);
+        g.insert(call.to_owned(), (app.to_owned(), v));
     }
 
-    /// Takes a call's verdict (for its CDR).
-    pub fn take_verdict(&self, call: &str) -> Option<Verdict> {
+    /// A live call's latest verdict.
+    pub fn verdict(&self, call: &str) -> Option<Verdict> {
         self.inner
             .verdicts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(call)
+            .get(call)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Takes a call's final verdict (for its CDR) and counts it.
+    pub fn take_verdict(&self, call: &str) -> Option<Verdict> {
+        let (app, v) = self
+            .inner
+            .verdicts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(call)?;
+        *self
+            .inner
+            .verdict_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((app, v.passed()))
+            .or_default() += 1;
+        Some(v)
+    }
+
+    /// Final verdicts so far: (app, passed) → calls.
+    pub fn verdict_counts(&self) -> std::collections::BTreeMap<(String, bool), u64> {
+        self.inner
+            .verdict_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Announces a leg about to be originated (see [`Tracker::expect_leg`]).

@@ -306,6 +306,32 @@ async fn metrics(State(api): State<Api>) -> Response {
         "counter",
         vec![(String::new(), c.refused.load(Ordering::Relaxed))],
     );
+    s.push_str("# HELP switchy_node_idle_cpu_percent Host idle CPU as the node's FreeSWITCH reports it (api status).\n# TYPE switchy_node_idle_cpu_percent gauge\n");
+    for n in &nodes {
+        if let Some(l) = &n.load {
+            s.push_str(&format!(
+                "switchy_node_idle_cpu_percent{{node=\"{}\"}} {}\n",
+                n.id,
+                l.idle_cpu_pct()
+            ));
+        }
+    }
+    s.push_str("# HELP switchy_node_freeswitch_cpu_percent CPU of the node's FreeSWITCH process, % of one core (read by its agent).\n# TYPE switchy_node_freeswitch_cpu_percent gauge\n");
+    for n in &nodes {
+        if let Some(c) = n.load.as_ref().and_then(|l| l.fs_cpu_pct()) {
+            s.push_str(&format!(
+                "switchy_node_freeswitch_cpu_percent{{node=\"{}\"}} {c}\n",
+                n.id
+            ));
+        }
+    }
+    s.push_str("# HELP switchy_app_verdicts_total Calls an app checked, by its final verdict (a call cut short before its check finished fails).\n# TYPE switchy_app_verdicts_total counter\n");
+    for ((app, passed), v) in api.cluster.verdict_counts() {
+        s.push_str(&format!(
+            "switchy_app_verdicts_total{{app=\"{app}\",verdict=\"{}\"}} {v}\n",
+            if passed { "passed" } else { "failed" }
+        ));
+    }
     for (metric, help, buckets, sum) in [
         (
             "switchy_relay_latency_seconds",
@@ -392,6 +418,13 @@ async fn metrics(State(api): State<Api>) -> Response {
         ] {
             s.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        }
+        s.push_str("# HELP switchy_originator_bottleneck_seconds_total Seconds the requested rate was not met, by the party diagnosed.\n# TYPE switchy_originator_bottleneck_seconds_total counter\n");
+        for (why, n) in &st.bottleneck_secs {
+            let party = why.split(" (").next().unwrap_or(why).replace('"', "'");
+            s.push_str(&format!(
+                "switchy_originator_bottleneck_seconds_total{{why=\"{party}\"}} {n}\n"
             ));
         }
         s.push_str("# HELP switchy_originator_failures_total Failed calls by hangup cause.\n# TYPE switchy_originator_failures_total counter\n");

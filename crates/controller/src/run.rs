@@ -15,6 +15,15 @@ use switchy_controller::metrics;
 use switchy_controller::originator::{Arrivals, Holding, Originator, OriginatorConfig, Weighted};
 use switchy_controller::{ClusterConfig, Controller, ca};
 
+/// Who ends a call at its holding time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HangupBy {
+    /// FreeSWITCH itself where the app allows it.
+    Freeswitch,
+    /// The controller, with `uuid_kill`.
+    Controller,
+}
+
 /// `run` arguments.
 #[derive(Parser, Debug, Clone)]
 pub struct Run {
@@ -43,6 +52,12 @@ pub struct Run {
     /// connection).
     #[arg(long, default_value_t = 2)]
     pub command_connections: usize,
+    /// Who hangs up an answered call after its holding time: freeswitch
+    /// (the caller leg runs `&sleep(ms)` instead of `&park()`: no command
+    /// per call) when its app does not act on the answered caller leg, or
+    /// always the controller (`uuid_kill`).
+    #[arg(long, value_enum, default_value_t = HangupBy::Freeswitch)]
+    pub hangup_by: HangupBy,
     /// Embedded agents wake FreeSWITCH's event thread this often, ms (0:
     /// never; it then sends queued events every 20 ms).
     #[arg(long, default_value_t = 5)]
@@ -255,11 +270,13 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     orig.set_cdr_sink(writer.sink());
     // Apps that do not act on the answered caller leg let FreeSWITCH hold
     // their calls itself (no hangup command per call).
-    orig.hold_in_freeswitch(
-        apps.iter()
-            .filter(|(n, _)| !ctl.apps.listens(n, "CHANNEL_ANSWER"))
-            .map(|(n, _)| n.clone()),
-    );
+    if a.hangup_by == HangupBy::Freeswitch {
+        orig.hold_in_freeswitch(
+            apps.iter()
+                .filter(|(n, _)| !ctl.apps.listens(n, "CHANNEL_ANSWER"))
+                .map(|(n, _)| n.clone()),
+        );
+    }
     *ctl.originator.write().unwrap_or_else(|p| p.into_inner()) = Some(orig.clone());
     // Wait for the nodes.
     let want = if a.mock > 0 {

@@ -8,6 +8,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use switchy_protocol::esl::Event;
 
+/// How recent a session's last event must be for a snapshot that lacks it
+/// not to close it (FreeSWITCH's `show channels` lags), µs.
+pub const RESYNC_GRACE_US: u64 = 2_000_000;
+
 /// Events kept per session.
 const HISTORY: usize = 64;
 /// Finished sessions kept for inspection and CDRs.
@@ -57,6 +61,9 @@ pub struct Session {
     /// Announced by its originator ([`Tracker::expect_leg`]) and no event
     /// of it seen yet.
     pub pending: bool,
+    /// Controller clock of the latest event (or announcement), µs.
+    #[serde(skip)]
+    pub seen_us: u64,
 }
 
 impl Session {
@@ -88,6 +95,7 @@ impl Session {
             history: VecDeque::new(),
             core_uuid: core_uuid.to_owned(),
             pending: false,
+            seen_us: now_us(),
         }
     }
 
@@ -298,6 +306,7 @@ impl Tracker {
         }
         let key = self.call_key(e);
         let s = self.sessions.get_mut(uuid)?;
+        s.seen_us = now_us();
         if s.pending {
             s.pending = false;
             if let Some(c) = e.core_uuid() {
@@ -470,6 +479,13 @@ impl Tracker {
     /// Makes the node's sessions match a snapshot of its live channels:
     /// sessions FreeSWITCH no longer has are closed out, unknown live
     /// channels are added.
+    ///
+    /// `show channels` reads FreeSWITCH's core database, which its SQL
+    /// thread updates in batches, seconds late under load: a channel a
+    /// moment old may be missing and one just gone still listed. So a
+    /// session with an event in the last [`RESYNC_GRACE_US`] is not closed
+    /// (the agent sends a second snapshot later), and a channel the
+    /// tracker saw end is not brought back.
     pub fn resync(
         &mut self,
         node: &str,
@@ -487,7 +503,12 @@ impl Tracker {
         let gone: Vec<String> = self
             .sessions
             .values()
-            .filter(|s| s.node == node && !s.pending && !live.contains(&s.uuid))
+            .filter(|s| {
+                s.node == node
+                    && !s.pending
+                    && !live.contains(&s.uuid)
+                    && now_us().saturating_sub(s.seen_us) > RESYNC_GRACE_US
+            })
             .map(|s| s.uuid.clone())
             .collect();
         let finished = gone
@@ -496,7 +517,7 @@ impl Tracker {
             .collect();
         for row in channels {
             let uuid = get(row, "uuid");
-            if uuid.is_empty() || self.sessions.contains_key(&uuid) {
+            if uuid.is_empty() || self.sessions.contains_key(&uuid) || self.dead.contains(&uuid) {
                 continue;
             }
             let created_us = get(row, "created_epoch").parse::<u64>().unwrap_or(0) * 1_000_000;
@@ -597,10 +618,17 @@ mod tests {
                 ("direction".to_string(), "inbound".to_string()),
             ]
         };
+        // A just-seen session the snapshot lacks is kept: FreeSWITCH's
+        // `show channels` lags.
+        assert!(t.resync("n1", "c1", &[row("b")]).is_empty());
+        t.sessions.get_mut("a").unwrap().seen_us = 0;
         let gone = t.resync("n1", "c1", &[row("b"), row("z")]);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].cause, "SWITCHY_RESYNC_GONE");
         assert!(t.session("z").is_some());
+        // A channel seen ending is not brought back by a stale snapshot.
+        let again = t.resync("n1", "c1", &[row("a"), row("b"), row("z")]);
+        assert!(again.is_empty() && t.session("a").is_none());
         let restarted = t.node_restarted("n1", "c2");
         assert_eq!(restarted.len(), 2);
         t.apply(

@@ -5,6 +5,7 @@
 //! `<app_id>.<name>`.
 
 use super::{App, Ctx};
+use crate::cluster::Verdict;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +26,7 @@ pub const CATALOG: &[Builtin] = &[
     },
     Builtin {
         name: "PlayRec",
-        doc: "Ping-pong on the outbound leg once answered: silence, then a tone, repeated; every rec_period-th cycle records the inbound (far) leg for one cycle. Hangs up after `iterations` cycles. Params: silence_ms (1000), tone (tone_stream://%(1000,0,1004);loops=1), rec_period (5), iterations (10), rec_dir (/tmp). Counters: cycles, recordings.",
+        doc: "Ping-pong on the outbound leg once answered: silence, then a tone, repeated; every rec_period-th cycle records the inbound (far) leg for one cycle. Hangs up after `iterations` cycles (about iterations × (silence + tone) seconds: hold the calls at least that long). Verdict: passed when every cycle ran, else failed (cut short at cycle N). Params: silence_ms (1000), tone (tone_stream://%(1000,0,1004);loops=1), rec_period (5), iterations (10), rec_dir (/tmp). Counters: cycles, recordings, passed, cut_short.",
     },
     Builtin {
         name: "Bert",
@@ -33,7 +34,7 @@ pub const CATALOG: &[Builtin] = &[
     },
     Builtin {
         name: "DtmfChecker",
-        doc: "The outbound leg sends a DTMF sequence once answered; the far leg collects what it receives; the call passes when both match, fails otherwise (failures are logged with both sequences), then hangs up. Params: digits (0123456789*#), timeout_ms (5000). Counters: passed, failed.",
+        doc: "The outbound leg sends a DTMF sequence once answered (uuid_send_dtmf, tone_ms each); the far leg collects what it receives; the verdict is passed when both match, failed otherwise or when the call ends first (both sequences are in the verdict and the log); then it hangs up. Params: digits (0123456789*#), tone_ms (100), timeout_ms (1000 + 400 per digit). Counters: passed, failed.",
     },
     Builtin {
         name: "CalleeRingback",
@@ -45,11 +46,11 @@ pub const CATALOG: &[Builtin] = &[
     },
     Builtin {
         name: "Bridger",
-        doc: "Bridges each parked inbound leg to its own request URI (sofia/<profile>/<sip_req_uri>). Params: profile (external). Counters: bridged.",
+        doc: "Bridges each parked inbound leg to its own request URI (sofia/<profile>/<sip_req_uri>). FreeSWITCH copies the leg's X- headers to the bridged leg, X-switchy-app included: next_app names the app the bridged leg runs if it reaches a switchy node (a self-call would loop otherwise). Params: profile (external), next_app (none). Counters: bridged.",
     },
     Builtin {
         name: "Proxier",
-        doc: "Bridges each parked inbound leg to its request URI through a proxy (fs_path). Params: proxy (required: host:port), profile (external). Counters: bridged.",
+        doc: "Bridges each parked inbound leg to its request URI through a proxy (fs_path). Params: proxy (required: host:port), profile (external), next_app (as for Bridger). Counters: bridged.",
     },
     Builtin {
         name: "Park",
@@ -160,6 +161,9 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert("playrec.cycle".into(), "0".into());
+                        c.verdict(Verdict::Failed(format!(
+                            "cut short at cycle 0 of {iterations}"
+                        )));
                         c.execute_nowait("playback", &silence).await?;
                     }
                     Ok(())
@@ -168,7 +172,8 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
             .on("PLAYBACK_STOP", move |c| {
                 let (tone, silence, rec_dir) = (tone.clone(), s2.clone(), rec_dir.clone());
                 async move {
-                    if !outbound(&c) {
+                    // A playback a hangup interrupted: the call is over.
+                    if !outbound(&c) || c.ended() {
                         return Ok(());
                     }
                     let was_silence = c
@@ -190,6 +195,11 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
                         n
                     };
                     c.count("cycles");
+                    c.verdict(if cycle >= iterations {
+                        Verdict::Passed
+                    } else {
+                        Verdict::Failed(format!("cut short at cycle {cycle} of {iterations}"))
+                    });
                     let far = peer(&c);
                     let recording = c
                         .data
@@ -204,6 +214,7 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
                         s.stop_record(path).await?;
                     }
                     if cycle >= iterations {
+                        c.count("passed");
                         c.session().hangup("NORMAL_CLEARING").await?;
                         return Ok(());
                     }
@@ -265,7 +276,18 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
         }
         "DtmfChecker" => {
             let digits = ps(params, "digits", "0123456789*#");
-            let timeout_ms: u64 = p(params, "timeout_ms", 5000)?;
+            if digits.is_empty()
+                || !digits
+                    .chars()
+                    .all(|d| d.is_ascii_digit() || matches!(d, '*' | '#' | 'A'..='D'))
+            {
+                anyhow::bail!("DtmfChecker digits {digits:?} must be DTMF digits (0-9 * # A-D)");
+            }
+            let tone_ms: u64 = p(params, "tone_ms", 100)?;
+            if !(40..=2000).contains(&tone_ms) {
+                anyhow::bail!("DtmfChecker tone_ms {tone_ms} must be between 40 and 2000");
+            }
+            let timeout_ms: u64 = p(params, "timeout_ms", 1000 + 400 * digits.len() as u64)?;
             // Digits received, by the sender's session UUID.
             let got: Arc<Mutex<HashMap<String, String>>> = Arc::default();
             let notify = Arc::new(tokio::sync::Notify::new());
@@ -304,7 +326,12 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
                     got.lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(c.uuid.clone(), String::new());
-                    c.session().send_dtmf(&digits).await?;
+                    c.verdict(Verdict::Failed(format!(
+                        "cut short: sent={digits} received= (the call ended before the check)"
+                    )));
+                    c.session()
+                        .send_dtmf(&format!("{digits}@{tone_ms}"))
+                        .await?;
                     let deadline =
                         tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
                     let received = loop {
@@ -327,11 +354,18 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
                         .remove(&c.uuid);
                     if received == digits {
                         c.count("passed");
+                        c.verdict(Verdict::Passed);
                     } else {
                         c.count("failed");
+                        let why = if c.ended() { "cut short: " } else { "" };
+                        c.verdict(Verdict::Failed(format!(
+                            "{why}sent={digits} received={received}"
+                        )));
                         tracing::warn!(node = %c.node, session = %c.uuid, sent = %digits, received = %received, "DTMF check failed");
                     }
-                    c.session().hangup("NORMAL_CLEARING").await?;
+                    if !c.ended() {
+                        c.session().hangup("NORMAL_CLEARING").await?;
+                    }
                     Ok(())
                 }
             })
@@ -374,8 +408,20 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
                 anyhow::bail!("Proxier needs proxy=host:port");
             }
             let profile = ps(params, "profile", "external");
+            let next_app = params.get("next_app").cloned();
+            if let Some(n) = &next_app
+                && (n.is_empty()
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+            {
+                anyhow::bail!(
+                    "{} next_app {n:?} must be an app id (letters, digits, _ - .)",
+                    entry.name
+                );
+            }
             app.on("CHANNEL_PARK", move |c| {
-                let (proxy, profile) = (proxy.clone(), profile.clone());
+                let (proxy, profile, next_app) = (proxy.clone(), profile.clone(), next_app.clone());
                 async move {
                     if outbound(&c) {
                         return Ok(());
@@ -394,6 +440,9 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
                         dest: Some(uri),
                         profile: Some(profile),
                         proxy,
+                        vars: next_app
+                            .map(|a| [("sip_h_X-switchy-app".to_owned(), a)].into())
+                            .unwrap_or_default(),
                         ..Default::default()
                     };
                     let dial = crate::router::dial_string(&spec, &|s| s.to_owned());

@@ -332,6 +332,43 @@ impl Ctx {
     pub fn count(&self, name: &str) {
         self.mgr.bump(&format!("{}.{name}", self.app_id));
     }
+
+    /// True once the session is over: its event says it is hanging up (a
+    /// PLAYBACK_STOP that a hangup interrupted, say), or the tracker has
+    /// closed it. Apps check it before they act, so they never send a
+    /// command to a channel that is gone.
+    pub fn ended(&self) -> bool {
+        let hanging_up = self
+            .header("Channel-State")
+            .is_some_and(|s| matches!(s, "CS_HANGUP" | "CS_REPORTING" | "CS_DESTROY"))
+            || self.header("Answer-State") == Some("hangup");
+        hanging_up
+            || !self
+                .cluster
+                .with_tracker(|t| t.session(&self.uuid).is_some())
+    }
+
+    /// The call this session belongs to (the tracking variable, else the
+    /// tracker's grouping, else the session itself).
+    pub fn call_id(&self) -> String {
+        let var = self.cluster.config().tracking_var.clone();
+        self.channel_var(&var)
+            .filter(|v| !v.is_empty() && v != "_undef_")
+            .or_else(|| {
+                self.cluster.with_tracker(|t| {
+                    t.session(&self.uuid)
+                        .map(|s| s.call.clone())
+                        .filter(|c| !c.is_empty())
+                })
+            })
+            .unwrap_or_else(|| self.uuid.clone())
+    }
+
+    /// Records this app's verdict on the session's call (its CDR and the
+    /// summary show the latest; see [`Cluster::set_verdict`]).
+    pub fn verdict(&self, v: crate::cluster::Verdict) {
+        self.cluster.set_verdict(&self.call_id(), &self.app_id, v);
+    }
 }
 
 enum WaitOn {
