@@ -82,10 +82,10 @@ pub struct OriginatorConfig {
     pub extension: Option<String>,
     /// Dialplan context for `extension`.
     pub context: String,
-    /// Caller id name.
-    pub caller_id_name: String,
-    /// Caller id number.
-    pub caller_id_number: String,
+    /// Caller id name (unset: FreeSWITCH's default).
+    pub caller_id_name: Option<String>,
+    /// Caller id number (unset: FreeSWITCH's default).
+    pub caller_id_number: Option<String>,
     /// Codec preference (`codec_string`).
     pub codec: Option<String>,
     /// Absolute codec (`absolute_codec_string`).
@@ -118,8 +118,8 @@ impl Default for OriginatorConfig {
             app_args: String::new(),
             extension: None,
             context: "default".into(),
-            caller_id_name: "switchy".into(),
-            caller_id_number: "1000".into(),
+            caller_id_name: None,
+            caller_id_number: None,
             codec: None,
             abs_codec: None,
             timeout_s: 60,
@@ -202,9 +202,13 @@ impl OriginatorConfig {
         }
         token("app_name", &self.app_name, &['(', ')'])?;
         token("context", &self.context, &[])?;
-        token("caller_id_number", &self.caller_id_number, &[])?;
+        if let Some(n) = &self.caller_id_number {
+            token("caller_id_number", n, &[])?;
+        }
         if self
             .caller_id_name
+            .as_deref()
+            .unwrap_or_default()
             .chars()
             .any(|c| c.is_control() || matches!(c, ',' | '{' | '}' | '\'' | '[' | ']'))
         {
@@ -223,6 +227,9 @@ impl OriginatorConfig {
 
 /// The seed's `build_originate_cmd`: the `originate` arguments for one
 /// call.
+/// FreeSWITCH's own originate timeout, s (the variable is left out then).
+const FREESWITCH_ORIGINATE_TIMEOUT_S: u64 = 60;
+
 /// `hold_ms`: FreeSWITCH holds the answered call itself, for that long,
 /// by running `&sleep(hold_ms)` instead of `&park()` (the channel hangs up
 /// with NORMAL_CLEARING when it returns): no hangup command and no event
@@ -241,16 +248,24 @@ pub fn build_originate_args(
         .get(node)
         .or(cfg.dest_url.as_ref())
         .ok_or_else(|| anyhow::anyhow!("no destination for node {node}: set dest_url"))?;
+    // FreeSWITCH reads a command one byte at a time and serializes every
+    // variable into every event of the call, so only what is needed goes
+    // in: the app travels once, as the X-header both legs carry.
     let mut vars = vec![
         format!("origination_uuid={call_uuid}"),
         format!("{tracking_var}={call_uuid}"),
         format!("switchy_originator={run_id}"),
-        format!("origination_caller_id_name='{}'", cfg.caller_id_name),
-        format!("origination_caller_id_number={}", cfg.caller_id_number),
-        format!("originate_timeout={}", cfg.timeout_s),
     ];
+    if let Some(n) = &cfg.caller_id_name {
+        vars.push(format!("origination_caller_id_name='{n}'"));
+    }
+    if let Some(n) = &cfg.caller_id_number {
+        vars.push(format!("origination_caller_id_number={n}"));
+    }
+    if cfg.timeout_s != FREESWITCH_ORIGINATE_TIMEOUT_S {
+        vars.push(format!("originate_timeout={}", cfg.timeout_s));
+    }
     if let Some(a) = app {
-        vars.push(format!("switchy_app={a}"));
         vars.push(format!("sip_h_X-switchy-app={a}"));
     }
     if let Some(c) = &cfg.codec {
@@ -482,7 +497,8 @@ impl Originator {
             live: Mutex::default(),
             stats: Stats::default(),
             launches,
-            run_id: uuid::Uuid::new_v4().simple().to_string(),
+            // 64 random bits: unique enough for `hupall … switchy_originator`.
+            run_id: uuid::Uuid::new_v4().simple().to_string()[..16].to_owned(),
             started: Mutex::new(None),
             stopped: Mutex::new(None),
             bottleneck: Mutex::new(None),
@@ -1332,7 +1348,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             a,
-            "{origination_uuid=u1,sip_h_X-switchy-orig-uuid=u1,switchy_originator=r1,origination_caller_id_name='switchy',origination_caller_id_number=1000,originate_timeout=60,switchy_app=bert,sip_h_X-switchy-app=bert,codec_string=PCMU,sip_h_X-Test=1}sofia/external/2000@10.0.0.2:5080;fs_path=sip:10.0.0.9:5060 &park()"
+            "{origination_uuid=u1,sip_h_X-switchy-orig-uuid=u1,switchy_originator=r1,sip_h_X-switchy-app=bert,codec_string=PCMU,sip_h_X-Test=1}sofia/external/2000@10.0.0.2:5080;fs_path=sip:10.0.0.9:5060 &park()"
         );
         // FreeSWITCH holds the call itself: sleep instead of park.
         let held = build_originate_args(&cfg, "fs1", "u1", None, "v", "r1", Some(2500)).unwrap();
@@ -1352,8 +1368,19 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+        let named = OriginatorConfig {
+            caller_id_name: Some("Load Test".into()),
+            caller_id_number: Some("5551000".into()),
+            timeout_s: 30,
+            ..cfg.clone()
+        };
+        let a = build_originate_args(&named, "fs1", "u1", None, "v", "r1", None).unwrap();
+        assert!(
+            a.contains(",origination_caller_id_name='Load Test',origination_caller_id_number=5551000,originate_timeout=30,"),
+            "{a}"
+        );
         let bad = OriginatorConfig {
-            caller_id_name: "a}b".into(),
+            caller_id_name: Some("a}b".into()),
             ..Default::default()
         };
         assert!(bad.validate().is_err());

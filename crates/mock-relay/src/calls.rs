@@ -59,6 +59,7 @@ impl Node {
     }
 
     fn insert_channel(&mut self, c: Channel) {
+        self.meter.leg(self.knobs.cost.as_ref());
         self.dialogs
             .insert((c.call_id.clone(), c.dir), c.uuid.clone());
         self.channels.insert(c.uuid.clone(), c);
@@ -348,7 +349,9 @@ impl Node {
 
     /// An INVITE arrives: the inbound leg enters the park dialplan.
     pub(crate) fn invite(&mut self, inv: Invite) {
-        let over_limit = self.channels.len() >= self.knobs.max_sessions || !self.sps_allow();
+        let over_limit = self.channels.len() >= self.knobs.max_sessions
+            || !self.sps_allow()
+            || self.meter.refuse(self.knobs.cost.as_ref());
         let refused =
             self.knobs.failure_ratio > 0.0 && self.rng.next_f64() < self.knobs.failure_ratio;
         if over_limit || refused {
@@ -534,7 +537,13 @@ impl Node {
         }
         c.hangup_cause = Some(cause);
         c.hangup_us = util::now_us();
+        let media_s = if c.answered_us > 0 {
+            c.hangup_us.saturating_sub(c.answered_us) as f64 / 1e6
+        } else {
+            0.0
+        };
         c.answer_state = "hangup";
+        self.meter.media(self.knobs.cost.as_ref(), media_s);
         self.emit("CHANNEL_HANGUP", Some(uuid), &[], &[], None);
         true
     }
@@ -1204,6 +1213,7 @@ impl Node {
             }
             Timer::InboundCall(inv) => self.invite(*inv),
             Timer::RemoteHangup(u) => self.hangup(&u, "NORMAL_CLEARING", false),
+            Timer::Peer(p) => self.peer(p),
         }
     }
 

@@ -46,6 +46,10 @@ pub struct Knobs {
     pub playback_ms: u64,
     /// Default originate timeout, s.
     pub originate_timeout_s: u64,
+    /// Charge work as a real FreeSWITCH's CPU would and slow down (then
+    /// refuse calls) when it exceeds the node's cores (`None`: free, as
+    /// before; see [`crate::cost`]).
+    pub cost: Option<crate::cost::CostModel>,
 }
 
 impl Default for Knobs {
@@ -60,6 +64,7 @@ impl Default for Knobs {
             sessions_per_second: 100_000,
             playback_ms: 1000,
             originate_timeout_s: 60,
+            cost: None,
         }
     }
 }

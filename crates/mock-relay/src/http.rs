@@ -40,6 +40,7 @@ pub fn router(cluster: Shared) -> Router {
         .route("/__mock__/journal/reset", post(journal_reset))
         .route("/__mock__/connections", get(connections))
         .route("/__mock__/channels", get(channels))
+        .route("/__mock__/cost", get(cost))
         .route("/__mock__/push", post(push))
         .route("/__mock__/inbound_call", post(inbound_call))
         .route("/__mock__/scenarios", get(scenarios_list))
@@ -138,6 +139,18 @@ async fn channels(State(c): State<Shared>) -> Json<Value> {
         all.push(
             json!({"node": i, "core_uuid": s.get("core_uuid"), "channels": s.get("channels")}),
         );
+    }
+    Json(json!({"nodes": all}))
+}
+
+/// Per node: what its work would cost a FreeSWITCH (events and bytes
+/// serialized, commands, legs, CPU charged), per call, and the call rate
+/// its cores would sustain under the cost model.
+async fn cost(State(c): State<Shared>) -> Json<Value> {
+    let mut all = Vec::new();
+    for i in 0..c.infos.len() {
+        let s = snapshot(&c, i).await;
+        all.push(json!({"node": i, "cost": s.get("cost")}));
     }
     Json(json!({"nodes": all}))
 }

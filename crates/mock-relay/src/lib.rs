@@ -14,6 +14,7 @@ pub mod api;
 pub mod calls;
 pub mod config;
 pub mod conn;
+pub mod cost;
 pub mod dial;
 pub mod http;
 pub mod journal;

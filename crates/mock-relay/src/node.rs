@@ -241,6 +241,8 @@ pub enum Timer {
     RemoteHangup(String),
     /// A scripted answer of a callee (scenario `answer_after_ms`).
     ScenarioAnswer(String),
+    /// Signalling that waited out the node's CPU backlog.
+    Peer(PeerMsg),
 }
 
 /// SIP signalling between legs, keyed by the dialog's Call-ID.
@@ -603,6 +605,8 @@ pub struct Node {
     pub(crate) timers: std::collections::BinaryHeap<std::cmp::Reverse<(tokio::time::Instant, u64)>>,
     pub(crate) timer_payloads: HashMap<u64, Timer>,
     pub(crate) timer_seq: u64,
+    /// What this node's work would cost a FreeSWITCH (see [`crate::cost`]).
+    pub(crate) meter: crate::cost::Meter,
 }
 
 pub(crate) fn new_uuid() -> String {
@@ -640,6 +644,7 @@ impl Node {
             timers: std::collections::BinaryHeap::new(),
             timer_payloads: HashMap::new(),
             timer_seq: 0,
+            meter: crate::cost::Meter::default(),
         }
     }
 
@@ -757,7 +762,15 @@ impl Node {
             }
             NodeMsg::Command { id, cmd, done } => self.command(id, cmd, done),
             NodeMsg::Timer(t) => self.timer(t),
-            NodeMsg::Peer(p) => self.peer(p),
+            NodeMsg::Peer(p) => {
+                // An overloaded FreeSWITCH handles SIP late.
+                let wait = self.meter.backlog(self.knobs.cost.as_ref());
+                if wait > Duration::from_millis(1) {
+                    self.schedule(wait, Timer::Peer(p));
+                } else {
+                    self.peer(p);
+                }
+            }
             NodeMsg::Control(c) => self.control(c),
         }
     }
@@ -883,6 +896,7 @@ impl Node {
                 "filters": c.filters.iter().map(|(h, v)| format!("{h} {v}")).collect::<Vec<_>>(),
                 "events_sent": c.sent_events,
             })).collect::<Vec<_>>(),
+            "cost": self.cost_report(),
         })
     }
 
@@ -943,6 +957,7 @@ impl Node {
                 }
             }
             conn.sent_events += 1;
+            self.meter.event(self.knobs.cost.as_ref(), plain.len());
             delivered += 1;
             journal.push(conn.id);
         }
@@ -1307,6 +1322,15 @@ pub(crate) fn call_state_number(s: &str) -> u32 {
 
 impl Node {
     fn command(&mut self, id: u64, cmd: ClientCommand, done: oneshot::Sender<bool>) {
+        let bytes = cmd.line.len()
+            + cmd
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 3)
+                .sum::<usize>()
+            + cmd.body.as_ref().map_or(0, |b| b.len())
+            + 2;
+        self.meter.command(self.knobs.cost.as_ref(), bytes);
         let Some(conn) = self.conns.get_mut(&id) else {
             let _ = done.send(true);
             return;
@@ -1765,6 +1789,29 @@ impl Node {
                 String::new(),
             );
         }
+    }
+
+    /// The meter per call: events and bytes serialized, commands, CPU
+    /// charged, and the call rate the node's cores would sustain. A call
+    /// is two legs (a self-call: caller and callee on this node).
+    fn cost_report(&self) -> serde_json::Value {
+        let m = &self.meter;
+        let calls = m.legs as f64 / 2.0;
+        let per = |v: f64| if calls > 0.0 { v / calls } else { 0.0 };
+        let cores = self.knobs.cost.as_ref().map(|c| c.cores);
+        let us = per(m.charged_us);
+        serde_json::json!({
+            "meter": m,
+            "model": self.knobs.cost,
+            "per_call": {
+                "events": per(m.events as f64),
+                "event_bytes": per(m.event_bytes as f64),
+                "commands": per(m.commands as f64),
+                "command_bytes": per(m.command_bytes as f64),
+                "cpu_us": us,
+            },
+            "sustainable_calls_per_s": cores.filter(|_| us > 0.0).map(|c| c * 1e6 / us),
+        })
     }
 
     pub(crate) fn sps_allow(&mut self) -> bool {
