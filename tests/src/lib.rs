@@ -65,10 +65,24 @@ pub async fn start_controller(
     controller: &Pem,
     quic: SocketAddr,
 ) -> anyhow::Result<Controller> {
-    let config = ClusterConfig {
+    start_controller_with(ca, controller, quic, harness_cluster_config()).await
+}
+
+/// The harness' cluster settings (`live` tracking, like `serve`).
+pub fn harness_cluster_config() -> ClusterConfig {
+    ClusterConfig {
         max_channel_age: Duration::from_secs(3600),
         ..ClusterConfig::default()
-    };
+    }
+}
+
+/// As [`start_controller`] with other cluster settings.
+pub async fn start_controller_with(
+    ca: &Pem,
+    controller: &Pem,
+    quic: SocketAddr,
+    config: ClusterConfig,
+) -> anyhow::Result<Controller> {
     let mut last = None;
     // The previous controller's UDP port may take a moment to be released.
     for _ in 0..40 {
@@ -108,10 +122,21 @@ impl Harness {
         mock_config: MockConfig,
         events: Option<Vec<String>>,
     ) -> anyhow::Result<Harness> {
+        Self::start_configured(mock_config, events, harness_cluster_config()).await
+    }
+
+    /// As [`Harness::start_with_events`] with cluster settings (the
+    /// tracking level, say).
+    pub async fn start_configured(
+        mock_config: MockConfig,
+        events: Option<Vec<String>>,
+        cluster: ClusterConfig,
+    ) -> anyhow::Result<Harness> {
         let mock = MockCluster::start(mock_config).await?;
         let ca = ca::new_ca()?;
         let controller_pem = ca::issue(&ca, "controller", &[])?;
-        let controller = start_controller(&ca, &controller_pem, "127.0.0.1:0".parse()?).await?;
+        let controller =
+            start_controller_with(&ca, &controller_pem, "127.0.0.1:0".parse()?, cluster).await?;
         let quic_addr = controller.quic_addr;
         let mut agents = Vec::new();
         for i in 0..mock.nodes() {

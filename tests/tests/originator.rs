@@ -366,3 +366,118 @@ async fn no_node_is_driven_past_its_own_max_sessions() {
         st.bottleneck
     );
 }
+
+/// What switchy costs a FreeSWITCH per call, counted by mock-relay's
+/// meter: with the Park app and `minimal` tracking, four events per call
+/// (the callee's CHANNEL_PARK, both legs' CHANNEL_HANGUP_COMPLETE, the
+/// originate's BACKGROUND_JOB) and two commands (the originate and the
+/// callee's uuid_answer; FreeSWITCH hangs the call up by itself). This
+/// fails when switchy's events or commands per call grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_commands_per_call_stay_within_budget() {
+    let _serial = SERIAL.lock().await;
+    let cluster = switchy_controller::ClusterConfig {
+        tracking: switchy_controller::cluster::Tracking::Minimal,
+        ..harness_cluster_config()
+    };
+    let h = Harness::start_configured(mock_relay::MockConfig::ephemeral(2), None, cluster)
+        .await
+        .unwrap();
+    h.wait_nodes_up().await.unwrap();
+    h.ctl()
+        .apps
+        .load(
+            "Park",
+            vec![builtin::build("Park", &builtin::Params::new()).unwrap()],
+        )
+        .await
+        .unwrap();
+    let launches: Launches = Default::default();
+    let cfg = OriginatorConfig {
+        rate: 100.0,
+        limit: 200,
+        max_offered: 300,
+        duration: Some(0.3),
+        apps: vec![Weighted {
+            app: "Park".into(),
+            weight: 1,
+        }],
+        dest_by_node: mock_destinations(&h.mock),
+        ..OriginatorConfig::default()
+    };
+    let orig = Originator::new(h.ctl().cluster.clone(), cfg, launches).unwrap();
+    orig.hold_in_freeswitch(["Park".to_owned()]);
+    orig.start();
+    tokio::time::timeout(Duration::from_secs(60), orig.wait_done())
+        .await
+        .expect("run finished");
+    let st = orig.status();
+    assert_eq!((st.answered, st.failed), (300, 0), "{:?}", st.failures);
+    assert_eq!(live_channels(&h).await, 0, "FreeSWITCH hung every call up");
+    let (_, r) = http(h.mock.http_addr(), "GET", "/__mock__/cost", None, None).await;
+    let sum = |k: &str| -> f64 {
+        r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["cost"]["meter"][k].as_f64().unwrap_or(0.0))
+            .sum()
+    };
+    let calls = sum("legs") / 2.0;
+    assert_eq!(calls, 300.0, "{r}");
+    let events = sum("events") / calls;
+    let commands = sum("commands") / calls;
+    // Heartbeats and the agents' status probes add a little.
+    assert!(
+        (4.0..4.2).contains(&events),
+        "events per call {events:.2} (budget 4): {r}"
+    );
+    assert!(
+        (2.0..2.3).contains(&commands),
+        "commands per call {commands:.2} (budget 2): {r}"
+    );
+}
+
+/// The agents' subscription follows the loaded apps: an app's events are
+/// subscribed while it is loaded and unsubscribed (nixevent) after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_follow_the_loaded_apps() {
+    let h = Harness::start(1).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    let subscribed = |h: &Harness| {
+        let h = h.mock.http_addr();
+        async move {
+            let (_, r) = http(h, "GET", "/__mock__/connections", None, None).await;
+            r["nodes"][0]["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|c| c["events"].as_array().cloned().unwrap_or_default())
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect::<Vec<String>>()
+        }
+    };
+    let before = subscribed(&h).await;
+    assert!(
+        before.contains(&"CHANNEL_HANGUP_COMPLETE".to_owned()),
+        "{before:?}"
+    );
+    assert!(!before.contains(&"DTMF".to_owned()), "{before:?}");
+    h.ctl()
+        .apps
+        .load(
+            "dtmf",
+            vec![builtin::build("DtmfChecker", &builtin::Params::new()).unwrap()],
+        )
+        .await
+        .unwrap();
+    let with = subscribed(&h).await;
+    assert!(with.contains(&"DTMF".to_owned()), "{with:?}");
+    assert!(h.ctl().apps.unload("dtmf").await);
+    let after = subscribed(&h).await;
+    assert!(
+        !after.contains(&"DTMF".to_owned()),
+        "unsubscribed: {after:?}"
+    );
+    assert_eq!(after, before);
+}

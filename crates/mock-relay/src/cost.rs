@@ -48,10 +48,10 @@ impl Default for CostModel {
     fn default() -> Self {
         CostModel {
             cores: 2.0,
-            per_leg_us: 2_600.0,
-            per_leg_second_us: 1_150.0,
-            per_event_us: 95.0,
-            per_event_kib_us: 62.0,
+            per_leg_us: 3_400.0,
+            per_leg_second_us: 1_983.0,
+            per_event_us: 20.0,
+            per_event_kib_us: 29.6,
             per_command_us: 40.0,
             per_command_byte_us: 0.6,
             max_backlog_ms: 5_000,
