@@ -84,6 +84,21 @@ pub enum Diagnosis {
     LateLaunches,
 }
 
+impl Diagnosis {
+    /// Who, without the figures: the key seconds are counted under.
+    pub fn party(&self) -> String {
+        match self {
+            Diagnosis::SwitchyCpu { .. } => "switchy is short of CPU".into(),
+            Diagnosis::FreeSwitchSaturated { node, .. } => {
+                format!("FreeSWITCH {node} is saturated")
+            }
+            Diagnosis::AgentLag { node, .. } => format!("the agent of {node} lags"),
+            Diagnosis::SlowAnswers { .. } => "originates wait for their answer".into(),
+            Diagnosis::LateLaunches => "launches run late".into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Diagnosis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pct = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.0} %"));
@@ -245,6 +260,7 @@ mod tests {
     fn names_freeswitch_when_it_uses_the_cpu() {
         let d = diagnose(&falling_short(vec![node(2.0, 185.0)], 12.0)).unwrap();
         assert!(matches!(d, Diagnosis::FreeSwitchSaturated { .. }), "{d:?}");
+        assert_eq!(d.party(), "FreeSWITCH fs1 is saturated");
         assert!(
             d.to_string()
                 .starts_with("FreeSWITCH fs1 is saturated (idle CPU 2 %"),

@@ -76,6 +76,8 @@ pub struct Summary {
     pub call_setup_agent_ms: Pcts,
     /// App verdicts by app: (passed, failed).
     pub verdicts: BTreeMap<String, (usize, usize)>,
+    /// Failed verdicts whose call ended before the app's check finished.
+    pub verdicts_cut_short: usize,
 }
 
 fn ms(a: Option<i64>, b: Option<i64>) -> Option<f64> {
@@ -125,6 +127,7 @@ pub fn summarize(cdrs: &[Cdr]) -> Summary {
                 e.0 += 1;
             } else {
                 e.1 += 1;
+                s.verdicts_cut_short += usize::from(v.starts_with("failed: cut short"));
             }
         }
         if let Some(t) = start_of(c) {
@@ -442,6 +445,7 @@ mod tests {
         // Billable time: answer → hangup.
         assert!((s.call_duration_s.p50 - 2.988).abs() < 1e-9);
         assert_eq!(s.verdicts.get("DtmfChecker"), Some(&(9, 1)));
+        assert_eq!(s.verdicts_cut_short, 1);
         let per = per_second(&cdrs);
         assert_eq!(per[0].rate, 1.0);
         assert_eq!(per[5].erlangs, 3.0);

@@ -359,8 +359,9 @@ struct Inner {
     /// Apps (ids; "" for calls without one) whose calls FreeSWITCH may hold
     /// by itself: they do not act on the answered caller leg.
     fs_hold: Mutex<std::collections::HashSet<String>>,
-    /// Seconds each diagnosed bottleneck was seen, by its text.
-    bottleneck_secs: Mutex<BTreeMap<String, u64>>,
+    /// Seconds each diagnosed party was the bottleneck, with its latest
+    /// diagnosis.
+    bottleneck_secs: Mutex<BTreeMap<String, (u64, String)>>,
     /// Launches fell more than 500 ms behind since the monitor last looked.
     late_recent: std::sync::atomic::AtomicBool,
     /// CDRs of calls that never got a channel.
@@ -427,8 +428,9 @@ pub struct Status {
     /// When the requested rate is not being met, who holds it back (the
     /// latest diagnosis).
     pub bottleneck: Option<String>,
-    /// Seconds each diagnosis held while originating.
-    pub bottleneck_secs: BTreeMap<String, u64>,
+    /// Seconds each party was diagnosed as the bottleneck while
+    /// originating, with its latest diagnosis.
+    pub bottleneck_secs: BTreeMap<String, (u64, String)>,
     /// Originates waiting for their job (the caller's answer) now.
     pub jobs_outstanding: u64,
 }
@@ -826,11 +828,12 @@ async fn monitor(i: Arc<Inner>) {
         };
         if let Some(d) = diagnose(&signals) {
             let text = d.to_string();
-            *i.bottleneck_secs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(text.clone())
-                .or_default() += 1;
+            {
+                let mut g = i.bottleneck_secs.lock().unwrap_or_else(|p| p.into_inner());
+                let e = g.entry(d.party()).or_default();
+                e.0 += 1;
+                e.1 = text.clone();
+            }
             note_bottleneck(&i, Some(text));
         }
     }
@@ -1110,13 +1113,18 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
                         on_answer(&i, &node, &call, (!fs_holds).then_some(hold));
                     }
                     Err(text) => {
-                        let cause = text
-                            .trim()
-                            .trim_start_matches("-ERR")
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or("UNKNOWN")
-                            .to_owned();
+                        // FreeSWITCH's `-ERR CAUSE`, or switchy's own when
+                        // the job never came back.
+                        let cause = if out.done_us == 0 {
+                            "SWITCHY_JOB_TIMEOUT".to_owned()
+                        } else {
+                            text.trim()
+                                .trim_start_matches("-ERR")
+                                .split_whitespace()
+                                .next()
+                                .unwrap_or("UNKNOWN")
+                                .to_owned()
+                        };
                         fail(&i, &call, &cause);
                         // If no leg ever appeared, nothing else ends the
                         // call or writes its CDR (the CDR builder takes the

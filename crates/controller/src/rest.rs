@@ -421,10 +421,10 @@ async fn metrics(State(api): State<Api>) -> Response {
             ));
         }
         s.push_str("# HELP switchy_originator_bottleneck_seconds_total Seconds the requested rate was not met, by the party diagnosed.\n# TYPE switchy_originator_bottleneck_seconds_total counter\n");
-        for (why, n) in &st.bottleneck_secs {
-            let party = why.split(" (").next().unwrap_or(why).replace('"', "'");
+        for (party, (n, _)) in &st.bottleneck_secs {
+            let party = party.replace('"', "'");
             s.push_str(&format!(
-                "switchy_originator_bottleneck_seconds_total{{why=\"{party}\"}} {n}\n"
+                "switchy_originator_bottleneck_seconds_total{{party=\"{party}\"}} {n}\n"
             ));
         }
         s.push_str("# HELP switchy_originator_failures_total Failed calls by hangup cause.\n# TYPE switchy_originator_failures_total counter\n");

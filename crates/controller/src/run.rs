@@ -528,6 +528,16 @@ fn print_summary(s: &switchy_controller::originator::Status, m: &metrics::Summar
             "failed: app verdict",
             verdict_failures.to_string(),
         );
+        if m.verdicts_cut_short > 0 {
+            row(
+                &mut out,
+                "",
+                format!(
+                    "{} of them ended before their app's check finished: hold the calls longer (--duration)",
+                    m.verdicts_cut_short
+                ),
+            );
+        }
     }
     if s.bottleneck_secs.is_empty() {
         row(
@@ -541,10 +551,14 @@ fn print_summary(s: &switchy_controller::originator::Status, m: &metrics::Summar
             }),
         );
     } else {
-        let mut by: Vec<_> = s.bottleneck_secs.iter().collect();
-        by.sort_by(|a, b| b.1.cmp(a.1));
-        for (why, secs) in by {
-            row(&mut out, "BOTTLENECK", format!("{why} ({secs} s)"));
+        let mut by: Vec<_> = s.bottleneck_secs.values().collect();
+        by.sort_by_key(|b| std::cmp::Reverse(b.0));
+        for (secs, why) in by {
+            row(
+                &mut out,
+                "BOTTLENECK",
+                format!("{why} ({secs} of {:.0} s originating)", s.elapsed_s),
+            );
         }
     }
     println!("{out}");
