@@ -179,6 +179,18 @@ impl Real {
             });
     }
 
+    /// Hangs up the caller leg `a` and waits for the whole call to end.
+    async fn hang_up(&self, a: &str, what: &str) {
+        self.ctl
+            .cluster
+            .session(a)
+            .unwrap_or_else(|| panic!("{what}: caller {a} not tracked"))
+            .hangup("NORMAL_CLEARING")
+            .await
+            .unwrap();
+        self.no_sessions(what).await;
+    }
+
     async fn fs(&self, cmd: &str, args: &str) -> String {
         self.ctl.cluster.node("fs1").api(cmd, args).await.unwrap()
     }
@@ -269,14 +281,7 @@ async fn against_a_real_freeswitch() {
     let (a, job) = r.call("tone", "tone").await;
     job.wait().await.expect("TonePlay answered");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    r.ctl
-        .cluster
-        .session(&a)
-        .expect("TonePlay caller")
-        .hangup("NORMAL_CLEARING")
-        .await
-        .unwrap();
-    r.no_sessions("TonePlay").await;
+    r.hang_up(&a, "TonePlay").await;
 
     r.load(
         "playrec",
@@ -329,14 +334,7 @@ async fn against_a_real_freeswitch() {
     let (a, job) = r.call("bridger", "bridger").await;
     job.wait().await.expect("bridged and answered");
     r.counter("bridger.bridged", 1).await;
-    r.ctl
-        .cluster
-        .session(&a)
-        .expect("Bridger caller")
-        .hangup("NORMAL_CLEARING")
-        .await
-        .unwrap();
-    r.no_sessions("Bridger").await;
+    r.hang_up(&a, "Bridger").await;
     r.load(
         "proxier",
         "Proxier",
@@ -346,14 +344,7 @@ async fn against_a_real_freeswitch() {
     let (a, job) = r.call("proxier", "proxier").await;
     job.wait().await.expect("proxied and answered");
     r.counter("proxier.bridged", 1).await;
-    r.ctl
-        .cluster
-        .session(&a)
-        .expect("Proxier caller")
-        .hangup("NORMAL_CLEARING")
-        .await
-        .unwrap();
-    r.no_sessions("Proxier").await;
+    r.hang_up(&a, "Proxier").await;
     assert_eq!(r.ctl.apps.stats().errors, 0, "{:?}", r.ctl.apps.stats());
 
     // 3. Routes: one bridges (to a number another route answers), one
