@@ -36,6 +36,9 @@ ap.add_argument('secs', type=float)
 ap.add_argument('hold', type=float)
 ap.add_argument('--only', choices=['switchy', 'baseline'])
 ap.add_argument('--out', help='append the JSON result here')
+ap.add_argument('--switchy-first', action='store_true',
+                help='run switchy before the baseline (the second client of an invocation measured '
+                     'worse whichever it was: see docs/benchmarks.md)')
 a = ap.parse_args()
 esl = os.environ.get('FS_ESL', '127.0.0.1:8021')
 host, port = esl.rsplit(':', 1)
@@ -206,7 +209,8 @@ def main():
     prev = api('fsctl sps', 'fsctl max_sessions')
     results = {}
     try:
-        for which in ('baseline', 'switchy'):
+        order = ('switchy', 'baseline') if a.switchy_first else ('baseline', 'switchy')
+        for which in order:
             if a.only and a.only != which:
                 continue
             settle()
@@ -219,7 +223,8 @@ def main():
         mx = re.search(r'(\d+)', prev[1])
         if sps and mx:
             api('fsctl sps ' + sps.group(1), 'fsctl max_sessions ' + mx.group(1))
-    out = dict(rate_req=a.rate, secs=a.secs, hold=a.hold, at=time.strftime('%Y-%m-%d %H:%M:%S'), **results)
+    out = dict(rate_req=a.rate, secs=a.secs, hold=a.hold, at=time.strftime('%Y-%m-%d %H:%M:%S'),
+               order=list(results), **results)
     b, s = results.get('baseline'), results.get('switchy')
     print('\n== FreeSWITCH bench: %g calls/s requested for %g s, calls held %g s ==' % (a.rate, a.secs, a.hold))
     fmt = '  %-32s %12s %12s'
