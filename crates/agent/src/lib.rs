@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod cpu;
 pub mod esl;
 pub mod outbox;
 pub mod tls;
@@ -323,7 +324,8 @@ async fn command_conn_loop(st: Arc<AgentState>, i: usize) {
 /// FreeSWITCH's idle CPU and sessions, and the agent adds FreeSWITCH's own
 /// process CPU when it can see the process.
 async fn probe_loop(st: Arc<AgentState>) {
-    let mut cpu = FsCpu::default();
+    // FreeSWITCH's own CPU (the agent runs beside it).
+    let mut cpu = cpu::ProcessCpu::named("freeswitch");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     loop {
         tokio::time::sleep(st.config.status_probe).await;
@@ -343,7 +345,7 @@ async fn probe_loop(st: Arc<AgentState>) {
                 l.at_us = now_us();
                 l.status_us = l.at_us.saturating_sub(t0);
                 l.cores = cores;
-                l.fs_cpu_hundredths = cpu.sample();
+                l.fs_cpu_hundredths = cpu.sample().map(|pct| (pct * 100.0).round() as u32);
                 *st.load.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
                 if let EslState::Degraded(_) = st.status() {
                     st.set_status(st.up_state());
@@ -358,60 +360,6 @@ async fn probe_loop(st: Arc<AgentState>) {
             Err(_) => {}
         }
     }
-}
-
-/// FreeSWITCH's process CPU, from `/proc/<pid>/stat` of the process named
-/// `freeswitch` on this host (the agent runs beside it).
-#[derive(Default)]
-struct FsCpu {
-    pid: Option<u32>,
-    last: Option<(u64, std::time::Instant)>,
-}
-
-impl FsCpu {
-    fn sample(&mut self) -> Option<u32> {
-        if self.pid.is_none() {
-            self.pid = find_process("freeswitch");
-        }
-        let pid = self.pid?;
-        let Some(ticks) = process_cpu_ticks(pid) else {
-            // Gone (restarted): look again next time.
-            self.pid = None;
-            self.last = None;
-            return None;
-        };
-        let now = std::time::Instant::now();
-        let prev = self.last.replace((ticks, now));
-        let (t0, at) = prev?;
-        let secs = now.duration_since(at).as_secs_f64();
-        (secs > 0.0).then(|| {
-            let used = ticks.saturating_sub(t0) as f64 / CLOCK_TICKS;
-            (used / secs * 10_000.0).round() as u32
-        })
-    }
-}
-
-/// Linux's USER_HZ (the unit of `/proc/<pid>/stat` times).
-const CLOCK_TICKS: f64 = 100.0;
-
-/// utime + stime of a process, in clock ticks.
-pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = s.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// The pid of the process whose `comm` is `name` (the lowest, if several).
-pub fn find_process(name: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|d| d.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .min()
 }
 
 impl AgentState {

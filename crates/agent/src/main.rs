@@ -135,11 +135,9 @@ fn resolve(a: Args) -> anyhow::Result<AgentConfig> {
         c.event_poke = Duration::from_millis(ms);
     }
     if let Some(fmt) = a.event_format.or(f.esl.event_format) {
-        c.event_format = match fmt.to_ascii_lowercase().as_str() {
-            "plain" => switchy_protocol::esl::EventFormat::Plain,
-            "json" => switchy_protocol::esl::EventFormat::Json,
-            other => anyhow::bail!("event_format {other:?} must be plain or json"),
-        };
+        c.event_format = switchy_protocol::esl::EventFormat::from_keyword(&fmt)
+            .filter(|f| *f != switchy_protocol::esl::EventFormat::Xml)
+            .ok_or_else(|| anyhow::anyhow!("event_format {fmt:?} must be plain or json"))?;
     }
     if let Some(m) = a.read_ahead.or(f.buffer.read_ahead) {
         c.read_ahead = m;

@@ -5,7 +5,6 @@
 //! tested without a cluster.
 
 use serde::Serialize;
-use std::time::Instant;
 
 /// What one node looks like this second.
 #[derive(Clone, Debug, Default)]
@@ -192,30 +191,6 @@ pub fn diagnose(s: &Signals) -> Option<Diagnosis> {
         });
     }
     Some(Diagnosis::LateLaunches)
-}
-
-/// This process's CPU use between samples, % of one core.
-pub struct CpuSampler {
-    last: Option<(u64, Instant)>,
-}
-
-impl Default for CpuSampler {
-    fn default() -> Self {
-        CpuSampler {
-            last: switchy_agent::process_cpu_ticks(std::process::id()).map(|t| (t, Instant::now())),
-        }
-    }
-}
-
-impl CpuSampler {
-    /// % of one core since the previous call (None off Linux).
-    pub fn sample(&mut self) -> Option<f64> {
-        let t = switchy_agent::process_cpu_ticks(std::process::id())?;
-        let now = Instant::now();
-        let (t0, at) = self.last.replace((t, now))?;
-        let secs = now.duration_since(at).as_secs_f64();
-        (secs > 0.0).then(|| t.saturating_sub(t0) as f64 / 100.0 / secs * 100.0)
-    }
 }
 
 #[cfg(test)]

@@ -436,6 +436,18 @@ impl Cluster {
         set.into_iter().collect()
     }
 
+    /// True when some part of the controller asks for `event` (or `ALL`),
+    /// without building the whole set (a check on a hot path).
+    pub fn demands(&self, event: &str) -> bool {
+        self.inner
+            .demand
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flatten()
+            .any(|e| e == event || e.eq_ignore_ascii_case("ALL"))
+    }
+
     /// Sets what `part` (the tracker, the apps, the router …) needs; when
     /// the union changes every connected agent subscribes the new set and
     /// unsubscribes what nobody needs any more (each agent that connects

@@ -788,8 +788,8 @@ fn note_bottleneck(i: &Inner, why: Option<String>) {
 /// met, diagnose who holds it back (see [`crate::bottleneck`]) and count
 /// the seconds each party was to blame.
 async fn monitor(i: Arc<Inner>) {
-    use crate::bottleneck::{CpuSampler, NodeSignal, Signals, diagnose};
-    let mut cpu = CpuSampler::default();
+    use crate::bottleneck::{NodeSignal, Signals, diagnose};
+    let mut cpu = switchy_agent::cpu::ProcessCpu::own();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -152,11 +152,9 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         tracking: a.tracking,
         ..ClusterConfig::default()
     };
-    let event_format = match a.event_format.to_ascii_lowercase().as_str() {
-        "plain" => switchy_protocol::esl::EventFormat::Plain,
-        "json" => switchy_protocol::esl::EventFormat::Json,
-        other => anyhow::bail!("--event-format {other:?}: use plain or json"),
-    };
+    let event_format = switchy_protocol::esl::EventFormat::from_keyword(&a.event_format)
+        .filter(|f| *f != switchy_protocol::esl::EventFormat::Xml)
+        .ok_or_else(|| anyhow::anyhow!("--event-format {:?}: use plain or json", a.event_format))?;
     if a.command_connections == 0 {
         anyhow::bail!("--command-connections must be at least 1");
     }

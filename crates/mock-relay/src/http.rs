@@ -124,10 +124,15 @@ async fn journal_reset(State(c): State<Shared>) -> Json<Value> {
 }
 
 async fn connections(State(c): State<Shared>) -> Json<Value> {
+    per_node(&c, "connections").await
+}
+
+/// `{"nodes": [{"node": i, key: …}]}` from every node's snapshot.
+async fn per_node(c: &Shared, key: &str) -> Json<Value> {
     let mut all = Vec::new();
     for i in 0..c.infos.len() {
-        let s = snapshot(&c, i).await;
-        all.push(json!({"node": i, "connections": s.get("connections")}));
+        let s = snapshot(c, i).await;
+        all.push(json!({"node": i, key: s.get(key)}));
     }
     Json(json!({"nodes": all}))
 }
@@ -147,12 +152,7 @@ async fn channels(State(c): State<Shared>) -> Json<Value> {
 /// serialized, commands, legs, CPU charged), per call, and the call rate
 /// its cores would sustain under the cost model.
 async fn cost(State(c): State<Shared>) -> Json<Value> {
-    let mut all = Vec::new();
-    for i in 0..c.infos.len() {
-        let s = snapshot(&c, i).await;
-        all.push(json!({"node": i, "cost": s.get("cost")}));
-    }
-    Json(json!({"nodes": all}))
+    per_node(&c, "cost").await
 }
 
 #[derive(Deserialize)]

@@ -726,12 +726,7 @@ impl MgrInner {
     /// A wait on an event no loaded app declared: subscribe it from now on
     /// (the wait itself may time out if the event comes first).
     fn ensure_subscribed(&self, event: &str) {
-        if self
-            .cluster
-            .wanted_events()
-            .iter()
-            .any(|e| e == event || e == "ALL")
-        {
+        if self.cluster.demands(event) {
             return;
         }
         tracing::warn!(
