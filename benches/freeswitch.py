@@ -21,6 +21,11 @@ answered call (utime+stime of the freeswitch process from /proc, over the
 client's whole run). Then the ratios. Env: FS_ESL (127.0.0.1:8021),
 FS_DEST (doggy@127.0.0.1:5080), BASELINE_EVENTS (the baseline's default),
 SWITCHY_ARGS (extra `run` flags), SWITCHY_BIN.
+
+--restart-fs restarts FreeSWITCH before each client (FS_PREFIX, default
+/opt/freeswitch, the build script's PREFIX; FS_FLAGS as for the build
+script's `start`), so that neither client inherits the other's drift: the
+CPU FreeSWITCH spends per call grows over a session of runs.
 """
 import argparse, io, json, os, runpy, socket, sqlite3, subprocess, sys, time, contextlib
 
@@ -39,6 +44,8 @@ ap.add_argument('--out', help='append the JSON result here')
 ap.add_argument('--switchy-first', action='store_true',
                 help='run switchy before the baseline (the second client of an invocation measured '
                      'worse whichever it was: see docs/benchmarks.md)')
+ap.add_argument('--restart-fs', action='store_true',
+                help='restart FreeSWITCH before each client (FS_PREFIX, default /opt/freeswitch)')
 a = ap.parse_args()
 esl = os.environ.get('FS_ESL', '127.0.0.1:8021')
 host, port = esl.rsplit(':', 1)
@@ -80,6 +87,36 @@ def fs_pid():
         sys.exit('no freeswitch process on this host: build and start it with '
                  '../shared/tools/freeswitch/build.sh (see its README)')
     return int(p[0])
+
+
+def restart_fs():
+    """Stop FreeSWITCH, start it again as the build script does, and wait
+    until its external profile runs; the new pid."""
+    prefix = os.environ.get('FS_PREFIX', '/opt/freeswitch')
+    fs = os.path.join(prefix, 'bin', 'freeswitch')
+    old = fs_pid()
+    subprocess.run([fs, '-stop'], capture_output=True)
+    for _ in range(300):
+        if not os.path.exists('/proc/%d' % old):
+            break
+        time.sleep(0.1)
+    else:
+        sys.exit('FreeSWITCH %d did not stop within 30 s' % old)
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, hard), hard))
+    subprocess.run([fs] + os.environ.get('FS_FLAGS', '-nc -nonat').split(), capture_output=True, check=True)
+    for _ in range(600):
+        try:
+            if any('external' in l and 'RUNNING' in l for l in api('sofia status')[0].splitlines()):
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    else:
+        sys.exit('FreeSWITCH did not come back with its external profile within 60 s')
+    time.sleep(2)
+    return fs_pid()
 
 
 def settle():
@@ -213,6 +250,8 @@ def main():
         for which in order:
             if a.only and a.only != which:
                 continue
+            if a.restart_fs:
+                pid = restart_fs()
             settle()
             api('fsctl sps 10000', 'fsctl max_sessions 10000')
             results[which] = (run_baseline if which == 'baseline' else run_switchy)(pid)
@@ -221,7 +260,7 @@ def main():
         import re
         sps = re.search(r'(\d+)', prev[0])
         mx = re.search(r'(\d+)', prev[1])
-        if sps and mx:
+        if sps and mx and not a.restart_fs:
             api('fsctl sps ' + sps.group(1), 'fsctl max_sessions ' + mx.group(1))
     out = dict(rate_req=a.rate, secs=a.secs, hold=a.hold, at=time.strftime('%Y-%m-%d %H:%M:%S'),
                order=list(results), **results)

@@ -2,7 +2,7 @@
 # switchy against a real FreeSWITCH, side by side with the raw baseline
 # script, in one invocation (see benches/freeswitch.py for what is measured).
 #
-#   benches/freeswitch.sh RATE SECS HOLD [--only switchy|baseline] [--switchy-first] [--out results.jsonl]
+#   benches/freeswitch.sh RATE SECS HOLD [--only switchy|baseline] [--switchy-first] [--restart-fs] [--out results.jsonl]
 #   e.g. benches/freeswitch.sh 100 30 2
 #
 # Needs a FreeSWITCH on this host built and started with
