@@ -292,9 +292,11 @@ async fn controller_restart_loses_no_channel_event() {
     let seen: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
     let watch = |c: &switchy_controller::Controller,
                  seen: Arc<Mutex<HashSet<(String, String)>>>| {
-        let mut rx = c.cluster.subscribe();
+        let mut rx =
+            c.cluster
+                .subscribe("test", switchy_controller::pipeline::Feed::Everything, 1024);
         tokio::spawn(async move {
-            while let Ok(ev) = rx.recv().await {
+            while let Some(ev) = rx.recv().await {
                 if let ClusterEvent::Event(_, e) = ev
                     && e.event_name().is_some_and(|n| n.starts_with("CHANNEL_"))
                 {

@@ -6,6 +6,7 @@
 //! batch is retried, then logged with the rows it held.
 
 use crate::cluster::{Cluster, ClusterEvent};
+use crate::pipeline::Feed;
 use crate::tracker::Finished;
 use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
@@ -85,6 +86,8 @@ pub struct CdrStore {
     sqlite: bool,
     /// The URL (password elided).
     pub url: String,
+    /// Extra time each batch insert takes (to test a slow store).
+    insert_delay: Duration,
 }
 
 fn elide(url: &str) -> String {
@@ -148,11 +151,22 @@ impl CdrStore {
             pool,
             sqlite,
             url: elide(url),
+            insert_delay: Duration::ZERO,
         })
+    }
+
+    /// Makes every batch insert take `d` longer: a slow store, for tests
+    /// and rehearsals of backpressure.
+    pub fn with_insert_delay(mut self, d: Duration) -> CdrStore {
+        self.insert_delay = d;
+        self
     }
 
     /// Inserts rows in one transaction (multi-row INSERTs).
     pub async fn insert(&self, rows: &[Cdr]) -> Result<(), sqlx::Error> {
+        if !self.insert_delay.is_zero() {
+            tokio::time::sleep(self.insert_delay).await;
+        }
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(500) {
             // PostgreSQL needs `$N` (the Any QueryBuilder writes `?`, which
@@ -304,12 +318,20 @@ pub struct CdrCounters {
 /// Builds CDRs from the cluster's finished sessions and writes them in
 /// batches.
 pub struct CdrWriter {
-    tx: Option<mpsc::UnboundedSender<Cdr>>,
+    tx: Option<mpsc::Sender<Cdr>>,
     /// Counters.
     pub counters: Arc<CdrCounters>,
     writer: Option<tokio::task::JoinHandle<()>>,
     builder: tokio::task::JoinHandle<()>,
+    /// Tells the builder to take what is queued and stop.
+    drain: Option<tokio::sync::oneshot::Sender<()>>,
 }
+
+/// Rows queued for the store before the builder waits for it (and so the
+/// cluster, and the agents, wait too).
+const WRITER_QUEUE: usize = 8192;
+/// Finished sessions queued for the builder.
+const BUILDER_QUEUE: usize = 8192;
 
 fn opt(v: u64) -> Option<i64> {
     (v > 0).then_some(v as i64)
@@ -364,15 +386,15 @@ pub fn build_cdr(legs: &[Finished], launch: Option<&Launch>) -> Option<Cdr> {
 /// Where the Originator sends the CDR of a call that never got a channel.
 #[derive(Clone)]
 pub struct CdrSink {
-    tx: mpsc::UnboundedSender<Cdr>,
+    tx: mpsc::Sender<Cdr>,
     counters: Arc<CdrCounters>,
 }
 
 impl CdrSink {
-    /// Queues a row.
-    pub fn push(&self, c: Cdr) {
+    /// Queues a row, waiting while the store is behind.
+    pub async fn push(&self, c: Cdr) {
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(c).is_err() {
+        if self.tx.send(c).await.is_err() {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("CDR writer already closed: a failed call's CDR was not stored");
         }
@@ -391,7 +413,7 @@ impl CdrWriter {
     /// Starts building CDRs from `cluster`'s finished calls into `store`.
     pub fn start(cluster: &Cluster, store: CdrStore, launches: Launches) -> CdrWriter {
         let counters = Arc::new(CdrCounters::default());
-        let (tx, mut rx) = mpsc::unbounded_channel::<Cdr>();
+        let (tx, mut rx) = mpsc::channel::<Cdr>(WRITER_QUEUE);
         let c2 = counters.clone();
         let writer = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(4096);
@@ -412,25 +434,35 @@ impl CdrWriter {
             }
             write_batch(&store, &mut batch, &c2).await;
         });
-        let mut events = cluster.subscribe();
+        let mut events = cluster.subscribe("cdr", Feed::Ends, BUILDER_QUEUE);
         let cluster2 = cluster.clone();
         let tx2 = tx.clone();
         let c3 = counters.clone();
+        let (drain, mut drain_rx) = tokio::sync::oneshot::channel::<()>();
         let builder = tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
             let mut pending: HashMap<String, Vec<Finished>> = HashMap::new();
+            let mut draining = false;
             loop {
-                let f = match events.recv().await {
-                    Ok(ClusterEvent::Finished(f)) => f,
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::error!(
-                            lost = n,
-                            "CDR builder fell behind the event stream: some calls may lack a CDR"
-                        );
-                        continue;
+                let ev = if draining {
+                    match events.try_recv() {
+                        Ok(ev) => ev,
+                        Err(_) => break,
                     }
-                    Err(RecvError::Closed) => break,
+                } else {
+                    tokio::select! {
+                        biased;
+                        ev = events.recv() => match ev {
+                            Some(ev) => ev,
+                            None => break,
+                        },
+                        _ = &mut drain_rx => {
+                            draining = true;
+                            continue;
+                        }
+                    }
+                };
+                let ClusterEvent::Finished(f) = ev else {
+                    continue;
                 };
                 let call = f.session.call.clone();
                 let ended = f.call_ended;
@@ -446,7 +478,10 @@ impl CdrWriter {
                             cdr.verdict = Some(v.to_string());
                         }
                         c3.queued.fetch_add(1, Ordering::Relaxed);
-                        let _ = tx2.send(cdr);
+                        if tx2.send(cdr).await.is_err() {
+                            c3.queued.fetch_sub(1, Ordering::Relaxed);
+                            tracing::error!(call = %call, "CDR writer gone: this call's CDR was not stored");
+                        }
                     }
                 }
             }
@@ -456,6 +491,7 @@ impl CdrWriter {
             counters,
             writer: Some(writer),
             builder,
+            drain: Some(drain),
         }
     }
 
@@ -471,9 +507,10 @@ impl CdrWriter {
     /// Sinks handed out must be dropped first (the Originator's are, when
     /// it is dropped).
     pub async fn close(mut self) -> u64 {
-        // Let the builder drain events already published.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.builder.abort();
+        // The builder takes every end already published, then stops.
+        if let Some(d) = self.drain.take() {
+            let _ = d.send(());
+        }
         let _ = (&mut self.builder).await;
         drop(self.tx.take());
         if let Some(w) = self.writer.take() {

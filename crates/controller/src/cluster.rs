@@ -1,6 +1,7 @@
 //! The cluster: the QUIC server agents connect to, the node registry, the
 //! tracker, jobs, and the Rust API (`Node`, `Session`, `Job`).
 
+use crate::pipeline::{Feed, Observer, Pipeline};
 use crate::tracker::{Finished, Tracker};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use switchy_protocol::wire::{
     self, AgentMsg, CommandKind, CommandRequest, CommandResponse, ControllerMsg, EslState, Profile,
     WIRE_VERSION,
 };
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 pub use switchy_protocol::wire::{CORE_EVENTS, NodeLoad, TRACKER_LIVE, TRACKER_MINIMAL};
 
@@ -186,7 +187,11 @@ pub(crate) struct Inner {
     next_cmd: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) instance: String,
-    pub(crate) events: broadcast::Sender<ClusterEvent>,
+    /// Where events and ends go, in tracker order.
+    pub(crate) pipeline: Pipeline,
+    /// Held from applying events to the tracker until they are published,
+    /// so every consumer sees the tracker's order across nodes.
+    order: tokio::sync::Mutex<()>,
     /// Events each part of the controller needs (the tracker, the apps,
     /// …), by part; every agent subscribes their union.
     demand: std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>,
@@ -269,10 +274,6 @@ pub enum CommandError {
 impl Cluster {
     /// A cluster with no nodes yet.
     pub fn new(config: ClusterConfig) -> Cluster {
-        // Subscribers (apps, CDRs, the Originator) keep up in normal
-        // operation; the ring holds the last events until overwritten, so
-        // its size is also memory (~5 KB per event).
-        let (events, _) = broadcast::channel(16_384);
         let tracking = config.tracking;
         Cluster {
             inner: Arc::new(Inner {
@@ -283,7 +284,8 @@ impl Cluster {
                 next_cmd: AtomicU64::new(1),
                 counters: Counters::default(),
                 instance: uuid::Uuid::new_v4().to_string(),
-                events,
+                pipeline: Pipeline::default(),
+                order: tokio::sync::Mutex::new(()),
                 demand: std::sync::Mutex::new(
                     [(
                         "tracker".to_owned(),
@@ -298,9 +300,27 @@ impl Cluster {
         }
     }
 
-    /// Subscribes to cluster events.
-    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
-        self.inner.events.subscribe()
+    /// A lossless consumer of cluster events (see [`Pipeline::subscribe`]):
+    /// while its queue of `capacity` is full the cluster waits for it, and
+    /// the agents' acknowledgements with it.
+    pub fn subscribe(
+        &self,
+        name: &str,
+        feed: Feed,
+        capacity: usize,
+    ) -> mpsc::Receiver<ClusterEvent> {
+        self.inner.pipeline.subscribe(name, feed, capacity)
+    }
+
+    /// A best-effort observer of cluster events (never slows the cluster;
+    /// what it misses is counted in `/metrics`).
+    pub fn observe(&self) -> Observer {
+        self.inner.pipeline.observe()
+    }
+
+    /// The event fan-out (for its counters).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
     }
 
     /// Counters.
@@ -489,17 +509,25 @@ impl Cluster {
         }
     }
 
-    fn publish(&self, ev: ClusterEvent) {
-        let _ = self.inner.events.send(ev);
-    }
-
-    /// Publishes synthetic ends; call it with the tracker lock held so
-    /// observers see them in tracker order.
-    fn finished(&self, fs: Vec<Finished>) {
-        for f in fs {
-            tracing::info!(node = %f.session.node, session = %f.session.uuid, cause = %f.cause, "session closed out");
-            self.publish(ClusterEvent::Finished(Arc::new(f)));
-        }
+    /// Changes the tracker with `f` and publishes the ends it returns,
+    /// holding the order lock throughout (synthetic ends: restart, resync,
+    /// reaper).
+    async fn close_out(&self, f: impl FnOnce(&mut Tracker) -> Vec<Finished>) -> usize {
+        let _order = self.inner.order.lock().await;
+        let fs = {
+            let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut t)
+        };
+        let n = fs.len();
+        let evs = fs
+            .into_iter()
+            .map(|f| {
+                tracing::info!(node = %f.session.node, session = %f.session.uuid, cause = %f.cause, "session closed out");
+                ClusterEvent::Finished(Arc::new(f))
+            })
+            .collect();
+        self.inner.pipeline.publish(evs).await;
+        n
     }
 
     /// Starts the QUIC listener for agents; returns its bound address.
@@ -535,16 +563,14 @@ impl Cluster {
                 .clamp(Duration::from_millis(100), Duration::from_secs(60));
             loop {
                 tokio::time::sleep(every).await;
-                let mut t = me.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
-                let reaped = t.reap(me.inner.config.max_channel_age.as_micros() as u64);
-                if !reaped.is_empty() {
+                let age = me.inner.config.max_channel_age.as_micros() as u64;
+                let reaped = me.close_out(|t| t.reap(age)).await;
+                if reaped > 0 {
                     tracing::warn!(
-                        count = reaped.len(),
+                        count = reaped,
                         "reaped channels that never received CHANNEL_DESTROY"
                     );
                 }
-                me.finished(reaped);
-                drop(t);
             }
         });
         Ok(Listener {
@@ -647,7 +673,7 @@ impl Cluster {
             }
         }
         if let Some(core) = &hello.core_uuid {
-            self.core_seen(&node_id, core);
+            self.core_seen(&node_id, core).await;
         }
         let welcome = ControllerMsg::Welcome {
             wire_version: WIRE_VERSION,
@@ -675,7 +701,7 @@ impl Cluster {
             match msg {
                 AgentMsg::Events(batch) => {
                     let upto = batch.last().map(|e| e.seq).unwrap_or(0);
-                    self.apply_batch(&node_id, batch);
+                    self.apply_batch(&node_id, batch).await;
                     if let Ok(b) = wire::encode(&ControllerMsg::Ack { upto })
                         && send.write_all(&b).await.is_err()
                     {
@@ -683,14 +709,13 @@ impl Cluster {
                     }
                 }
                 AgentMsg::Snapshot(s) => {
-                    self.core_seen(&node_id, &s.core_uuid);
-                    let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
-                    let fs = t.resync(&node_id, &s.core_uuid, &s.channels);
-                    tracing::info!(node = %node_id, channels = s.channels.len(), closed = fs.len(), "resynced from snapshot");
-                    self.finished(fs);
-                    drop(t);
+                    self.core_seen(&node_id, &s.core_uuid).await;
+                    let closed = self
+                        .close_out(|t| t.resync(&node_id, &s.core_uuid, &s.channels))
+                        .await;
+                    tracing::info!(node = %node_id, channels = s.channels.len(), closed, "resynced from snapshot");
                 }
-                AgentMsg::Status(st) => self.status(&node_id, st),
+                AgentMsg::Status(st) => self.status(&node_id, st).await,
                 AgentMsg::Heartbeat {
                     dropped,
                     buffered,
@@ -720,7 +745,7 @@ impl Cluster {
         }
     }
 
-    fn core_seen(&self, node: &str, core: &str) {
+    async fn core_seen(&self, node: &str, core: &str) {
         if core.is_empty() {
             return;
         }
@@ -737,16 +762,13 @@ impl Cluster {
         };
         if changed {
             tracing::warn!(node = %node, core_uuid = %core, "FreeSWITCH restarted (new Core-UUID): closing out its old channels");
-            let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
-            let fs = t.node_restarted(node, core);
-            self.finished(fs);
-            drop(t);
+            self.close_out(|t| t.node_restarted(node, core)).await;
         }
     }
 
-    fn status(&self, node: &str, st: EslState) {
+    async fn status(&self, node: &str, st: EslState) {
         if let EslState::Up { core_uuid, .. } = &st {
-            self.core_seen(node, core_uuid);
+            self.core_seen(node, core_uuid).await;
         }
         let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
         let Some(e) = g.get_mut(node) else { return };
@@ -771,7 +793,12 @@ impl Cluster {
         tracing::info!(node = %node, esl = %e.info.esl, "node status");
     }
 
-    fn apply_batch(&self, node: &str, batch: Vec<wire::WireEvent>) {
+    /// Applies a batch to the tracker and publishes it; returns once every
+    /// lossless consumer has taken it (only then is it acknowledged).
+    async fn apply_batch(&self, node: &str, batch: Vec<wire::WireEvent>) {
+        let order = self.inner.order.lock().await;
+        let mut out = Vec::with_capacity(batch.len() + 4);
+        let mut jobs = Vec::new();
         let applied_before = {
             let g = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner());
             g.get(node).map_or(0, |e| e.applied_seq)
@@ -797,14 +824,11 @@ impl Cluster {
                 }
             };
             {
-                // Publish under the tracker lock: observers (the CDR
-                // builder, apps) see events and ends in the order the
-                // tracker applied them, across nodes.
                 let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
                 let finished = t.apply(node, &e);
-                self.publish(ClusterEvent::Event(node.to_owned(), e.clone()));
+                out.push(ClusterEvent::Event(node.to_owned(), e.clone()));
                 if let Some(f) = finished {
-                    self.publish(ClusterEvent::Finished(Arc::new(f)));
+                    out.push(ClusterEvent::Finished(Arc::new(f)));
                 }
             }
             let now = now_us();
@@ -826,9 +850,27 @@ impl Cluster {
                     n.info.heartbeat_idle_cpu = idle.or(n.info.heartbeat_idle_cpu);
                 }
             }
-            if e.event_name() == Some("BACKGROUND_JOB")
-                && let Some(job) = e.job_uuid()
-            {
+            if e.event_name() == Some("BACKGROUND_JOB") && e.job_uuid().is_some() {
+                jobs.push((e.clone(), rx_us));
+            }
+        }
+        // Consumers see the batch (a job's channel events included) before
+        // anyone waiting for a job of it learns the result.
+        self.inner.pipeline.publish(out).await;
+        self.inner
+            .counters
+            .events
+            .fetch_add(count, Ordering::Relaxed);
+        {
+            let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = g.get_mut(node) {
+                e.applied_seq = e.applied_seq.max(last);
+                e.info.events += count;
+            }
+        }
+        drop(order);
+        for (e, rx_us) in jobs {
+            if let Some(job) = e.job_uuid() {
                 let tx = self
                     .inner
                     .jobs
@@ -844,15 +886,6 @@ impl Cluster {
                     let _ = tx.send((r, rx_us));
                 }
             }
-        }
-        self.inner
-            .counters
-            .events
-            .fetch_add(count, Ordering::Relaxed);
-        let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = g.get_mut(node) {
-            e.applied_seq = e.applied_seq.max(last);
-            e.info.events += count;
         }
     }
 

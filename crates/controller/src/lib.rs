@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod metrics;
 pub mod openapi;
 pub mod originator;
+pub mod pipeline;
 pub mod rest;
 pub mod router;
 pub mod tls;

@@ -6,6 +6,7 @@
 
 use crate::cdr::{Cdr, CdrSink, Launch, Launches};
 use crate::cluster::{Cluster, ClusterEvent};
+use crate::pipeline::Feed;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1131,7 +1132,7 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
                         // launch entry when it writes one).
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         if i.cluster.forget_pending(&call) {
-                            no_channel_cdr(&i, &call, &node, &cause);
+                            no_channel_cdr(&i, &call, &node, &cause).await;
                         }
                     }
                 }
@@ -1140,7 +1141,7 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
                 tracing::warn!(node = %node, error = %e, "originate not sent");
                 fail(&i, &call, "SWITCHY_COMMAND_FAILED");
                 i.cluster.forget_pending(&call);
-                no_channel_cdr(&i, &call, &node, "SWITCHY_COMMAND_FAILED");
+                no_channel_cdr(&i, &call, &node, "SWITCHY_COMMAND_FAILED").await;
             }
         }
     });
@@ -1148,7 +1149,7 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
 
 /// A call that failed before any channel existed: ends it and writes its
 /// CDR from what the Originator knows.
-fn no_channel_cdr(i: &Inner, call: &str, node: &str, cause: &str) {
+async fn no_channel_cdr(i: &Inner, call: &str, node: &str, cause: &str) {
     let launch = i
         .launches
         .lock()
@@ -1169,7 +1170,8 @@ fn no_channel_cdr(i: &Inner, call: &str, node: &str, cause: &str) {
             active_sessions: l.active_sessions,
             erlangs: l.erlangs,
             ..Cdr::default()
-        });
+        })
+        .await;
     }
 }
 
@@ -1229,79 +1231,24 @@ fn on_answer(i: &Arc<Inner>, node: &str, uuid: &str, hold: Option<f64>) {
     });
 }
 
-/// After the event stream lagged, what the lost events would have said,
-/// from the tracker (which lost nothing): answered calls get their hangup,
-/// and calls whose channel existed but is gone are over. Without this a
-/// lost CHANNEL_ANSWER left a call up forever and a lost end kept the run
-/// waiting for it.
-fn reconcile(i: &Arc<Inner>) {
-    let ids: Vec<(String, String, bool)> = {
-        let live = i.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.calls
-            .iter()
-            .map(|(c, n)| (c.clone(), n.clone(), live.originated.contains(c)))
-            .collect()
-    };
-    let (gone, answered) = i.cluster.with_tracker(|t| {
-        let (mut gone, mut answered) = (Vec::new(), Vec::new());
-        for (id, node, originated) in ids {
-            match t.session(&id) {
-                Some(s) if s.answered_us > 0 => answered.push((id, node)),
-                Some(_) => {}
-                None if originated && t.call(&id).is_none() => gone.push(id),
-                None => {}
-            }
-        }
-        (gone, answered)
-    });
-    if !gone.is_empty() || !answered.is_empty() {
-        tracing::warn!(
-            ended = gone.len(),
-            answered = answered.len(),
-            "originator caught up with the tracker after losing events"
-        );
-    }
-    for id in gone {
-        end_call(i, &id);
-    }
-    let hold = i.cfg.lock().unwrap_or_else(|p| p.into_inner()).hold_secs();
-    for (id, node) in answered {
-        on_answer(i, &node, &id, Some(hold));
-    }
-}
-
 /// Follows our calls: last leg gone → the call is over (answers come with
-/// the originate's job).
+/// the originate's job). A lossless consumer: no end is ever missed.
 async fn watch_calls(i: Arc<Inner>) {
-    use tokio::sync::broadcast::error::RecvError;
-    let mut rx = i.cluster.subscribe();
-    loop {
-        match rx.recv().await {
-            Ok(ClusterEvent::Event(..)) => {}
-            Ok(ClusterEvent::Finished(f)) => {
-                if f.call_ended {
-                    let call = &f.session.call;
-                    let was_ours = i
-                        .live
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .calls
-                        .contains_key(call);
-                    if was_ours {
-                        end_call(&i, call);
-                    }
-                }
+    let mut rx = i.cluster.subscribe("originator", Feed::Ends, 8192);
+    while let Some(ev) = rx.recv().await {
+        if let ClusterEvent::Finished(f) = ev
+            && f.call_ended
+        {
+            let call = &f.session.call;
+            let was_ours = i
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .calls
+                .contains_key(call);
+            if was_ours {
+                end_call(&i, call);
             }
-            Err(RecvError::Lagged(n)) => {
-                note_bottleneck(
-                    &i,
-                    Some(format!(
-                        "the controller's event stream lagged ({n} events lost to the originator)"
-                    )),
-                );
-                reconcile(&i);
-            }
-            Err(RecvError::Closed) => return,
         }
     }
 }

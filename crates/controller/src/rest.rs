@@ -276,6 +276,64 @@ async fn metrics(State(api): State<Api>) -> Response {
         "counter",
         vec![(String::new(), c.duplicates.load(Ordering::Relaxed))],
     );
+    let consumers = api.cluster.pipeline().consumers();
+    put(
+        "switchy_pipeline_queued_events",
+        "Events queued for each lossless consumer (CDRs, the Originator, apps).",
+        "gauge",
+        consumers
+            .iter()
+            .map(|c| (format!("{{consumer=\"{}\"}}", c.name), c.queued as u64))
+            .collect(),
+    );
+    put(
+        "switchy_pipeline_delivered_events_total",
+        "Events handed to each lossless consumer.",
+        "counter",
+        consumers
+            .iter()
+            .map(|c| {
+                (
+                    format!("{{consumer=\"{}\"}}", c.name),
+                    c.stats.delivered.load(Ordering::Relaxed),
+                )
+            })
+            .collect(),
+    );
+    put(
+        "switchy_pipeline_backpressure_waits_total",
+        "Times the event pipeline waited for a full consumer (backpressure: nothing is dropped).",
+        "counter",
+        consumers
+            .iter()
+            .map(|c| {
+                (
+                    format!("{{consumer=\"{}\"}}", c.name),
+                    c.stats.waits.load(Ordering::Relaxed),
+                )
+            })
+            .collect(),
+    );
+    put(
+        "switchy_pipeline_backpressure_wait_ms_total",
+        "Time the event pipeline spent waiting for each consumer, ms.",
+        "counter",
+        consumers
+            .iter()
+            .map(|c| {
+                (
+                    format!("{{consumer=\"{}\"}}", c.name),
+                    c.stats.waited_us.load(Ordering::Relaxed) / 1000,
+                )
+            })
+            .collect(),
+    );
+    put(
+        "switchy_observer_lagged_events_total",
+        "Events best-effort observers (live views) missed.",
+        "counter",
+        vec![(String::new(), api.cluster.pipeline().observer_lagged())],
+    );
     put(
         "switchy_sessions",
         "Live sessions.",

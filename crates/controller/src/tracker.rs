@@ -18,7 +18,7 @@ const HISTORY: usize = 64;
 const FINISHED: usize = 2_000;
 
 /// One channel.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Session {
     /// `Unique-ID`.
     pub uuid: String,
@@ -138,7 +138,7 @@ pub struct Call {
 }
 
 /// A session that ended, for CDRs.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Finished {
     /// The session at its end.
     pub session: Session,

@@ -444,8 +444,6 @@ pub struct AppStats {
     pub errors: u64,
     /// Callbacks that panicked.
     pub panics: u64,
-    /// Events lost because the dispatcher fell behind.
-    pub lagged: u64,
     /// App-defined counters (`app_id.name`).
     pub counters: std::collections::BTreeMap<String, u64>,
 }
@@ -460,7 +458,6 @@ struct MgrInner {
     callbacks: AtomicU64,
     errors: AtomicU64,
     panics: AtomicU64,
-    lagged: AtomicU64,
     counters: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Events waited for that no app declared.
     waited: Mutex<BTreeSet<String>>,
@@ -527,11 +524,10 @@ impl AppManager {
             callbacks: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             panics: AtomicU64::new(0),
-            lagged: AtomicU64::new(0),
             counters: Mutex::new(Default::default()),
             waited: Mutex::new(Default::default()),
         });
-        let rx = cluster.subscribe();
+        let rx = cluster.subscribe("apps", crate::pipeline::Feed::Everything, 8192);
         let task = tokio::spawn(dispatch(inner.clone(), rx));
         let stop = Arc::new(AbortOnDrop(task, inner.clone()));
         AppManager { inner, _task: stop }
@@ -669,7 +665,6 @@ impl AppManager {
             callbacks: i.callbacks.load(Ordering::Relaxed),
             errors: i.errors.load(Ordering::Relaxed),
             panics: i.panics.load(Ordering::Relaxed),
-            lagged: i.lagged.load(Ordering::Relaxed),
             counters: i.counters.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
@@ -799,21 +794,11 @@ impl MgrInner {
     }
 }
 
-async fn dispatch(mgr: Arc<MgrInner>, mut rx: tokio::sync::broadcast::Receiver<ClusterEvent>) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        let ev = match rx.recv().await {
-            Ok(ev) => ev,
-            Err(RecvError::Lagged(n)) => {
-                mgr.lagged.fetch_add(n, Ordering::Relaxed);
-                tracing::error!(
-                    lost = n,
-                    "app dispatcher fell behind the event stream and lost events"
-                );
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
+/// Hands each event to its session's worker. A lossless consumer: it
+/// must never wait here (a worker waits for command results, which come
+/// through this same pipeline).
+async fn dispatch(mgr: Arc<MgrInner>, mut rx: mpsc::Receiver<ClusterEvent>) {
+    while let Some(ev) = rx.recv().await {
         match ev {
             ClusterEvent::Event(node, e) => {
                 let uuid = e.unique_id().unwrap_or("").to_owned();
