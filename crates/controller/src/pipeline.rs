@@ -220,7 +220,6 @@ mod tests {
             },
             cause: "NORMAL_CLEARING".into(),
             call_ended: true,
-            ..Default::default()
         }))
     }
 
