@@ -304,7 +304,11 @@ async fn latency(seconds: u64, events_per_s: usize, warmup_s: u64) {
         drive(h.mock.esl_addr(0), rate * warmup_s as usize, rate).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut rx = h.ctl().cluster.subscribe("bench", switchy_controller::pipeline::Feed::Everything, 65_536);
+    let mut rx = h.ctl().cluster.subscribe(
+        "bench",
+        switchy_controller::pipeline::Feed::Everything,
+        65_536,
+    );
     let collect = tokio::spawn(async move {
         let mut lat = Vec::new();
         while let Some(ev) = rx.recv().await {

@@ -86,7 +86,7 @@ pub struct CdrStore {
     sqlite: bool,
     /// The URL (password elided).
     pub url: String,
-    /// Extra time each batch insert takes (to test a slow store).
+    /// Extra time each row takes to insert (to test a slow store).
     insert_delay: Duration,
 }
 
@@ -155,7 +155,7 @@ impl CdrStore {
         })
     }
 
-    /// Makes every batch insert take `d` longer: a slow store, for tests
+    /// Makes every row take `d` longer to insert: a slow store, for tests
     /// and rehearsals of backpressure.
     pub fn with_insert_delay(mut self, d: Duration) -> CdrStore {
         self.insert_delay = d;
@@ -165,7 +165,7 @@ impl CdrStore {
     /// Inserts rows in one transaction (multi-row INSERTs).
     pub async fn insert(&self, rows: &[Cdr]) -> Result<(), sqlx::Error> {
         if !self.insert_delay.is_zero() {
-            tokio::time::sleep(self.insert_delay).await;
+            tokio::time::sleep(self.insert_delay * rows.len() as u32).await;
         }
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(500) {
@@ -328,10 +328,9 @@ pub struct CdrWriter {
 }
 
 /// Rows queued for the store before the builder waits for it (and so the
-/// cluster, and the agents, wait too).
-const WRITER_QUEUE: usize = 8192;
-/// Finished sessions queued for the builder.
-const BUILDER_QUEUE: usize = 8192;
+/// cluster, and the agents, wait too); as many finished legs are queued
+/// for the builder.
+pub const WRITER_QUEUE: usize = 8192;
 
 fn opt(v: u64) -> Option<i64> {
     (v > 0).then_some(v as i64)
@@ -412,8 +411,19 @@ impl CdrWriter {
 
     /// Starts building CDRs from `cluster`'s finished calls into `store`.
     pub fn start(cluster: &Cluster, store: CdrStore, launches: Launches) -> CdrWriter {
+        Self::start_with_queue(cluster, store, launches, WRITER_QUEUE)
+    }
+
+    /// As [`CdrWriter::start`], with `queue` rows (and as many finished
+    /// legs) held before the cluster waits for the store.
+    pub fn start_with_queue(
+        cluster: &Cluster,
+        store: CdrStore,
+        launches: Launches,
+        queue: usize,
+    ) -> CdrWriter {
         let counters = Arc::new(CdrCounters::default());
-        let (tx, mut rx) = mpsc::channel::<Cdr>(WRITER_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Cdr>(queue.max(1));
         let c2 = counters.clone();
         let writer = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(4096);
@@ -434,7 +444,7 @@ impl CdrWriter {
             }
             write_batch(&store, &mut batch, &c2).await;
         });
-        let mut events = cluster.subscribe("cdr", Feed::Ends, BUILDER_QUEUE);
+        let mut events = cluster.subscribe("cdr", Feed::Ends, queue);
         let cluster2 = cluster.clone();
         let tx2 = tx.clone();
         let c3 = counters.clone();

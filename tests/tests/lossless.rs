@@ -1,0 +1,180 @@
+//! Nothing counted or billed is lost: every call gets exactly one CDR and
+//! the Originator's counters equal the CDR table, when ends come in a burst
+//! and when the CDR store is slow (backpressure instead of loss).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use switchy_controller::apps::builtin;
+use switchy_controller::cdr::{CdrStore, CdrWriter, Launches};
+use switchy_controller::originator::{Originator, OriginatorConfig};
+use switchy_e2e::*;
+
+/// Heavy runs: one at a time on this 2-core machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn sqlite(name: &str) -> String {
+    let p = std::env::temp_dir().join(format!("switchy-{name}-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    format!("sqlite://{}", p.display())
+}
+
+struct Rig {
+    h: Harness,
+    orig: Originator,
+    store: CdrStore,
+    writer: Option<CdrWriter>,
+}
+
+async fn rig(nodes: usize, store: CdrStore, queue: usize, cfg: OriginatorConfig) -> Rig {
+    let h = Harness::start(nodes).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    // Park answers the inbound legs and keeps them up.
+    h.ctl()
+        .apps
+        .load(
+            "Park",
+            vec![builtin::build("Park", &builtin::Params::new()).unwrap()],
+        )
+        .await
+        .unwrap();
+    store.clear().await.unwrap();
+    let launches: Launches = Default::default();
+    let writer =
+        CdrWriter::start_with_queue(&h.ctl().cluster, store.clone(), launches.clone(), queue);
+    let cfg = OriginatorConfig {
+        dest_by_node: mock_destinations(&h.mock),
+        ..cfg
+    };
+    let orig = Originator::new(h.ctl().cluster.clone(), cfg, launches).unwrap();
+    orig.set_cdr_sink(writer.sink());
+    *h.ctl().originator.write().unwrap() = Some(orig.clone());
+    Rig {
+        h,
+        orig,
+        store,
+        writer: Some(writer),
+    }
+}
+
+/// A `/metrics` value (summed over its label sets).
+async fn metric(h: &Harness, name: &str) -> u64 {
+    let (_, body) = http(h.http(), "GET", "/metrics", Some(TOKEN), None).await;
+    let text = body.as_str().map(str::to_owned).unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until the tracker holds no channel, then closes the writer (it
+/// drains); the CDR rows.
+async fn finish(r: &mut Rig, within: Duration) -> Vec<switchy_controller::cdr::Cdr> {
+    let c = r.h.ctl().cluster.clone();
+    wait_for(within, || c.with_tracker(|t| t.is_empty()))
+        .await
+        .unwrap_or_else(|()| panic!("channels still tracked: {}", c.with_tracker(|t| t.len())));
+    r.orig.set_cdr_sink(None);
+    if let Some(w) = r.writer.take() {
+        w.close().await;
+    }
+    r.store.all().await.unwrap()
+}
+
+fn assert_one_cdr_per_call(rows: &[switchy_controller::cdr::Cdr], calls: usize) {
+    let ids: HashSet<&str> = rows.iter().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(ids.len(), rows.len(), "a call has two CDRs");
+    assert_eq!(rows.len(), calls, "CDRs written for {calls} calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hupall_of_20000_parked_calls_yields_exactly_20000_cdrs() {
+    let _serial = SERIAL.lock().await;
+    const CALLS: u64 = 20_000;
+    let cfg = OriginatorConfig {
+        rate: 2_500.0,
+        limit: CALLS,
+        max_offered: CALLS,
+        // Held far longer than the test: they stay up until the hupall.
+        duration: Some(600.0),
+        ..OriginatorConfig::default()
+    };
+    let store = CdrStore::connect(&sqlite("hupall20k")).await.unwrap();
+    let mut r = rig(2, store, switchy_controller::cdr::WRITER_QUEUE, cfg).await;
+    r.orig.start();
+    let t0 = Instant::now();
+    while r.orig.status().answered < CALLS {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "only {:?} answered",
+            r.orig.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(r.orig.status().failed, 0, "{:?}", r.orig.status().failures);
+    // Every call is up: 40,000 legs, then all of them end at once.
+    let (st, s) = http(
+        r.h.http(),
+        "POST",
+        "/api/v1/originator/hupall",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{s}");
+    let rows = finish(&mut r, Duration::from_secs(120)).await;
+    assert_one_cdr_per_call(&rows, CALLS as usize);
+    let st = r.orig.status();
+    assert_eq!(
+        (st.offered, st.answered, st.ended),
+        (CALLS, CALLS, CALLS),
+        "the Originator's counters equal the CDR table"
+    );
+    let answered = rows.iter().filter(|c| !c.failed).count() as u64;
+    assert_eq!(answered, st.answered);
+    assert!(rows.iter().all(|c| c.hangup_cause == "NORMAL_CLEARING"));
+    assert_eq!(metric(&r.h, "switchy_agent_dropped_events_total").await, 0);
+    r.store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cdr_store_slows_the_cluster_down_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    const CALLS: u64 = 3_000;
+    let cfg = OriginatorConfig {
+        rate: 1_000.0,
+        limit: CALLS,
+        max_offered: CALLS,
+        duration: Some(0.2),
+        ..OriginatorConfig::default()
+    };
+    // Each row takes 2 ms to store (500 rows/s for 1,000 calls/s): the
+    // writer's and the builder's queues (256 each) fill within the run,
+    // and then the cluster waits.
+    let store = CdrStore::connect(&sqlite("slowstore"))
+        .await
+        .unwrap()
+        .with_insert_delay(Duration::from_millis(2));
+    let mut r = rig(2, store, 256, cfg).await;
+    r.orig.start();
+    tokio::time::timeout(Duration::from_secs(120), r.orig.wait_done())
+        .await
+        .expect("the run finished");
+    let waits = metric(
+        &r.h,
+        "switchy_pipeline_backpressure_waits_total{consumer=\"cdr\"}",
+    )
+    .await;
+    let rows = finish(&mut r, Duration::from_secs(120)).await;
+    assert!(
+        waits > 0,
+        "the slow store never made the pipeline wait: the test proves nothing"
+    );
+    assert_one_cdr_per_call(&rows, CALLS as usize);
+    let st = r.orig.status();
+    assert_eq!((st.offered, st.answered, st.failed), (CALLS, CALLS, 0));
+    assert!(rows.iter().all(|c| !c.failed));
+    assert_eq!(metric(&r.h, "switchy_agent_dropped_events_total").await, 0);
+    r.store.close().await;
+}
