@@ -27,4 +27,14 @@ rm -f "$DB"*
 RUST_LOG=warn ./target/release/switchy-controller run "${ESL[@]}" --rate "$RATE" \
   --limit "$LIMIT" --max-offered $((RATE * SECS)) --http 127.0.0.1:0 \
   --db "sqlite://$DB" --metrics-file /tmp/switchy-bench-$$.json
-rm -f "$DB"*
+# Every offered call must have exactly one CDR.
+python3 - "$DB" /tmp/switchy-bench-$$.json <<'PY'
+import json, sqlite3, sys
+con = sqlite3.connect(sys.argv[1])
+rows, calls, ok = con.execute("SELECT COUNT(*), COUNT(DISTINCT call_id), SUM(failed = 0) FROM cdr").fetchone()
+o = json.load(open(sys.argv[2]))["originator"]
+print("CDR check: %d rows, %d distinct calls, %d answered; originator offered %d, answered %d, failed %d: %s"
+      % (rows, calls, ok or 0, o["offered"], o["answered"], o["failed"],
+         "one CDR per call" if rows == calls == o["offered"] and ok == o["answered"] else "MISMATCH"))
+PY
+rm -f "$DB"* /tmp/switchy-bench-$$.json

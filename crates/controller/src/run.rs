@@ -449,12 +449,36 @@ fn print_summary(s: &switchy_controller::originator::Status, m: &metrics::Summar
     row(&mut out, "offered", s.offered.to_string());
     row(&mut out, "answered", s.answered.to_string());
     row(&mut out, "failed", s.failed.to_string());
-    row(&mut out, "CDRs written", written.to_string());
+    let cdr_note = match written.cmp(&s.offered) {
+        std::cmp::Ordering::Equal => " (one per offered call)".to_owned(),
+        std::cmp::Ordering::Less => format!(
+            " ({} fewer than offered: calls still up at exit, or rows the store refused; see the log)",
+            s.offered - written
+        ),
+        std::cmp::Ordering::Greater => format!(
+            " ({} more than offered: inbound calls, or a call split by a resync)",
+            written - s.offered
+        ),
+    };
+    row(&mut out, "CDRs written", format!("{written}{cdr_note}"));
     row(
         &mut out,
         "rate achieved / target",
         format!("{:.2} / {} calls/s", s.average_cps, s.config.rate),
     );
+    if s.config.rate > 0.0 && s.offered > 0 && s.average_cps < 0.99 * s.config.rate {
+        let planned = s.offered as f64 / s.config.rate;
+        let took = s.offered as f64 / s.average_cps.max(1e-9);
+        row(
+            &mut out,
+            "fell behind",
+            format!(
+                "launching {} calls took {took:.1} s for {planned:.1} s planned ({:.1} % behind schedule); every call was launched, late",
+                s.offered,
+                100.0 * (took - planned) / planned
+            ),
+        );
+    }
     row(
         &mut out,
         "erlangs max / mean",
