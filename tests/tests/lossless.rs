@@ -178,3 +178,117 @@ async fn a_slow_cdr_store_slows_the_cluster_down_and_loses_nothing() {
     assert_eq!(metric(&r.h, "switchy_agent_dropped_events_total").await, 0);
     r.store.close().await;
 }
+
+/// `/metrics` counter of one tracker correction kind.
+async fn correction(h: &Harness, kind: &str) -> u64 {
+    metric(
+        h,
+        &format!("switchy_tracker_corrections_total{{kind=\"{kind}\"}}"),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_during_a_load_leave_one_whole_cdr_per_call() {
+    let _serial = SERIAL.lock().await;
+    const CALLS: u64 = 400;
+    let cfg = OriginatorConfig {
+        rate: 50.0,
+        limit: CALLS,
+        max_offered: CALLS,
+        // Longer than the outages: each call is seen before or after one.
+        duration: Some(6.0),
+        // An inbound leg that parks while its node's ESL is down is never
+        // answered (no app hears of it, as with a real FreeSWITCH): its
+        // call fails as NO_ANSWER after 10 s instead of 60.
+        timeout_s: 10,
+        ..OriginatorConfig::default()
+    };
+    let store = CdrStore::connect(&sqlite("faults")).await.unwrap();
+    let mut r = rig(2, store, switchy_controller::cdr::WRITER_QUEUE, cfg).await;
+    r.orig.start();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Node fs1: its ESL connections drop and reconnects are refused for 5 s.
+    let mock = r.h.mock.http_addr();
+    let fault = |action: &str, ms: u64| format!(r#"{{"node":0,"action":"{action}","ms":{ms}}}"#);
+    let (st, _) = http(
+        mock,
+        "POST",
+        "/__mock__/faults",
+        None,
+        Some(&fault("refuse_connections", 5000)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _) = http(
+        mock,
+        "POST",
+        "/__mock__/faults",
+        None,
+        Some(&fault("drop_connections", 0)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    // Node fs2: its agent is killed (its unacknowledged buffer with it)
+    // and a new one starts a second later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let quic = r.h.quic_addr;
+    let pem = switchy_controller::ca::issue(&r.h.ca, &node_id(1), &[]).unwrap();
+    let cfg2 = agent_config(&r.h.mock, 1, quic, &r.h.ca, &pem);
+    let killed = std::mem::replace(
+        &mut r.h.agents[1],
+        switchy_agent::Agent::start(cfg2).unwrap(),
+    );
+    drop(killed);
+    if tokio::time::timeout(Duration::from_secs(40), r.orig.wait_done())
+        .await
+        .is_err()
+    {
+        let stuck = r.h.ctl().cluster.with_tracker(|t| {
+            t.sessions()
+                .filter(|s| s.direction != "inbound")
+                .take(6)
+                .map(|s| {
+                    format!(
+                        "{} call {} on {} pending={} answered_us={} state={}",
+                        s.uuid, s.call, s.node, s.pending, s.answered_us, s.call_state
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        panic!(
+            "the run did not finish: {:?}\nsome outbound legs: {stuck:#?}",
+            r.orig.status()
+        );
+    }
+    r.h.wait_nodes_up().await.unwrap();
+    let st = r.orig.status();
+    let rows = finish(&mut r, Duration::from_secs(60)).await;
+    assert_one_cdr_per_call(&rows, CALLS as usize);
+    let answered = rows.iter().filter(|c| !c.failed).count() as u64;
+    assert_eq!(
+        (answered, rows.len() as u64 - answered),
+        (st.answered, st.failed),
+        "the CDR table and the Originator agree: {st:?}"
+    );
+    // Calls whose inbound leg parked on a node while its ESL or agent was
+    // down fail as NO_ANSWER (nobody heard of them in time); the others
+    // are answered.
+    assert!(
+        st.answered > 50 && st.failures.keys().all(|c| c == "NO_ANSWER"),
+        "{st:?}"
+    );
+    // Every answered call's CDR has its answer time (none written as failed
+    // for want of it) and both legs (no call split).
+    for c in rows.iter().filter(|c| !c.failed) {
+        assert!(
+            c.caller_answer.is_some() && c.callee_uuid.is_some(),
+            "{c:?}"
+        );
+    }
+    // The snapshot after the reconnects taught the tracker live legs; each
+    // correction is counted.
+    let learned = correction(&r.h, "resync_added").await + correction(&r.h, "resync_linked").await;
+    assert!(learned > 0, "no correction counted");
+    r.store.close().await;
+}

@@ -15,7 +15,7 @@ pub use config::AgentConfig;
 
 use outbox::{Outbox, now_us};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use switchy_protocol::esl::{Command, SendMsg};
 use switchy_protocol::wire::{
@@ -40,6 +40,11 @@ pub struct AgentState {
     /// Woken when the ESL status changes.
     pub status_changed: Notify,
     snapshot_needed: AtomicBool,
+    /// The next snapshot dumps every channel (the controller may know none
+    /// of them); otherwise only those older than the ESL connection.
+    dump_all: AtomicBool,
+    /// When the event connection came up (s since the epoch).
+    esl_up_s: AtomicU64,
     core_uuid: std::sync::Mutex<String>,
     /// What the controller asked to subscribe (kept across reconnects).
     wanted: std::sync::Mutex<Vec<String>>,
@@ -144,6 +149,8 @@ impl Agent {
             last_up: std::sync::Mutex::new(None),
             status_changed: Notify::new(),
             snapshot_needed: AtomicBool::new(true),
+            dump_all: AtomicBool::new(true),
+            esl_up_s: AtomicU64::new(0),
             core_uuid: std::sync::Mutex::new(String::new()),
             wanted: std::sync::Mutex::new(Vec::new()),
             subscribed: Mutex::new(Vec::new()),
@@ -253,6 +260,8 @@ async fn esl_loop(st: Arc<AgentState>) {
             parse_sofia_status(&handle.api("sofia", "status", t).await.unwrap_or_default());
         tracing::info!(node = %c.node_id, core_uuid = %core_uuid, hostname = %hostname, events = ?events, "ESL connected");
         *st.core_uuid.lock().unwrap_or_else(|p| p.into_inner()) = core_uuid.clone();
+        st.esl_up_s.store(now_us() / 1_000_000, Ordering::SeqCst);
+        st.dump_all.store(true, Ordering::SeqCst);
         st.snapshot_needed.store(true, Ordering::SeqCst);
         // FreeSWITCH's `show channels` lags its channels by seconds (its
         // core database is written in batches): a second snapshot once it
@@ -412,20 +421,37 @@ async fn controller_loop(st: Arc<AgentState>, client: quinn::ClientConfig) {
     let c = &st.config;
     let mut backoff = Backoff::new(c.backoff_min, c.backoff_max);
     loop {
-        match session(&st, &client).await {
+        let mut welcomed = false;
+        let r = session(&st, &client, &mut welcomed).await;
+        let delay = reconnect_delay(&mut backoff, welcomed);
+        match r {
             Ok(()) => {
-                backoff.reset();
-                tracing::warn!(node = %c.node_id, "controller connection closed; reconnecting");
+                tracing::warn!(node = %c.node_id, "controller connection closed; reconnecting")
             }
             Err(e) => {
                 tracing::warn!(node = %c.node_id, error = %e, "controller session failed; retrying")
             }
         }
-        tokio::time::sleep(backoff.next()).await;
+        tokio::time::sleep(delay).await;
     }
 }
 
-async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::Result<()> {
+/// The wait before the next controller connection attempt. A session the
+/// controller welcomed was healthy: whatever ended it, reconnect at the
+/// minimum delay (a restarted controller gets its agents back at once);
+/// back off only while attempts fail.
+fn reconnect_delay(backoff: &mut Backoff, welcomed: bool) -> Duration {
+    if welcomed {
+        backoff.reset();
+    }
+    backoff.next()
+}
+
+async fn session(
+    st: &Arc<AgentState>,
+    client: &quinn::ClientConfig,
+    welcomed: &mut bool,
+) -> anyhow::Result<()> {
     let c = &st.config;
     let addr = tokio::net::lookup_host(&c.controller)
         .await?
@@ -472,6 +498,7 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::
                     st.wire_version
                 );
             }
+            *welcomed = true;
             tracing::info!(node = %c.node_id, controller = %controller_id, "connected to the controller");
             // Subscribed before the ESL state is reported, so nothing the
             // controller needs is missed once it sees the node up.
@@ -484,6 +511,7 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::
         }
         other => anyhow::bail!("unexpected first controller message {other:?}"),
     }
+    st.dump_all.store(true, Ordering::SeqCst);
     st.snapshot_needed.store(true, Ordering::SeqCst);
     // Acks (and resync requests) from the controller.
     let acks = {
@@ -493,6 +521,7 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::
                 match read_frame::<ControllerMsg>(&mut recv).await {
                     Ok(ControllerMsg::Ack { upto }) => st.outbox.ack(upto),
                     Ok(ControllerMsg::ResyncRequest) => {
+                        st.dump_all.store(true, Ordering::SeqCst);
                         st.snapshot_needed.store(true, Ordering::SeqCst);
                         st.outbox.notify.notify_one();
                     }
@@ -560,6 +589,7 @@ async fn send_loop(
             st.outbox.mark_sent(last);
         }
         if st.snapshot_needed.swap(false, Ordering::SeqCst) {
+            let dump_all = st.dump_all.swap(false, Ordering::SeqCst);
             let handle = match st.command_handle() {
                 Some(h) => Some(h),
                 None => st.esl.lock().await.clone(),
@@ -575,9 +605,15 @@ async fn send_loop(
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .clone();
+                        let mut channels = parse_channels_json(&text);
+                        // Channels created since the event connection came
+                        // up are linked by their own events; the second
+                        // snapshot dumps only the older ones.
+                        let before = (!dump_all).then(|| st.esl_up_s.load(Ordering::SeqCst));
+                        enrich_snapshot(st, &mut channels, before).await;
                         let snap = Snapshot {
                             core_uuid,
-                            channels: parse_channels_json(&text),
+                            channels,
                         };
                         write_msg(send, &AgentMsg::Snapshot(snap)).await?;
                         // Events that arrived meanwhile go after it.
@@ -585,6 +621,7 @@ async fn send_loop(
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not take a channel snapshot; retrying");
+                        st.dump_all.fetch_or(dump_all, Ordering::SeqCst);
                         st.snapshot_needed.store(true, Ordering::SeqCst);
                     }
                 }
@@ -598,6 +635,87 @@ async fn send_loop(
                 write_msg(send, &AgentMsg::Heartbeat { sent_us: now_us(), dropped: n + ch, buffered: st.outbox.len() as u64, load: st.load() }).await?;
             }
             _ = conn.closed() => anyhow::bail!("controller closed the connection"),
+        }
+    }
+}
+
+/// Headers of `uuid_dump` a snapshot row gets, besides the variables of
+/// [`is_snapshot_variable`]: the leg's own times (µs) and states, which
+/// `show channels` lacks (it has `created_epoch`, in seconds).
+pub const SNAPSHOT_HEADERS: [&str; 6] = [
+    "Caller-Channel-Created-Time",
+    "Caller-Channel-Answered-Time",
+    "Caller-Channel-Hangup-Time",
+    "Answer-State",
+    "Channel-Call-State",
+    "Other-Leg-Unique-ID",
+];
+
+/// Channel variables a snapshot row carries: the ones calls are linked by
+/// (custom SIP headers such as the tracking `sip_h_X-switchy-orig-uuid`,
+/// on both legs of a self-call, and switchy's own `switchy_*`).
+pub fn is_snapshot_variable(header: &str) -> bool {
+    header
+        .strip_prefix("variable_")
+        .is_some_and(|v| v.starts_with("sip_h_X-") || v.starts_with("switchy_"))
+}
+
+/// Adds to each row what `uuid_dump` says of its channel
+/// ([`SNAPSHOT_HEADERS`], [`is_snapshot_variable`]), so that a resync links
+/// a live call's legs again and keeps their real times. One `uuid_dump`
+/// per channel on the command connections (at most two at once): it costs
+/// FreeSWITCH about what one event with every variable does, and only at a
+/// (re)connect. A channel gone meanwhile keeps its bare row.
+///
+/// With `created_before` (s since the epoch) only channels created at or
+/// before it are dumped.
+async fn enrich_snapshot(
+    st: &Arc<AgentState>,
+    rows: &mut [Vec<(String, String)>],
+    created_before: Option<u64>,
+) {
+    use futures_util::StreamExt;
+    let Some(first) = st.command_handle() else {
+        return;
+    };
+    let t = Duration::from_secs(5);
+    let uuids: Vec<(usize, String)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            created_before.is_none_or(|t| {
+                r.iter()
+                    .find(|(k, _)| k == "created_epoch")
+                    .and_then(|(_, v)| v.parse::<u64>().ok())
+                    .is_none_or(|c| c <= t)
+            })
+        })
+        .filter_map(|(i, r)| {
+            r.iter()
+                .find(|(k, _)| k == "uuid")
+                .map(|(_, v)| (i, v.clone()))
+        })
+        .collect();
+    let dumps: Vec<(usize, Result<String, String>)> = futures_util::stream::iter(uuids)
+        .map(|(i, uuid)| {
+            let h = st.command_handle().unwrap_or_else(|| first.clone());
+            async move { (i, h.api("uuid_dump", &format!("{uuid} json"), t).await) }
+        })
+        .buffer_unordered(2)
+        .collect()
+        .await;
+    for (i, dump) in dumps {
+        let Ok(text) = dump else { continue };
+        let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(&text)
+        else {
+            continue;
+        };
+        for (k, v) in o {
+            if (SNAPSHOT_HEADERS.contains(&k.as_str()) || is_snapshot_variable(&k))
+                && let Some(v) = v.as_str()
+            {
+                rows[i].push((k, v.to_owned()));
+            }
         }
     }
 }
@@ -768,6 +886,24 @@ fn build_sendmsg(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_welcomed_session_reconnects_at_the_minimum_delay() {
+        let (min, max) = (Duration::from_millis(200), Duration::from_secs(10));
+        let mut b = Backoff::new(min, max);
+        // Failing attempts back off, up to the cap.
+        let failing: Vec<Duration> = (0..8).map(|_| reconnect_delay(&mut b, false)).collect();
+        assert!(failing[0] <= min, "{failing:?}");
+        assert!(failing[7] >= max / 2 && failing[7] <= max, "{failing:?}");
+        // A session that was welcomed and then lost (its send loop always
+        // ends in an error): back to the minimum, not the grown delay.
+        for _ in 0..20 {
+            let d = reconnect_delay(&mut b, true);
+            assert!(d <= min && d >= min / 2, "{d:?}");
+        }
+        // And failing again grows from there.
+        assert!(reconnect_delay(&mut b, false) <= min * 2);
+    }
 
     #[test]
     fn sofia_status_profiles() {

@@ -79,11 +79,18 @@ pub fn quic_endpoint(
     quinn::Endpoint::new(cfg, server, socket, Arc::new(quinn::TokioRuntime))
 }
 
+/// Keep-alive interval on an agent's link.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(300);
+/// A link silent this long is dead (about four missed keep-alives).
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// Transport settings shared by agents and the controller.
 pub fn transport_config() -> anyhow::Result<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(1)));
-    transport.max_idle_timeout(Some(Duration::from_secs(5).try_into()?));
+    // A dead peer (kill -9, a pulled cable) is noticed within
+    // IDLE_TIMEOUT; keep-alives keep a quiet link from looking dead.
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into()?));
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(switchy_protocol::wire::QUIC_MAX_UDP_PAYLOAD);
     transport.mtu_discovery_config(Some(mtu));

@@ -357,6 +357,9 @@ struct Inner {
     in_flight: AtomicU64,
     /// Originates accepted whose BACKGROUND_JOB has not come yet.
     jobs_outstanding: AtomicU64,
+    /// Originates whose BACKGROUND_JOB was lost and whose answer the
+    /// tracker learned instead (from a resync).
+    jobs_recovered: AtomicU64,
     /// Apps (ids; "" for calls without one) whose calls FreeSWITCH may hold
     /// by itself: they do not act on the answered caller leg.
     fs_hold: Mutex<std::collections::HashSet<String>>,
@@ -434,6 +437,10 @@ pub struct Status {
     pub bottleneck_secs: BTreeMap<String, (u64, String)>,
     /// Originates waiting for their job (the caller's answer) now.
     pub jobs_outstanding: u64,
+    /// Originates whose BACKGROUND_JOB never came (FreeSWITCH sends events
+    /// only to connected listeners: an ESL outage, an agent killed with it
+    /// unsent) and whose answer a resync showed instead.
+    pub jobs_recovered: u64,
 }
 
 fn now_us() -> i64 {
@@ -509,6 +516,7 @@ impl Originator {
             freed: tokio::sync::Notify::new(),
             in_flight: AtomicU64::new(0),
             jobs_outstanding: AtomicU64::new(0),
+            jobs_recovered: AtomicU64::new(0),
             fs_hold: Mutex::default(),
             bottleneck_secs: Mutex::default(),
             late_recent: std::sync::atomic::AtomicBool::new(false),
@@ -754,6 +762,7 @@ impl Originator {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             jobs_outstanding: i.jobs_outstanding.load(Ordering::Relaxed),
+            jobs_recovered: i.jobs_recovered.load(Ordering::Relaxed),
             config: cfg,
         }
     }
@@ -1077,7 +1086,7 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
                     l.job_us = Some(now_us());
                 }
                 i.jobs_outstanding.fetch_add(1, Ordering::Relaxed);
-                let out = job.wait_timed().await;
+                let out = job_or_answered_leg(&i, job, &call).await;
                 i.jobs_outstanding.fetch_sub(1, Ordering::Relaxed);
                 // Send → BACKGROUND_JOB on the agent's clock (the
                 // controller's only when the agent gave no times).
@@ -1145,6 +1154,51 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
             }
         }
     });
+}
+
+/// How long a caller leg must have been answered, with its job still
+/// out, before the job counts as lost (`originate` returns as soon as the
+/// caller answers, so its BACKGROUND_JOB follows the answer at once).
+const JOB_LOST_AFTER_ANSWER_US: u64 = 3_000_000;
+
+/// The originate's job result; or, when its BACKGROUND_JOB was lost, what
+/// the tracker learned of the caller leg from a resync: answered a while
+/// ago means the originate succeeded.
+async fn job_or_answered_leg(
+    i: &Inner,
+    job: crate::cluster::Job,
+    call: &str,
+) -> crate::cluster::JobOutcome {
+    let sent_us = job.sent_us;
+    let wait = job.wait_timed();
+    tokio::pin!(wait);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut wait => return out,
+            _ = tick.tick() => {
+                let now = now_us() as u64;
+                let answered = i.cluster.with_tracker(|t| {
+                    t.session(call).is_some_and(|s| {
+                        !s.pending
+                            && s.answered_us > 0
+                            && now.saturating_sub(s.answered_us) > JOB_LOST_AFTER_ANSWER_US
+                    })
+                });
+                if answered {
+                    i.jobs_recovered.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(call = %call, "originate's BACKGROUND_JOB lost (ESL outage?): its caller leg is answered, counted as answered");
+                    return crate::cluster::JobOutcome {
+                        result: Ok(call.to_owned()),
+                        sent_us,
+                        done_us: 0,
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// A call that failed before any channel existed: ends it and writes its
@@ -1219,14 +1273,28 @@ fn on_answer(i: &Arc<Inner>, node: &str, uuid: &str, hold: Option<f64>) {
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs_f64(hold.max(0.0))).await;
         // A call that already ended needs no hangup (FreeSWITCH would
-        // answer "-ERR No such channel!").
-        if i.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .calls
-            .contains_key(&call)
-        {
-            let _ = s.hangup("NORMAL_CLEARING").await;
+        // answer "-ERR No such channel!"). One that cannot be hung up now
+        // (its node's ESL or agent is down) is tried again until it ends:
+        // a call left up would hold a channel and its count forever.
+        let live = |i: &Inner| {
+            i.live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .calls
+                .contains_key(&call)
+        };
+        let mut tries = 0u32;
+        while live(&i) {
+            match s.hangup("NORMAL_CLEARING").await {
+                Ok(_) => break,
+                Err(e) => {
+                    tries += 1;
+                    if tries == 1 || tries.is_multiple_of(20) {
+                        tracing::warn!(call = %call, error = %e, tries, "hangup failed; retrying while the call is up");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
         }
     });
 }

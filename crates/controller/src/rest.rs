@@ -276,6 +276,27 @@ async fn metrics(State(api): State<Api>) -> Response {
         "counter",
         vec![(String::new(), c.duplicates.load(Ordering::Relaxed))],
     );
+    let corrections = api.cluster.with_tracker(|t| t.corrections.clone());
+    put(
+        "switchy_tracker_corrections_total",
+        "Legs the tracker corrected without a hangup event: resync_closed (FreeSWITCH no longer has it), resync_added and resync_linked (learned from a snapshot, linked to its call), node_restarted, reaped.",
+        "counter",
+        [
+            "resync_closed",
+            "resync_added",
+            "resync_linked",
+            "node_restarted",
+            "reaped",
+        ]
+        .iter()
+        .map(|k| {
+            (
+                format!("{{kind=\"{k}\"}}"),
+                corrections.get(k).copied().unwrap_or(0),
+            )
+        })
+        .collect(),
+    );
     let consumers = api.cluster.pipeline().consumers();
     put(
         "switchy_pipeline_queued_events",
@@ -448,6 +469,12 @@ async fn metrics(State(api): State<Api>) -> Response {
                 "Calls failed.",
                 "counter",
                 st.failed as f64,
+            ),
+            (
+                "switchy_originator_jobs_recovered_total",
+                "Originates whose BACKGROUND_JOB was lost (an ESL outage) and whose answer a resync showed.",
+                "counter",
+                st.jobs_recovered as f64,
             ),
             (
                 "switchy_originator_active_calls",

@@ -165,6 +165,11 @@ pub struct Tracker {
     pub applied: u64,
     /// Live sessions per node.
     per_node: HashMap<String, usize>,
+    /// Corrections of what the events said, by kind (`/metrics`):
+    /// `resync_closed` (a leg FreeSWITCH no longer has), `resync_added` (a
+    /// live leg learned from a snapshot), `resync_linked` (such a leg linked
+    /// to its call by the tracking variable), `node_restarted`, `reaped`.
+    pub corrections: std::collections::BTreeMap<&'static str, u64>,
 }
 
 fn now_us() -> u64 {
@@ -185,6 +190,7 @@ impl Tracker {
             dead_order: VecDeque::new(),
             applied: 0,
             per_node: HashMap::new(),
+            corrections: Default::default(),
         }
     }
 
@@ -433,7 +439,14 @@ impl Tracker {
 
     /// Ends a session (removing it and, with its last leg, its call).
     pub fn finish(&mut self, uuid: &str, cause: &str) -> Option<Finished> {
-        let s = self.sessions.remove(uuid)?;
+        let mut s = self.sessions.remove(uuid)?;
+        // Closed out by switchy (resync, restart, reaper), not by a hangup
+        // event: the best known end is when the leg was last known alive
+        // (its last event or snapshot, controller clock), which never
+        // bills more than it lasted; the cause says it was closed out.
+        if s.hangup_us == 0 && cause.starts_with("SWITCHY_") {
+            s.hangup_us = s.seen_us.max(s.answered_us).max(s.created_us);
+        }
         if let Some(n) = self.per_node.get_mut(&s.node) {
             *n = n.saturating_sub(1);
         }
@@ -471,9 +484,18 @@ impl Tracker {
             .filter(|s| s.node == node && s.core_uuid != new_core)
             .map(|s| s.uuid.clone())
             .collect();
-        old.iter()
+        let out: Vec<Finished> = old
+            .iter()
             .filter_map(|u| self.finish(u, "SWITCHY_NODE_RESTARTED"))
-            .collect()
+            .collect();
+        self.count("node_restarted", out.len());
+        out
+    }
+
+    fn count(&mut self, kind: &'static str, n: usize) {
+        if n > 0 {
+            *self.corrections.entry(kind).or_default() += n as u64;
+        }
     }
 
     /// Makes the node's sessions match a snapshot of its live channels:
@@ -511,27 +533,71 @@ impl Tracker {
             })
             .map(|s| s.uuid.clone())
             .collect();
-        let finished = gone
+        let finished: Vec<Finished> = gone
             .iter()
             .filter_map(|u| self.finish(u, "SWITCHY_RESYNC_GONE"))
             .collect();
+        self.count("resync_closed", finished.len());
+        let tracking = format!("variable_{}", self.tracking_var);
+        let (mut added, mut linked) = (0, 0);
         for row in channels {
             let uuid = get(row, "uuid");
-            if uuid.is_empty() || self.sessions.contains_key(&uuid) || self.dead.contains(&uuid) {
+            if uuid.is_empty() || self.dead.contains(&uuid) {
                 continue;
             }
-            let created_us = get(row, "created_epoch").parse::<u64>().unwrap_or(0) * 1_000_000;
-            let answered = get(row, "callstate") == "ACTIVE";
+            // The agent adds the leg's own times and linking variables
+            // (uuid_dump) to `show channels`' columns.
+            let us = |k: &str| get(row, k).parse::<u64>().ok().filter(|&v| v > 0);
+            let key = Some(get(row, &tracking)).filter(|v| !v.is_empty() && v != "_undef_");
+            if let Some(s) = self.sessions.get_mut(&uuid) {
+                // Known: only fill in what its events did not say (an
+                // announced leg is now confirmed by FreeSWITCH).
+                s.seen_us = now_us();
+                if s.pending {
+                    s.pending = false;
+                    s.core_uuid = core_uuid.to_owned();
+                }
+                if s.answered_us == 0
+                    && let Some(a) = us("Caller-Channel-Answered-Time")
+                {
+                    s.answered_us = a;
+                }
+                if let Some(k) = key
+                    && s.call == uuid
+                    && k != uuid
+                {
+                    let created = s.created_us;
+                    self.join_call(&uuid, node, k, created);
+                    linked += 1;
+                }
+                continue;
+            }
+            let created_us = us("Caller-Channel-Created-Time").unwrap_or_else(|| {
+                get(row, "created_epoch").parse::<u64>().unwrap_or(0) * 1_000_000
+            });
+            let answered_us = us("Caller-Channel-Answered-Time").unwrap_or(0);
+            let answered = answered_us > 0 || get(row, "callstate") == "ACTIVE";
             let mut s = Session::new(&uuid, node, &get(row, "direction"), created_us, core_uuid);
             s.state = get(row, "state");
             s.call_state = get(row, "callstate");
             s.answer_state = if answered { "answered" } else { "ringing" }.to_owned();
+            s.answered_us = answered_us;
             s.dest = get(row, "dest");
             s.cid_num = get(row, "cid_num");
+            s.seen_us = now_us();
             self.sessions.insert(uuid.clone(), s);
             *self.per_node.entry(node.to_owned()).or_default() += 1;
-            self.join_call(&uuid, node, uuid.clone(), created_us);
+            added += 1;
+            match key {
+                Some(k) => {
+                    self.join_call(&uuid, node, k, created_us);
+                    linked += 1;
+                }
+                None => self.join_call(&uuid, node, uuid.clone(), created_us),
+            }
         }
+        self.count("resync_added", added);
+        self.count("resync_linked", linked);
         finished
     }
 
@@ -545,10 +611,12 @@ impl Tracker {
             .filter(|s| s.created_us > 0 && now.saturating_sub(s.created_us) > max_age_us)
             .map(|s| s.uuid.clone())
             .collect();
-        stale
+        let out: Vec<Finished> = stale
             .iter()
             .filter_map(|u| self.finish(u, "SWITCHY_STALE_CHANNEL"))
-            .collect()
+            .collect();
+        self.count("reaped", out.len());
+        out
     }
 }
 
@@ -637,6 +705,74 @@ mod tests {
         );
         let reaped = t.reap(1_000_000);
         assert_eq!(reaped[0].cause, "SWITCHY_STALE_CHANNEL");
+    }
+
+    /// A controller restarted mid-call (empty tracker): the snapshot's rows,
+    /// with what the agent took from uuid_dump, link both legs to their
+    /// call again and keep the real answer time, so the call ends once,
+    /// answered; a leg closed out by a resync gets its best known end and
+    /// every correction is counted.
+    #[test]
+    fn a_resync_keeps_a_live_call_whole() {
+        let mut t = Tracker::new("sip_h_X-switchy-orig-uuid");
+        let row = |u: &str, dir: &str| {
+            vec![
+                ("uuid".to_string(), u.to_string()),
+                ("direction".to_string(), dir.to_string()),
+                ("callstate".to_string(), "ACTIVE".to_string()),
+                ("created_epoch".to_string(), "1".to_string()),
+                (
+                    "Caller-Channel-Created-Time".to_string(),
+                    "1000123".to_string(),
+                ),
+                (
+                    "Caller-Channel-Answered-Time".to_string(),
+                    "1500456".to_string(),
+                ),
+                (
+                    "variable_sip_h_X-switchy-orig-uuid".to_string(),
+                    "call-a".to_string(),
+                ),
+            ]
+        };
+        assert!(
+            t.resync(
+                "n1",
+                "c1",
+                &[row("call-a", "outbound"), row("b", "inbound")]
+            )
+            .is_empty()
+        );
+        let call = t.call("call-a").expect("the legs are linked to their call");
+        assert_eq!(call.legs.len(), 2);
+        let b = t.session("b").unwrap();
+        assert_eq!((b.created_us, b.answered_us), (1_000_123, 1_500_456));
+        assert_eq!(t.corrections.get("resync_added"), Some(&2));
+        assert_eq!(t.corrections.get("resync_linked"), Some(&2));
+        // The legs end as usual (the inbound one first): one call end.
+        let hc = |u: &str| {
+            Arc::new(
+                Event::new("CHANNEL_HANGUP_COMPLETE")
+                    .with("Unique-ID", u)
+                    .with("Hangup-Cause", "NORMAL_CLEARING")
+                    .with("Caller-Channel-Hangup-Time", "9000000"),
+            )
+        };
+        let fb = t.apply("n1", &hc("b")).unwrap();
+        assert!(!fb.call_ended);
+        assert_eq!(fb.session.call, "call-a");
+        let fa = t.apply("n1", &hc("call-a")).unwrap();
+        assert!(fa.call_ended);
+        assert_eq!(fa.session.answered_us, 1_500_456);
+        // A known leg the next snapshot lacks is closed out, with the time
+        // it was last seen as its end.
+        t.apply("n1", &ev("CHANNEL_CREATE", "x", &[("Core-UUID", "c1")]));
+        t.sessions.get_mut("x").unwrap().seen_us = 42;
+        let gone = t.resync("n1", "c1", &[]);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].cause, "SWITCHY_RESYNC_GONE");
+        assert!(gone[0].session.hangup_us >= 42);
+        assert_eq!(t.corrections.get("resync_closed"), Some(&1));
     }
 
     /// With only CHANNEL_HANGUP_COMPLETE subscribed: the leg's times come
