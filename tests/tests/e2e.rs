@@ -284,7 +284,7 @@ async fn esl_drop_reconnects_and_resyncs_the_tracker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_restart_loses_no_channel_event() {
+async fn controller_restart_loses_no_channel_event_and_no_cdr() {
     let mut h = Harness::start(2).await.unwrap();
     h.wait_nodes_up().await.unwrap();
     mock_http(&h, "POST", "/__mock__/journal/reset", None).await;
@@ -331,6 +331,7 @@ async fn controller_restart_loses_no_channel_event() {
     });
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let quic = h.quic_addr;
+    let down_us = now_us();
     drop(h.controller.take());
     w1.abort();
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -338,6 +339,15 @@ async fn controller_restart_loses_no_channel_event() {
         .await
         .unwrap();
     let w2 = watch(&c2, seen.clone());
+    // The new controller writes CDRs: every call that ends from the
+    // restart on (the old one is gone) must get one.
+    let db = std::env::temp_dir().join(format!("switchy-restart-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let store = switchy_controller::cdr::CdrStore::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let writer =
+        switchy_controller::cdr::CdrWriter::start(&c2.cluster, store.clone(), Default::default());
     h.controller = Some(c2);
     load.await.unwrap();
     h.wait_nodes_up().await.unwrap();
@@ -373,6 +383,45 @@ async fn controller_restart_loses_no_channel_event() {
             .unwrap_or_else(|_| panic!("node {id}: tracker != mock"));
     }
     w2.abort();
+    // Calls whose last event FreeSWITCH sent after the old controller went
+    // down (the agents held and re-sent those of the outage).
+    let ended_after: HashSet<String> = j["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["text"] == "CHANNEL_HANGUP_COMPLETE"
+                && e["ts_us"].as_u64().is_some_and(|t| t >= down_us)
+        })
+        .filter_map(|e| e["unique_id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        ended_after.len() > 10,
+        "calls ended after the restart ({})",
+        ended_after.len()
+    );
+    wait_for(Duration::from_secs(10), || {
+        h.ctl().cluster.with_tracker(|t| t.is_empty())
+    })
+    .await
+    .expect("every call over");
+    writer.close().await;
+    let rows = store.all().await.unwrap();
+    let with_cdr: HashSet<String> = rows.iter().filter_map(|c| c.caller_uuid.clone()).collect();
+    let missing: Vec<&String> = ended_after.difference(&with_cdr).collect();
+    assert!(
+        missing.is_empty(),
+        "{} calls without a CDR: {missing:?}",
+        missing.len()
+    );
+    assert_eq!(with_cdr.len(), rows.len(), "one CDR per call");
+    store.close().await;
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
