@@ -10,5 +10,5 @@
 # doggy@127.0.0.1:5080). Env: FS_ESL, FS_DEST, BASELINE_EVENTS, SWITCHY_ARGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p switchy-controller
+cargo build --release -q -p switchy-cli
 exec python3 benches/freeswitch.py "$@"

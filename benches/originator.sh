@@ -14,7 +14,7 @@ RATE=${1:?calls per second}
 SECS=${2:-60}
 NODES=${3:-4}
 LIMIT=${4:-$((RATE * 10))}
-cargo build --release -q -p mock-relay -p switchy-controller
+cargo build --release -q -p mock-relay -p switchy-cli -p switchy-agent
 PORT=18021
 ./target/release/mock-relay --nodes "$NODES" --esl-port $PORT --http-port 19021 >/tmp/switchy-bench-mock.log 2>&1 &
 MOCK=$!

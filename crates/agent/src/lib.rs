@@ -6,10 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod cpu;
 pub mod esl;
 pub mod outbox;
-pub mod tls;
+pub use switchy_link::{cpu, tls};
 
 pub use config::AgentConfig;
 
@@ -400,22 +399,10 @@ pub fn parse_sofia_status(text: &str) -> Vec<Profile> {
 }
 
 async fn write_msg(send: &mut quinn::SendStream, msg: &AgentMsg) -> anyhow::Result<()> {
-    let bytes = wire::encode(msg)?;
-    send.write_all(&bytes).await?;
-    Ok(())
+    switchy_link::frame::write_frame(send, msg).await
 }
 
-/// Reads one length-prefixed message.
-pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
-    recv: &mut quinn::RecvStream,
-) -> anyhow::Result<T> {
-    let mut len = [0u8; 4];
-    recv.read_exact(&mut len).await?;
-    let n = wire::frame_len(len, wire::MAX_FRAME)?;
-    let mut payload = vec![0u8; n];
-    recv.read_exact(&mut payload).await?;
-    Ok(wire::decode(&payload)?)
-}
+pub use switchy_link::frame::read_frame;
 
 async fn controller_loop(st: Arc<AgentState>, client: quinn::ClientConfig) {
     let c = &st.config;

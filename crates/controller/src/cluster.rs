@@ -536,7 +536,7 @@ impl Cluster {
         addr: SocketAddr,
         server: quinn::ServerConfig,
     ) -> anyhow::Result<Listener> {
-        let endpoint = switchy_agent::tls::quic_endpoint(addr, Some(server)).map_err(|e| {
+        let endpoint = switchy_link::tls::quic_endpoint(addr, Some(server)).map_err(|e| {
             anyhow::anyhow!("cannot listen for agents on {addr}: {e} (choose another --listen)")
         })?;
         let local = endpoint.local_addr()?;
@@ -990,25 +990,7 @@ impl Drop for Listener {
     }
 }
 
-/// Reads one length-prefixed wire message from a QUIC stream.
-pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
-    recv: &mut quinn::RecvStream,
-) -> anyhow::Result<T> {
-    read_frame_into(recv, &mut Vec::new()).await
-}
-
-/// As [`read_frame`], reusing `buf` for the payload.
-pub async fn read_frame_into<T: for<'de> serde::Deserialize<'de>>(
-    recv: &mut quinn::RecvStream,
-    buf: &mut Vec<u8>,
-) -> anyhow::Result<T> {
-    let mut len = [0u8; 4];
-    recv.read_exact(&mut len).await?;
-    let n = wire::frame_len(len, wire::MAX_FRAME)?;
-    buf.resize(n, 0);
-    recv.read_exact(&mut buf[..n]).await?;
-    Ok(wire::decode(&buf[..n])?)
-}
+pub use switchy_link::frame::{read_frame, read_frame_into};
 
 /// A node of the cluster.
 #[derive(Clone)]

@@ -5,7 +5,7 @@
 
 pub mod apps;
 pub mod bottleneck;
-pub mod ca;
+pub use switchy_link::{ca, tls};
 pub mod cdr;
 pub mod cluster;
 pub mod metrics;
@@ -14,7 +14,6 @@ pub mod originator;
 pub mod pipeline;
 pub mod rest;
 pub mod router;
-pub mod tls;
 pub mod tracker;
 
 pub use apps::{App, AppConfig, AppManager, Ctx};

@@ -799,7 +799,7 @@ fn note_bottleneck(i: &Inner, why: Option<String>) {
 /// the seconds each party was to blame.
 async fn monitor(i: Arc<Inner>) {
     use crate::bottleneck::{NodeSignal, Signals, diagnose};
-    let mut cpu = switchy_agent::cpu::ProcessCpu::own();
+    let mut cpu = switchy_link::cpu::ProcessCpu::own();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -36,7 +36,7 @@ pub fn server_config(
     tls.alpn_protocols = vec![switchy_protocol::wire::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = switchy_agent::tls::transport_config()?;
+    let mut transport = crate::tls_client::transport_config()?;
     transport.max_concurrent_bidi_streams(4096u32.into());
     cfg.transport_config(Arc::new(transport));
     Ok(cfg)
