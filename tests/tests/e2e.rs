@@ -509,3 +509,47 @@ async fn bad_rest_input_and_wrong_tokens_get_clear_4xx() {
     assert_eq!(st, 200);
     assert_eq!(doc["openapi"], "3.1.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_agent_delivers_everything_it_read() {
+    let mut h = Harness::start(1).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    mock_http(&h, "POST", "/__mock__/journal/reset", None).await;
+    let mock = h.mock.http_addr();
+    for i in 0..40u64 {
+        let body = format!(
+            r#"{{"node":0,"from":"{i}","to":"stop","hangup_after_ms":{}}}"#,
+            20 + i * 5
+        );
+        http(mock, "POST", "/__mock__/inbound_call", None, Some(&body)).await;
+    }
+    // Stop while calls are still ending.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let agent = h.agents.remove(0);
+    let state = agent.state.clone();
+    let left = agent.stop(Duration::from_secs(10)).await;
+    assert_eq!(left, 0, "events left unacknowledged");
+    let (_, j) = mock_http(&h, "GET", "/__mock__/journal?kind=event", None).await;
+    let sent = j["entries"].as_array().unwrap().len() as u64;
+    assert!(sent > 40, "the calls produced events ({sent})");
+    // Everything the agent read from FreeSWITCH before it stopped reached
+    // the controller (events sent after it stopped reading are
+    // FreeSWITCH's to drop, as for any listener that leaves).
+    let read = state.outbox.last_seq();
+    let got = h.ctl().cluster.nodes()[0].events;
+    assert_eq!(
+        got, read,
+        "controller applied {got} of the {read} events the agent read"
+    );
+    assert_eq!(state.outbox.acked(), read);
+    assert!(
+        read > 0 && read <= sent,
+        "agent read {read}, mock sent {sent}"
+    );
+    let closed = h.ctl().cluster.nodes()[0].esl.clone();
+    wait_for(Duration::from_secs(5), || {
+        h.ctl().cluster.nodes()[0].agent == "disconnected"
+    })
+    .await
+    .unwrap_or_else(|()| panic!("the stopped agent is still connected (esl {closed})"));
+}

@@ -292,3 +292,44 @@ async fn faults_during_a_load_leave_one_whole_cdr_per_call() {
     assert!(learned > 0, "no correction counted");
     r.store.close().await;
 }
+
+/// A CDR built twice for one call (events re-sent after a controller
+/// restart) is stored once, in SQLite and in PostgreSQL.
+async fn one_row_per_call(url: &str) {
+    let store = CdrStore::connect(url).await.unwrap();
+    store.clear().await.unwrap();
+    let cdr = |call: &str, cause: &str| switchy_controller::cdr::Cdr {
+        call_id: call.into(),
+        node: "fs1".into(),
+        hangup_cause: cause.into(),
+        ..Default::default()
+    };
+    let first = store
+        .insert(&[cdr("a", "NORMAL_CLEARING"), cdr("b", "NORMAL_CLEARING")])
+        .await
+        .unwrap();
+    assert_eq!(first, 2);
+    // Re-built (another cause from a resync) and a new call in one batch.
+    let again = store
+        .insert(&[cdr("a", "SWITCHY_RESYNC_GONE"), cdr("c", "USER_BUSY")])
+        .await
+        .unwrap();
+    assert_eq!(again, 1, "only the new call is inserted");
+    let rows = store.all().await.unwrap();
+    assert_one_cdr_per_call(&rows, 3);
+    let a = rows.iter().find(|r| r.call_id == "a").unwrap();
+    assert_eq!(a.hangup_cause, "NORMAL_CLEARING", "the first row stays");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_cdr_built_twice_is_stored_once_in_sqlite() {
+    one_row_per_call(&sqlite("once")).await;
+}
+
+#[tokio::test]
+async fn a_cdr_built_twice_is_stored_once_in_postgresql() {
+    if let Some(url) = postgres_url() {
+        one_row_per_call(&url).await;
+    }
+}

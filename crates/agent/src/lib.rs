@@ -39,6 +39,8 @@ pub struct AgentState {
     /// Woken when the ESL status changes.
     pub status_changed: Notify,
     snapshot_needed: AtomicBool,
+    /// Set by [`Agent::stop`]: stop reading ESL, drain the outbox.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// The next snapshot dumps every channel (the controller may know none
     /// of them); otherwise only those older than the ESL connection.
     dump_all: AtomicBool,
@@ -148,6 +150,7 @@ impl Agent {
             last_up: std::sync::Mutex::new(None),
             status_changed: Notify::new(),
             snapshot_needed: AtomicBool::new(true),
+            stopping: tokio::sync::watch::Sender::new(false),
             dump_all: AtomicBool::new(true),
             esl_up_s: AtomicU64::new(0),
             core_uuid: std::sync::Mutex::new(String::new()),
@@ -168,8 +171,18 @@ impl Agent {
         Ok(Agent { state, tasks })
     }
 
-    /// Stops both loops.
-    pub fn stop(self) {}
+    /// Stops gracefully: reads no more events from FreeSWITCH, waits up to
+    /// `within` until the controller has acknowledged every event already
+    /// read (the outbox is empty), then stops every loop. Returns the
+    /// events left unacknowledged (0 unless the controller was away).
+    pub async fn stop(self, within: Duration) -> usize {
+        self.state.stopping.send_replace(true);
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.state.outbox.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.state.outbox.len()
+    }
 }
 
 /// When the second snapshot after an ESL (re)connect is taken.
@@ -278,9 +291,29 @@ async fn esl_loop(st: Arc<AgentState>) {
             hostname,
             profiles,
         });
-        while let Some(e) = events_rx.recv().await {
-            st.outbox.wait_not_behind().await;
-            st.outbox.push(e);
+        let mut stop = st.stopping.subscribe();
+        loop {
+            tokio::select! {
+                e = events_rx.recv() => match e {
+                    Some(e) => {
+                        st.outbox.wait_not_behind().await;
+                        st.outbox.push(e);
+                    }
+                    None => break,
+                },
+                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                    // Stopping: read no more from FreeSWITCH, but keep
+                    // what was already read (the outbox sends it on).
+                    again.abort();
+                    *st.esl.lock().await = None;
+                    drop(handle);
+                    while let Ok(e) = events_rx.try_recv() {
+                        st.outbox.push(e);
+                    }
+                    st.set_status(EslState::Down("the agent is stopping".into()));
+                    return;
+                }
+            }
         }
         again.abort();
         *st.esl.lock().await = None;

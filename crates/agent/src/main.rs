@@ -171,8 +171,16 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(config = ?config, "starting");
     let agent = Agent::start(config)?;
     switchy_telemetry::shutdown_signal().await;
-    tracing::info!("stopping");
-    agent.stop();
+    tracing::info!(
+        "stopping: no more events read; waiting up to 10 s for the controller to acknowledge the buffered ones"
+    );
+    let left = agent.stop(std::time::Duration::from_secs(10)).await;
+    if left > 0 {
+        tracing::warn!(
+            events = left,
+            "stopped with events the controller never acknowledged (was it reachable?)"
+        );
+    }
     telemetry.shutdown().await;
     Ok(())
 }

@@ -285,6 +285,11 @@ impl Outbox {
         }
     }
 
+    /// Highest sequence given out (events taken in by this agent process).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
     /// Highest acknowledged sequence.
     pub fn acked(&self) -> u64 {
         self.lock().acked

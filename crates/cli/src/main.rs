@@ -301,7 +301,8 @@ async fn main() -> anyhow::Result<()> {
                 job_timeout: Duration::from_secs(s.job_timeout_secs),
                 ..ClusterConfig::default()
             };
-            let c = Controller::start_from_dir(config, s.listen, s.http, token, &s.tls_dir).await?;
+            let mut c =
+                Controller::start_from_dir(config, s.listen, s.http, token, &s.tls_dir).await?;
             tracing::info!(
                 "agents: {} (QUIC), REST: http://{}",
                 c.quic_addr,
@@ -342,7 +343,10 @@ async fn main() -> anyhow::Result<()> {
                     },
                 }
             }
-            tracing::info!("stopping");
+            tracing::info!(
+                "stopping: agents disconnected (they keep what was not acknowledged), draining CDRs"
+            );
+            c.stop_agents();
             if let Some(w) = cdr_writer {
                 let n = w.close().await;
                 tracing::info!(written = n, "CDRs flushed");

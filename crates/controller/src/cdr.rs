@@ -162,12 +162,15 @@ impl CdrStore {
         self
     }
 
-    /// Inserts rows in one transaction (multi-row INSERTs).
-    pub async fn insert(&self, rows: &[Cdr]) -> Result<(), sqlx::Error> {
+    /// Inserts rows in one transaction (multi-row INSERTs); a row whose
+    /// call already has one is skipped (one CDR per call). Returns the rows
+    /// inserted.
+    pub async fn insert(&self, rows: &[Cdr]) -> Result<u64, sqlx::Error> {
         if !self.insert_delay.is_zero() {
             tokio::time::sleep(self.insert_delay * rows.len() as u32).await;
         }
         let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
         for chunk in rows.chunks(500) {
             // PostgreSQL needs `$N` (the Any QueryBuilder writes `?`, which
             // it refuses); SQLite gets plain `?`: it reads `$N` as named
@@ -188,6 +191,7 @@ impl CdrStore {
                 }
                 sql.push(')');
             }
+            sql.push_str(" ON CONFLICT (call_id) DO NOTHING");
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for c in chunk {
                 q = q
@@ -216,9 +220,10 @@ impl CdrStore {
                     .bind(c.originate_done_agent)
                     .bind(c.verdict.clone());
             }
-            q.execute(&mut *tx).await?;
+            inserted += q.execute(&mut *tx).await?.rows_affected();
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     /// Number of rows.
@@ -313,6 +318,9 @@ pub struct CdrCounters {
     pub written: AtomicU64,
     /// Rows that could not be written after retries (logged in full).
     pub failed: AtomicU64,
+    /// Rows not written because their call already had a CDR (re-built
+    /// from events re-sent after a controller restart).
+    pub duplicates: AtomicU64,
 }
 
 /// Builds CDRs from the cluster's finished sessions and writes them in
@@ -508,9 +516,11 @@ impl CdrWriter {
     /// Rows queued but not yet committed.
     pub fn pending(&self) -> u64 {
         let c = &self.counters;
-        c.queued
-            .load(Ordering::Relaxed)
-            .saturating_sub(c.written.load(Ordering::Relaxed) + c.failed.load(Ordering::Relaxed))
+        c.queued.load(Ordering::Relaxed).saturating_sub(
+            c.written.load(Ordering::Relaxed)
+                + c.failed.load(Ordering::Relaxed)
+                + c.duplicates.load(Ordering::Relaxed),
+        )
     }
 
     /// Stops building and flushes every queued row; returns rows written.
@@ -536,8 +546,13 @@ async fn write_batch(store: &CdrStore, batch: &mut Vec<Cdr>, c: &CdrCounters) {
     }
     for attempt in 0..5u32 {
         match store.insert(batch).await {
-            Ok(()) => {
-                c.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            Ok(n) => {
+                c.written.fetch_add(n, Ordering::Relaxed);
+                let dup = batch.len() as u64 - n.min(batch.len() as u64);
+                if dup > 0 {
+                    c.duplicates.fetch_add(dup, Ordering::Relaxed);
+                    tracing::info!(rows = dup, "CDRs skipped: their calls already have one");
+                }
                 batch.clear();
                 return;
             }

@@ -52,6 +52,15 @@ impl Drop for Controller {
 }
 
 impl Controller {
+    /// Stops taking events from agents: closes their connections, so what
+    /// they have not had acknowledged stays in their buffers for the next
+    /// controller. Everything acknowledged so far is already in the
+    /// pipeline (a batch is acknowledged only once published): drain the
+    /// CDR writer after this, not before.
+    pub fn stop_agents(&mut self) {
+        drop(self.listener.take());
+    }
+
     /// Starts from PEMs (CA, controller certificate and key).
     pub async fn start(
         config: ClusterConfig,
