@@ -175,10 +175,7 @@ impl Harness {
         let want = self.mock.nodes();
         wait_for(Duration::from_secs(15), || {
             let n = self.ctl().cluster.nodes();
-            n.iter()
-                .filter(|n| n.agent == "connected" && n.esl == "up")
-                .count()
-                == want
+            n.iter().filter(|n| n.ready()).count() == want
         })
         .await
         .map_err(|_| anyhow::anyhow!("nodes did not come up: {:?}", self.ctl().cluster.nodes()))

@@ -264,7 +264,9 @@ async fn esl_drop_reconnects_and_resyncs_the_tracker() {
     .await;
     let cluster = h.ctl().cluster.clone();
     wait_for(Duration::from_secs(5), || {
-        cluster.node_info("fs1").is_some_and(|n| n.esl == "down")
+        cluster
+            .node_info("fs1")
+            .is_some_and(|n| n.esl == switchy_controller::cluster::EslLink::Down)
     })
     .await
     .unwrap();
@@ -546,9 +548,9 @@ async fn a_stopping_agent_delivers_everything_it_read() {
         read > 0 && read <= sent,
         "agent read {read}, mock sent {sent}"
     );
-    let closed = h.ctl().cluster.nodes()[0].esl.clone();
+    let closed = h.ctl().cluster.nodes()[0].esl;
     wait_for(Duration::from_secs(5), || {
-        h.ctl().cluster.nodes()[0].agent == "disconnected"
+        h.ctl().cluster.nodes()[0].agent == switchy_controller::cluster::AgentLink::Disconnected
     })
     .await
     .unwrap_or_else(|()| panic!("the stopped agent is still connected (esl {closed})"));

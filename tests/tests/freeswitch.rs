@@ -117,9 +117,7 @@ impl Real {
     async fn wait_up(&self) {
         let c = self.ctl.cluster.clone();
         wait_for(Duration::from_secs(30), || {
-            c.nodes()
-                .iter()
-                .any(|n| n.agent == "connected" && n.esl == "up")
+            c.nodes().iter().any(|n| n.ready())
         })
         .await
         .unwrap_or_else(|_| panic!("fs1 did not come up: {:?}", c.nodes()));
@@ -405,7 +403,10 @@ actions = ["answer"]
     job.wait().await.expect("answered before the drop");
     r.proxy.cut();
     wait_for(Duration::from_secs(10), || {
-        cluster.nodes().iter().any(|n| n.esl != "up")
+        cluster
+            .nodes()
+            .iter()
+            .any(|n| n.esl != switchy_controller::cluster::EslLink::Up)
     })
     .await
     .expect("the node went down with its ESL connection");
@@ -434,7 +435,7 @@ actions = ["answer"]
         let _ = node.api("fsctl", "shutdown restart").await;
         wait_for(Duration::from_secs(90), || {
             let n = &cluster.nodes()[0];
-            n.esl == "up" && n.core_uuid != before
+            n.esl == switchy_controller::cluster::EslLink::Up && n.core_uuid != before
         })
         .await
         .expect("FreeSWITCH came back with a new Core-UUID");

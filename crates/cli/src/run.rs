@@ -286,12 +286,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     };
     let t0 = Instant::now();
     loop {
-        let up = ctl
-            .cluster
-            .nodes()
-            .iter()
-            .filter(|n| n.agent == "connected" && n.esl == "up")
-            .count();
+        let up = ctl.cluster.nodes().iter().filter(|n| n.ready()).count();
         if up >= want {
             break;
         }

@@ -74,15 +74,47 @@ impl Default for ClusterConfig {
     }
 }
 
+/// The agent's link to this controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentLink {
+    /// Its QUIC connection is up.
+    Connected,
+    /// It is gone (and its node's commands fail until it is back).
+    Disconnected,
+}
+
+/// The agent's Event Socket connection to its FreeSWITCH, as it reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EslLink {
+    /// Connected and answering.
+    Up,
+    /// Not connected (see `reason`).
+    Down,
+    /// Connected but not answering its probes in time.
+    Degraded,
+}
+
+impl std::fmt::Display for EslLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EslLink::Up => "up",
+            EslLink::Down => "down",
+            EslLink::Degraded => "degraded",
+        })
+    }
+}
+
 /// A node as the registry sees it.
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeInfo {
     /// Node id (from the agent certificate).
     pub id: String,
-    /// `connected`, `disconnected`.
-    pub agent: String,
-    /// `up`, `down`, `degraded`.
-    pub esl: String,
+    /// The agent's link (`connected`, `disconnected` in JSON).
+    pub agent: AgentLink,
+    /// The agent's ESL connection (`up`, `down`, `degraded` in JSON).
+    pub esl: EslLink,
     /// Why ESL is down or degraded.
     pub reason: Option<String>,
     /// FreeSWITCH hostname.
@@ -105,6 +137,13 @@ pub struct NodeInfo {
     pub load: Option<NodeLoad>,
     /// FreeSWITCH's idle CPU (%) in its latest HEARTBEAT.
     pub heartbeat_idle_cpu: Option<f64>,
+}
+
+impl NodeInfo {
+    /// Its agent is connected and its FreeSWITCH answers: it takes calls.
+    pub fn ready(&self) -> bool {
+        self.agent == AgentLink::Connected && self.esl == EslLink::Up
+    }
 }
 
 struct NodeEntry {
@@ -491,7 +530,7 @@ impl Cluster {
         let nodes: Vec<String> = self
             .nodes()
             .into_iter()
-            .filter(|n| n.agent == "connected")
+            .filter(|n| n.agent == AgentLink::Connected)
             .map(|n| n.id)
             .collect();
         for n in nodes {
@@ -638,8 +677,8 @@ impl Cluster {
             let e = g.entry(node_id.clone()).or_insert_with(|| NodeEntry {
                 info: NodeInfo {
                     id: node_id.clone(),
-                    agent: "connected".into(),
-                    esl: "down".into(),
+                    agent: AgentLink::Connected,
+                    esl: EslLink::Down,
                     reason: None,
                     hostname: None,
                     core_uuid: None,
@@ -663,7 +702,7 @@ impl Cluster {
                 e.agent_instance = hello.agent_instance.clone();
                 e.applied_seq = 0;
             }
-            e.info.agent = "connected".into();
+            e.info.agent = AgentLink::Connected;
             e.info.connects += 1;
             if hello.hostname.is_some() {
                 e.info.hostname = hello.hostname.clone();
@@ -741,7 +780,7 @@ impl Cluster {
                 .is_some_and(|c| c.stable_id() == conn.stable_id())
         {
             e.conn = None;
-            e.info.agent = "disconnected".into();
+            e.info.agent = AgentLink::Disconnected;
         }
     }
 
@@ -776,17 +815,17 @@ impl Cluster {
             EslState::Up {
                 hostname, profiles, ..
             } => {
-                e.info.esl = "up".into();
+                e.info.esl = EslLink::Up;
                 e.info.reason = None;
                 e.info.hostname = Some(hostname);
                 e.info.profiles = profiles;
             }
             EslState::Down(r) => {
-                e.info.esl = "down".into();
+                e.info.esl = EslLink::Down;
                 e.info.reason = Some(r);
             }
             EslState::Degraded(r) => {
-                e.info.esl = "degraded".into();
+                e.info.esl = EslLink::Degraded;
                 e.info.reason = Some(r);
             }
         }

@@ -626,7 +626,7 @@ impl Originator {
     async fn on_every_node(&self, args: &str) -> anyhow::Result<()> {
         let mut errs = Vec::new();
         for n in self.inner.cluster.nodes() {
-            if n.agent != "connected" {
+            if n.agent != crate::cluster::AgentLink::Connected {
                 continue;
             }
             if let Err(e) = self.inner.cluster.node(&n.id).api("hupall", args).await {
@@ -947,7 +947,7 @@ async fn pace(i: Arc<Inner>) {
                 .cluster
                 .nodes()
                 .into_iter()
-                .filter(|n| n.agent == "connected" && n.esl == "up")
+                .filter(|n| n.ready())
                 .filter(|n| cfg.nodes.is_empty() || cfg.nodes.contains(&n.id))
                 .collect();
             let full: Vec<bool> = i.cluster.with_tracker(|t| {

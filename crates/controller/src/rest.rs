@@ -208,10 +208,7 @@ async fn apps(State(api): State<Api>) -> Json<Value> {
 
 async fn health(State(api): State<Api>) -> Json<Value> {
     let nodes = api.cluster.nodes();
-    let up = nodes
-        .iter()
-        .filter(|n| n.agent == "connected" && n.esl == "up")
-        .count();
+    let up = nodes.iter().filter(|n| n.ready()).count();
     Json(json!({"status": "ok", "nodes": nodes.len(), "nodes_up": up}))
 }
 
@@ -238,12 +235,7 @@ async fn metrics(State(api): State<Api>) -> Response {
         "gauge",
         nodes
             .iter()
-            .map(|n| {
-                (
-                    format!("{{node=\"{}\"}}", n.id),
-                    (n.agent == "connected" && n.esl == "up") as u64,
-                )
-            })
+            .map(|n| (format!("{{node=\"{}\"}}", n.id), (n.ready()) as u64))
             .collect(),
     );
     put(
