@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use switchy_protocol::esl::{Command, SendMsg};
+use switchy_protocol::link::Backoff;
 use switchy_protocol::wire::{
     self, AgentMsg, CommandKind, CommandRequest, CommandResponse, ControllerMsg, EslState, Hello,
     NodeLoad, Profile, Snapshot, WIRE_VERSION,
@@ -188,42 +189,15 @@ impl Agent {
 /// When the second snapshot after an ESL (re)connect is taken.
 const SECOND_SNAPSHOT: Duration = Duration::from_secs(3);
 
-/// Capped exponential backoff with full jitter.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    cur: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            cur: min,
-            rng: now_us() | 1,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let cap = self.cur.as_millis().max(1) as u64;
-        let d = Duration::from_millis(cap / 2 + self.rng % (cap / 2 + 1));
-        self.cur = (self.cur * 2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.cur = self.min;
-    }
+/// The reconnect policy (sans-IO, in switchy-protocol), seeded from the
+/// clock so that agents started together do not retry in step.
+fn backoff(min: Duration, max: Duration) -> Backoff {
+    Backoff::new(min, max, now_us())
 }
 
 async fn esl_loop(st: Arc<AgentState>) {
     let c = &st.config;
-    let mut backoff = Backoff::new(c.backoff_min, c.backoff_max);
+    let mut backoff = backoff(c.backoff_min, c.backoff_max);
     loop {
         let mut subscribed = st.subscribed.lock().await;
         let events = st.target_events();
@@ -246,7 +220,7 @@ async fn esl_loop(st: Arc<AgentState>) {
                     // Do not hot-loop on a wrong password.
                     tokio::time::sleep(c.backoff_max).await;
                 } else {
-                    tokio::time::sleep(backoff.next()).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 continue;
             }
@@ -320,14 +294,14 @@ async fn esl_loop(st: Arc<AgentState>) {
         st.subscribed.lock().await.clear();
         st.set_status(EslState::Down("ESL connection lost".into()));
         tracing::warn!(node = %c.node_id, "ESL connection lost; reconnecting");
-        tokio::time::sleep(backoff.next()).await;
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
 /// Keeps command connection `i` up (no events are subscribed on it).
 async fn command_conn_loop(st: Arc<AgentState>, i: usize) {
     let c = &st.config;
-    let mut backoff = Backoff::new(c.backoff_min, c.backoff_max);
+    let mut backoff = backoff(c.backoff_min, c.backoff_max);
     loop {
         match esl::connect(
             &c.esl_host,
@@ -356,7 +330,7 @@ async fn command_conn_loop(st: Arc<AgentState>, i: usize) {
                 }
             }
         }
-        tokio::time::sleep(backoff.next()).await;
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -439,11 +413,11 @@ pub use switchy_link::frame::read_frame;
 
 async fn controller_loop(st: Arc<AgentState>, client: quinn::ClientConfig) {
     let c = &st.config;
-    let mut backoff = Backoff::new(c.backoff_min, c.backoff_max);
+    let mut backoff = backoff(c.backoff_min, c.backoff_max);
     loop {
         let mut welcomed = false;
         let r = session(&st, &client, &mut welcomed).await;
-        let delay = reconnect_delay(&mut backoff, welcomed);
+        let delay = backoff.after_session(welcomed);
         match r {
             Ok(()) => {
                 tracing::warn!(node = %c.node_id, "controller connection closed; reconnecting")
@@ -454,17 +428,6 @@ async fn controller_loop(st: Arc<AgentState>, client: quinn::ClientConfig) {
         }
         tokio::time::sleep(delay).await;
     }
-}
-
-/// The wait before the next controller connection attempt. A session the
-/// controller welcomed was healthy: whatever ended it, reconnect at the
-/// minimum delay (a restarted controller gets its agents back at once);
-/// back off only while attempts fail.
-fn reconnect_delay(backoff: &mut Backoff, welcomed: bool) -> Duration {
-    if welcomed {
-        backoff.reset();
-    }
-    backoff.next()
 }
 
 async fn session(
@@ -906,24 +869,6 @@ fn build_sendmsg(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_welcomed_session_reconnects_at_the_minimum_delay() {
-        let (min, max) = (Duration::from_millis(200), Duration::from_secs(10));
-        let mut b = Backoff::new(min, max);
-        // Failing attempts back off, up to the cap.
-        let failing: Vec<Duration> = (0..8).map(|_| reconnect_delay(&mut b, false)).collect();
-        assert!(failing[0] <= min, "{failing:?}");
-        assert!(failing[7] >= max / 2 && failing[7] <= max, "{failing:?}");
-        // A session that was welcomed and then lost (its send loop always
-        // ends in an error): back to the minimum, not the grown delay.
-        for _ in 0..20 {
-            let d = reconnect_delay(&mut b, true);
-            assert!(d <= min && d >= min / 2, "{d:?}");
-        }
-        // And failing again grows from there.
-        assert!(reconnect_delay(&mut b, false) <= min * 2);
-    }
 
     #[test]
     fn sofia_status_profiles() {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use switchy_protocol::esl::{Event, api_result};
+use switchy_protocol::link::NodeLink;
 use switchy_protocol::wire::{
     self, AgentMsg, CommandKind, CommandRequest, CommandResponse, ControllerMsg, EslState, Profile,
     WIRE_VERSION,
@@ -149,8 +150,8 @@ impl NodeInfo {
 struct NodeEntry {
     info: NodeInfo,
     conn: Option<quinn::Connection>,
-    agent_instance: String,
-    applied_seq: u64,
+    /// The link's protocol state (dedup of re-sent events).
+    link: NodeLink,
 }
 
 /// Counters for `/metrics`.
@@ -648,20 +649,8 @@ impl Cluster {
                 return;
             }
         };
-        let refuse = if hello.wire_version != WIRE_VERSION {
-            Some(format!(
-                "wire protocol version mismatch: agent speaks {}, controller speaks {}; upgrade the older side",
-                hello.wire_version, WIRE_VERSION
-            ))
-        } else if hello.node_id != node_id {
-            Some(format!(
-                "agent says it is {:?} but its certificate names {node_id:?}; fix node_id",
-                hello.node_id
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = refuse {
+        if let Err(refusal) = NodeLink::check(&hello, &node_id) {
+            let reason = refusal.to_string();
             tracing::error!(node = %node_id, %reason, "agent refused");
             self.inner.counters.refused.fetch_add(1, Ordering::Relaxed);
             if let Ok(b) = wire::encode(&ControllerMsg::Refused { reason }) {
@@ -692,16 +681,13 @@ impl Cluster {
                     heartbeat_idle_cpu: None,
                 },
                 conn: None,
-                agent_instance: String::new(),
-                applied_seq: 0,
+                link: NodeLink::default(),
             });
             if let Some(old) = e.conn.replace(conn.clone()) {
                 old.close(3u32.into(), b"replaced by a new connection");
             }
-            if e.agent_instance != hello.agent_instance {
-                e.agent_instance = hello.agent_instance.clone();
-                e.applied_seq = 0;
-            }
+            // Checked above: only the instance can change here.
+            let _same_process = e.link.hello(&hello, &node_id).unwrap_or(false);
             e.info.agent = AgentLink::Connected;
             e.info.connects += 1;
             if hello.hostname.is_some() {
@@ -838,22 +824,20 @@ impl Cluster {
         let order = self.inner.order.lock().await;
         let mut out = Vec::with_capacity(batch.len() + 4);
         let mut jobs = Vec::new();
-        let applied_before = {
+        let accepted = {
             let g = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner());
-            g.get(node).map_or(0, |e| e.applied_seq)
-        };
-        let mut last = applied_before;
-        let mut count = 0u64;
-        for we in batch {
-            if we.seq <= last {
-                self.inner
-                    .counters
-                    .duplicates
-                    .fetch_add(1, Ordering::Relaxed);
-                continue;
+            match g.get(node) {
+                Some(e) => e.link.accept(batch),
+                None => NodeLink::default().accept(batch),
             }
-            last = we.seq;
-            count += 1;
+        };
+        self.inner
+            .counters
+            .duplicates
+            .fetch_add(accepted.duplicates, Ordering::Relaxed);
+        let last = accepted.fresh.last().map_or(0, |e| e.seq);
+        let count = accepted.fresh.len() as u64;
+        for we in accepted.fresh {
             let rx_us = we.received_us;
             let e = match we.into_event() {
                 Ok(e) => Arc::new(e),
@@ -903,7 +887,7 @@ impl Cluster {
         {
             let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = g.get_mut(node) {
-                e.applied_seq = e.applied_seq.max(last);
+                e.link.applied(last);
                 e.info.events += count;
             }
         }

@@ -7,4 +7,5 @@
 #![warn(missing_docs)]
 
 pub mod esl;
+pub mod link;
 pub mod wire;
