@@ -3,6 +3,7 @@
 //! connect to, and the REST API.
 #![forbid(unsafe_code)]
 
+pub mod action;
 pub mod apps;
 pub mod bottleneck;
 pub use switchy_link::{ca, tls};

@@ -56,7 +56,7 @@ pub fn document() -> Value {
             "/api/v1/sessions": {"get": op("List live sessions", &[("node", "query"), ("direction", "query"), ("call", "query"), ("answered", "query")], None)},
             "/api/v1/sessions/{uuid}": {"get": op("One session", &[("uuid", "path")], None)},
             "/api/v1/sessions/{uuid}/{action}": {"post": op(
-                "Act on a session: hangup, answer, park, playback, broadcast, bridge, setvar, setvars, unsetvar, record, send_dtmf, sched_hangup, deflect, respond, echo, breakmedia",
+                &format!("Act on a session: {}", crate::action::SessionAction::names()),
                 &[("uuid", "path"), ("action", "path")],
                 Some(json!({"type": "object", "properties": {"cause": s("string"), "path": s("string"), "leg": s("string"),
                     "dest_url": s("string"), "profile": s("string"), "gateway": s("string"), "proxy": s("string"),

@@ -2,6 +2,7 @@
 //! actions, api fan-out, health, Prometheus metrics, OpenAPI document.
 //! Bearer-token auth on everything but `/health`.
 
+use crate::action::SessionAction;
 use crate::cluster::{Cluster, CommandError, LATENCY_BUCKETS};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -713,6 +714,12 @@ async fn session_action(
             ));
         }
     };
+    let Some(act) = SessionAction::parse(&action) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown action {action:?}: use {}", SessionAction::names()),
+        ));
+    };
     let s = api.cluster.session(&uuid).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -727,14 +734,14 @@ async fn session_action(
             )
         })
     };
-    let out = match action.as_str() {
-        "hangup" => {
+    let out = match act {
+        SessionAction::Hangup => {
             s.hangup(r.cause.as_deref().unwrap_or("NORMAL_CLEARING"))
                 .await?
         }
-        "answer" => s.answer().await?,
-        "park" => s.park().await?,
-        "playback" => {
+        SessionAction::Answer => s.answer().await?,
+        SessionAction::Park => s.park().await?,
+        SessionAction::Playback => {
             s.playback(
                 &need(r.path, "path")?,
                 r.leg.as_deref().unwrap_or("aleg"),
@@ -742,7 +749,7 @@ async fn session_action(
             )
             .await?
         }
-        "broadcast" => {
+        SessionAction::Broadcast => {
             s.broadcast(
                 &need(r.path, "path")?,
                 r.leg.as_deref().unwrap_or("aleg"),
@@ -750,7 +757,7 @@ async fn session_action(
             )
             .await?
         }
-        "bridge" => {
+        SessionAction::Bridge => {
             let vars: Vec<(String, String)> = r.vars.into_iter().collect();
             s.bridge(
                 &need(r.dest_url, "dest_url")?,
@@ -761,39 +768,31 @@ async fn session_action(
             )
             .await?
         }
-        "setvar" => {
+        SessionAction::Setvar => {
             s.setvar(&need(r.name, "name")?, r.value.as_deref().unwrap_or(""))
                 .await?
         }
-        "setvars" => s.setvars(&r.vars.into_iter().collect::<Vec<_>>()).await?,
-        "unsetvar" => s.unsetvar(&need(r.name, "name")?).await?,
-        "record" => {
+        SessionAction::Setvars => s.setvars(&r.vars.into_iter().collect::<Vec<_>>()).await?,
+        SessionAction::Unsetvar => s.unsetvar(&need(r.name, "name")?).await?,
+        SessionAction::Record => {
             s.record(
                 r.action.as_deref().unwrap_or("start"),
                 &need(r.path, "path")?,
             )
             .await?
         }
-        "send_dtmf" => s.send_dtmf(&need(r.digits, "digits")?).await?,
-        "sched_hangup" => {
+        SessionAction::SendDtmf => s.send_dtmf(&need(r.digits, "digits")?).await?,
+        SessionAction::SchedHangup => {
             s.sched_hangup(
                 r.secs.unwrap_or(0),
                 r.cause.as_deref().unwrap_or("ALLOTTED_TIMEOUT"),
             )
             .await?
         }
-        "deflect" => s.deflect(&need(r.uri, "uri")?).await?,
-        "respond" => s.respond(r.code.unwrap_or(486)).await?,
-        "echo" => s.echo().await?,
-        "breakmedia" => s.breakmedia().await?,
-        other => {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "unknown action {other:?}: use hangup, answer, park, playback, broadcast, bridge, setvar, setvars, unsetvar, record, send_dtmf, sched_hangup, deflect, respond, echo, breakmedia"
-                ),
-            ));
-        }
+        SessionAction::Deflect => s.deflect(&need(r.uri, "uri")?).await?,
+        SessionAction::Respond => s.respond(r.code.unwrap_or(486)).await?,
+        SessionAction::Echo => s.echo().await?,
+        SessionAction::Breakmedia => s.breakmedia().await?,
     };
     Ok(Json(
         json!({"uuid": uuid, "action": action, "reply": out.trim_end()}),
