@@ -366,7 +366,21 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         .filter(|c| c.caller_req_originate.is_some_and(|t| t >= started_us))
         .collect();
     let summary = metrics::summarize(&cdrs);
-    print_summary(&status, &summary, written);
+    let waits: Vec<(String, u64, u64)> = ctl
+        .cluster
+        .pipeline()
+        .consumers()
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.stats.waits.load(std::sync::atomic::Ordering::Relaxed),
+                c.stats.waited_us.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+        .filter(|(_, n, _)| *n > 0)
+        .collect();
+    print_summary(&status, &summary, written, &waits);
     let per_call = rss_peak
         .saturating_sub(rss_idle)
         .checked_div(active_at_peak)
@@ -437,7 +451,12 @@ fn progress(o: &Originator, tty: bool) {
     let _ = err.flush();
 }
 
-fn print_summary(s: &switchy_controller::originator::Status, m: &metrics::Summary, written: u64) {
+fn print_summary(
+    s: &switchy_controller::originator::Status,
+    m: &metrics::Summary,
+    written: u64,
+    backpressure: &[(String, u64, u64)],
+) {
     let mut out = String::new();
     let row = |out: &mut String, k: &str, v: String| out.push_str(&format!("  {k:<34} {v}\n"));
     out.push_str("\n== switchy run summary ==\n");
@@ -461,6 +480,20 @@ fn print_summary(s: &switchy_controller::originator::Status, m: &metrics::Summar
         "rate achieved / target",
         format!("{:.2} / {} calls/s", s.average_cps, s.config.rate),
     );
+    if !backpressure.is_empty() {
+        let parts: Vec<String> = backpressure
+            .iter()
+            .map(|(name, n, us)| format!("{name} {n} times, {:.1} s", *us as f64 / 1e6))
+            .collect();
+        row(
+            &mut out,
+            "backpressure",
+            format!(
+                "events waited for a slow consumer ({}); nothing was dropped",
+                parts.join("; ")
+            ),
+        );
+    }
     if s.config.rate > 0.0 && s.offered > 0 && s.average_cps < 0.99 * s.config.rate {
         let planned = s.offered as f64 / s.config.rate;
         let took = s.offered as f64 / s.average_cps.max(1e-9);
