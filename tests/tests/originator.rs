@@ -4,7 +4,7 @@
 use std::time::Duration;
 use switchy_controller::apps::builtin;
 use switchy_controller::cdr::{CdrStore, CdrWriter, Launches};
-use switchy_controller::metrics;
+use switchy_controller::cdr_stats;
 use switchy_controller::originator::{Originator, OriginatorConfig, State, Weighted};
 use switchy_e2e::*;
 
@@ -120,7 +120,7 @@ async fn full_run(db: &str) {
     assert_eq!(written, 2000);
     assert_eq!(r.store.count().await.unwrap(), 2000);
     let cdrs = r.store.all().await.unwrap();
-    let m = metrics::summarize(&cdrs);
+    let m = cdr_stats::summarize(&cdrs);
     assert_eq!((m.calls, m.answered), (2000, 2000));
     let err = (m.achieved_rate - 200.0).abs() / 200.0;
     assert!(
@@ -205,7 +205,7 @@ async fn injected_failures_are_counted_by_cause_and_never_stop_the_run() {
         .unwrap();
     r.orig.set_cdr_sink(None);
     r.writer.close().await;
-    let m = metrics::summarize(&r.store.all().await.unwrap());
+    let m = cdr_stats::summarize(&r.store.all().await.unwrap());
     assert_eq!((m.calls, m.failed), (40, 5));
     assert_eq!(m.failures.get("USER_BUSY"), Some(&3));
     // Failures reach /metrics by cause.

@@ -247,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let store = switchy_controller::cdr::CdrStore::connect(&db).await?;
             let cdrs = store.all().await?;
-            switchy_controller::metrics::plot_svg(
+            switchy_controller::cdr_stats::plot_svg(
                 &cdrs,
                 &out,
                 &format!("switchy: {} calls", cdrs.len()),
@@ -260,7 +260,7 @@ async fn main() -> anyhow::Result<()> {
             let store = switchy_controller::cdr::CdrStore::connect(&db).await?;
             let cdrs = store.all().await?;
             let text = match format.as_str() {
-                "csv" => switchy_controller::metrics::to_csv(&cdrs),
+                "csv" => switchy_controller::cdr_stats::to_csv(&cdrs),
                 "json" => serde_json::to_string_pretty(&cdrs)?,
                 other => anyhow::bail!("--format {other}: use csv or json"),
             };

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use switchy_controller::apps::builtin;
 use switchy_controller::cdr::{CdrStore, CdrWriter, Launches};
+use switchy_controller::cdr_stats;
 use switchy_controller::cluster::Tracking;
-use switchy_controller::metrics;
 use switchy_controller::originator::{Arrivals, Holding, Originator, OriginatorConfig, Weighted};
 use switchy_controller::{ClusterConfig, Controller, ca};
 
@@ -365,7 +365,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         .into_iter()
         .filter(|c| c.caller_req_originate.is_some_and(|t| t >= started_us))
         .collect();
-    let summary = metrics::summarize(&cdrs);
+    let summary = cdr_stats::summarize(&cdrs);
     let waits: Vec<(String, u64, u64)> = ctl
         .cluster
         .pipeline()
@@ -453,7 +453,7 @@ fn progress(o: &Originator, tty: bool) {
 
 fn print_summary(
     s: &switchy_controller::originator::Status,
-    m: &metrics::Summary,
+    m: &cdr_stats::Summary,
     written: u64,
     backpressure: &[(String, u64, u64)],
 ) {
@@ -520,7 +520,7 @@ fn print_summary(
         "hold time",
         format!("{:.2} s ({:?})", s.hold_secs, s.config.holding),
     );
-    let p = |x: &metrics::Pcts| {
+    let p = |x: &cdr_stats::Pcts| {
         if x.n == 0 {
             return "n/a (no samples: the events it needs were not subscribed)".to_owned();
         }
