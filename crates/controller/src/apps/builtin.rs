@@ -118,181 +118,203 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
             )
         })?;
     let app = App::new(entry.name, entry.doc);
-    Ok(match entry.name {
-        "TonePlay" => {
-            let tone = ps(params, "tone", "tone_stream://%(251,0,1004);loops=-1");
-            app.on("CHANNEL_PARK", |c| async move {
-                if !outbound(&c) {
-                    c.session().answer().await?;
+    match entry.name {
+        "TonePlay" => tone_play(app, params),
+        "PlayRec" => play_rec(app, params),
+        "Bert" => bert(app, params),
+        "DtmfChecker" => dtmf_checker(app, params),
+        "CalleeRingback" => callee_ringback(app, params),
+        "CalleeBlockOnInvite" => callee_block_on_invite(app, params),
+        "Bridger" | "Proxier" => bridger(app, entry.name, params),
+        "Park" => park(app, params),
+        other => anyhow::bail!("built-in app {other} has no constructor"),
+    }
+}
+
+fn tone_play(app: App, params: &Params) -> anyhow::Result<App> {
+    Ok({
+        let tone = ps(params, "tone", "tone_stream://%(251,0,1004);loops=-1");
+        app.on("CHANNEL_PARK", |c| async move {
+            if !outbound(&c) {
+                c.session().answer().await?;
+            }
+            Ok(())
+        })
+        .on("CHANNEL_ANSWER", move |c| {
+            let tone = tone.clone();
+            async move {
+                if outbound(&c) {
+                    c.execute_nowait("playback", &tone).await?;
+                } else {
+                    c.execute_nowait("echo", "").await?;
                 }
                 Ok(())
-            })
-            .on("CHANNEL_ANSWER", move |c| {
-                let tone = tone.clone();
-                async move {
-                    if outbound(&c) {
-                        c.execute_nowait("playback", &tone).await?;
-                    } else {
-                        c.execute_nowait("echo", "").await?;
-                    }
-                    Ok(())
-                }
-            })
-        }
-        "PlayRec" => {
-            let silence_ms: u64 = p(params, "silence_ms", 1000)?;
-            let tone = ps(params, "tone", "tone_stream://%(1000,0,1004);loops=1");
-            let rec_period: u64 = p(params, "rec_period", 5)?.max(1);
-            let iterations: u64 = p(params, "iterations", 10)?;
-            let rec_dir = ps(params, "rec_dir", "/tmp");
-            let silence = format!("silence_stream://{silence_ms}");
-            let s2 = silence.clone();
-            app.on("CHANNEL_PARK", |c| async move {
-                if !outbound(&c) {
-                    c.session().answer().await?;
-                }
-                Ok(())
-            })
-            .on("CHANNEL_ANSWER", move |c| {
-                let silence = silence.clone();
-                async move {
-                    if outbound(&c) {
-                        c.data
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert("playrec.cycle".into(), "0".into());
-                        c.verdict(Verdict::Failed(format!(
-                            "cut short at cycle 0 of {iterations}"
-                        )));
-                        c.execute_nowait("playback", &silence).await?;
-                    }
-                    Ok(())
-                }
-            })
-            .on("PLAYBACK_STOP", move |c| {
-                let (tone, silence, rec_dir) = (tone.clone(), s2.clone(), rec_dir.clone());
-                async move {
-                    // A playback a hangup interrupted: the call is over.
-                    if !outbound(&c) || c.ended() {
-                        return Ok(());
-                    }
-                    let was_silence = c
-                        .header("Playback-File-Path")
-                        .or_else(|| c.var("playback_file_path"))
-                        .is_some_and(|f| f.starts_with("silence_stream://"));
-                    if was_silence {
-                        return Ok(c.execute_nowait("playback", &tone).await?);
-                    }
-                    // A cycle (silence + tone) ended.
-                    let cycle = {
-                        let mut d = c.data.lock().unwrap_or_else(|p| p.into_inner());
-                        let n = d
-                            .get("playrec.cycle")
-                            .and_then(|v| v.parse::<u64>().ok())
-                            .unwrap_or(0)
-                            + 1;
-                        d.insert("playrec.cycle".into(), n.to_string());
-                        n
-                    };
-                    c.count("cycles");
-                    c.verdict(if cycle >= iterations {
-                        Verdict::Passed
-                    } else {
-                        Verdict::Failed(format!("cut short at cycle {cycle} of {iterations}"))
-                    });
-                    let far = peer(&c);
-                    let recording = c
-                        .data
+            }
+        })
+    })
+}
+
+fn play_rec(app: App, params: &Params) -> anyhow::Result<App> {
+    Ok({
+        let silence_ms: u64 = p(params, "silence_ms", 1000)?;
+        let tone = ps(params, "tone", "tone_stream://%(1000,0,1004);loops=1");
+        let rec_period: u64 = p(params, "rec_period", 5)?.max(1);
+        let iterations: u64 = p(params, "iterations", 10)?;
+        let rec_dir = ps(params, "rec_dir", "/tmp");
+        let silence = format!("silence_stream://{silence_ms}");
+        let s2 = silence.clone();
+        app.on("CHANNEL_PARK", |c| async move {
+            if !outbound(&c) {
+                c.session().answer().await?;
+            }
+            Ok(())
+        })
+        .on("CHANNEL_ANSWER", move |c| {
+            let silence = silence.clone();
+            async move {
+                if outbound(&c) {
+                    c.data
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .remove("playrec.recording");
-                    if let (Some(path), Some((node, uuid))) = (&recording, &far) {
-                        let s = crate::Session {
-                            node: c.cluster.node(node),
-                            uuid: uuid.clone(),
-                        };
-                        s.stop_record(path).await?;
-                    }
-                    if cycle >= iterations {
-                        c.count("passed");
-                        c.session().hangup("NORMAL_CLEARING").await?;
-                        return Ok(());
-                    }
-                    if cycle % rec_period == 0
-                        && let Some((node, uuid)) = &far
-                    {
-                        let path = format!("{rec_dir}/playrec-{uuid}-{cycle}.wav");
-                        let s = crate::Session {
-                            node: c.cluster.node(node),
-                            uuid: uuid.clone(),
-                        };
-                        s.start_record(&path).await?;
-                        c.count("recordings");
-                        c.data
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert("playrec.recording".into(), path);
-                    }
+                        .insert("playrec.cycle".into(), "0".into());
+                    c.verdict(Verdict::Failed(format!(
+                        "cut short at cycle 0 of {iterations}"
+                    )));
                     c.execute_nowait("playback", &silence).await?;
-                    Ok(())
-                }
-            })
-        }
-        "Bert" => {
-            let duration_s: u64 = p(params, "duration_s", 0)?;
-            app.on("CHANNEL_PARK", |c| async move {
-                if !outbound(&c) {
-                    c.session().answer().await?;
                 }
                 Ok(())
-            })
-            .on("CHANNEL_ANSWER", move |c| async move {
-                c.execute_nowait("bert_test", "").await?;
-                if outbound(&c) && duration_s > 0 {
-                    c.session()
-                        .sched_hangup(duration_s, "NORMAL_CLEARING")
-                        .await?;
-                }
-                Ok(())
-            })
-            .on("CUSTOM mod_bert::lost_sync", |c| async move {
-                c.count("lost_sync_events");
-                Ok(())
-            })
-            .on("CHANNEL_HANGUP", |c| async move {
-                if c.var("bert_stats_sync_lost").is_some() {
-                    c.count("checked");
-                    let lost: u64 = c
-                        .var("bert_stats_sync_lost")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    if lost > 0 {
-                        c.count("sync_lost");
-                        tracing::warn!(node = %c.node, session = %c.uuid, lost, "BERT lost sync");
-                    }
-                }
-                Ok(())
-            })
-        }
-        "DtmfChecker" => {
-            let digits = ps(params, "digits", "0123456789*#");
-            if digits.is_empty()
-                || !digits
-                    .chars()
-                    .all(|d| d.is_ascii_digit() || matches!(d, '*' | '#' | 'A'..='D'))
-            {
-                anyhow::bail!("DtmfChecker digits {digits:?} must be DTMF digits (0-9 * # A-D)");
             }
-            let tone_ms: u64 = p(params, "tone_ms", 100)?;
-            if !(40..=2000).contains(&tone_ms) {
-                anyhow::bail!("DtmfChecker tone_ms {tone_ms} must be between 40 and 2000");
+        })
+        .on("PLAYBACK_STOP", move |c| {
+            let (tone, silence, rec_dir) = (tone.clone(), s2.clone(), rec_dir.clone());
+            async move {
+                // A playback a hangup interrupted: the call is over.
+                if !outbound(&c) || c.ended() {
+                    return Ok(());
+                }
+                let was_silence = c
+                    .header("Playback-File-Path")
+                    .or_else(|| c.var("playback_file_path"))
+                    .is_some_and(|f| f.starts_with("silence_stream://"));
+                if was_silence {
+                    return Ok(c.execute_nowait("playback", &tone).await?);
+                }
+                // A cycle (silence + tone) ended.
+                let cycle = {
+                    let mut d = c.data.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = d
+                        .get("playrec.cycle")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                        + 1;
+                    d.insert("playrec.cycle".into(), n.to_string());
+                    n
+                };
+                c.count("cycles");
+                c.verdict(if cycle >= iterations {
+                    Verdict::Passed
+                } else {
+                    Verdict::Failed(format!("cut short at cycle {cycle} of {iterations}"))
+                });
+                let far = peer(&c);
+                let recording = c
+                    .data
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove("playrec.recording");
+                if let (Some(path), Some((node, uuid))) = (&recording, &far) {
+                    let s = crate::Session {
+                        node: c.cluster.node(node),
+                        uuid: uuid.clone(),
+                    };
+                    s.stop_record(path).await?;
+                }
+                if cycle >= iterations {
+                    c.count("passed");
+                    c.session().hangup("NORMAL_CLEARING").await?;
+                    return Ok(());
+                }
+                if cycle % rec_period == 0
+                    && let Some((node, uuid)) = &far
+                {
+                    let path = format!("{rec_dir}/playrec-{uuid}-{cycle}.wav");
+                    let s = crate::Session {
+                        node: c.cluster.node(node),
+                        uuid: uuid.clone(),
+                    };
+                    s.start_record(&path).await?;
+                    c.count("recordings");
+                    c.data
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert("playrec.recording".into(), path);
+                }
+                c.execute_nowait("playback", &silence).await?;
+                Ok(())
             }
-            let timeout_ms: u64 = p(params, "timeout_ms", 1000 + 600 * digits.len() as u64)?;
-            // Digits received, by the sender's session UUID.
-            let got: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-            let notify = Arc::new(tokio::sync::Notify::new());
-            let (g2, n2, d2) = (got.clone(), notify.clone(), digits.clone());
-            app.on("CHANNEL_PARK", |c| async move {
+        })
+    })
+}
+
+fn bert(app: App, params: &Params) -> anyhow::Result<App> {
+    Ok({
+        let duration_s: u64 = p(params, "duration_s", 0)?;
+        app.on("CHANNEL_PARK", |c| async move {
+            if !outbound(&c) {
+                c.session().answer().await?;
+            }
+            Ok(())
+        })
+        .on("CHANNEL_ANSWER", move |c| async move {
+            c.execute_nowait("bert_test", "").await?;
+            if outbound(&c) && duration_s > 0 {
+                c.session()
+                    .sched_hangup(duration_s, "NORMAL_CLEARING")
+                    .await?;
+            }
+            Ok(())
+        })
+        .on("CUSTOM mod_bert::lost_sync", |c| async move {
+            c.count("lost_sync_events");
+            Ok(())
+        })
+        .on("CHANNEL_HANGUP", |c| async move {
+            if c.var("bert_stats_sync_lost").is_some() {
+                c.count("checked");
+                let lost: u64 = c
+                    .var("bert_stats_sync_lost")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if lost > 0 {
+                    c.count("sync_lost");
+                    tracing::warn!(node = %c.node, session = %c.uuid, lost, "BERT lost sync");
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+fn dtmf_checker(app: App, params: &Params) -> anyhow::Result<App> {
+    Ok({
+        let digits = ps(params, "digits", "0123456789*#");
+        if digits.is_empty()
+            || !digits
+                .chars()
+                .all(|d| d.is_ascii_digit() || matches!(d, '*' | '#' | 'A'..='D'))
+        {
+            anyhow::bail!("DtmfChecker digits {digits:?} must be DTMF digits (0-9 * # A-D)");
+        }
+        let tone_ms: u64 = p(params, "tone_ms", 100)?;
+        if !(40..=2000).contains(&tone_ms) {
+            anyhow::bail!("DtmfChecker tone_ms {tone_ms} must be between 40 and 2000");
+        }
+        let timeout_ms: u64 = p(params, "timeout_ms", 1000 + 600 * digits.len() as u64)?;
+        // Digits received, by the sender's session UUID.
+        let got: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let (g2, n2, d2) = (got.clone(), notify.clone(), digits.clone());
+        app.on("CHANNEL_PARK", |c| async move {
                 if !outbound(&c) {
                     c.session().answer().await?;
                 }
@@ -374,104 +396,114 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
                     Ok(())
                 }
             })
-        }
-        "CalleeRingback" => {
-            let ring_secs: f64 = p(params, "ring_secs", 1.0)?;
-            let ring = Duration::from_secs_f64(ring_secs.max(0.0));
-            app.needs(&["CHANNEL_EXECUTE_COMPLETE"])
-                .on("CHANNEL_PARK", |c| async move {
-                    if !outbound(&c) {
-                        c.execute("ring_ready", "", Duration::from_secs(10)).await?;
-                    }
-                    Ok(())
-                })
-                .on("CHANNEL_PROGRESS", move |c| async move {
-                    if outbound(&c) {
-                        c.count("rang");
-                        tokio::time::sleep(ring).await;
-                        c.session().hangup("NORMAL_CLEARING").await?;
-                    }
-                    Ok(())
-                })
-        }
-        "CalleeBlockOnInvite" => {
-            let code: u16 = p(params, "code", 486)?;
-            if !(300..700).contains(&code) {
-                anyhow::bail!("CalleeBlockOnInvite code {code} must be a SIP failure (300–699)");
-            }
-            app.on("CHANNEL_PARK", move |c| async move {
+    })
+}
+
+fn callee_ringback(app: App, params: &Params) -> anyhow::Result<App> {
+    Ok({
+        let ring_secs: f64 = p(params, "ring_secs", 1.0)?;
+        let ring = Duration::from_secs_f64(ring_secs.max(0.0));
+        app.needs(&["CHANNEL_EXECUTE_COMPLETE"])
+            .on("CHANNEL_PARK", |c| async move {
                 if !outbound(&c) {
-                    c.count("blocked");
-                    c.execute_nowait("respond", &code.to_string()).await?;
+                    c.execute("ring_ready", "", Duration::from_secs(10)).await?;
                 }
                 Ok(())
             })
-        }
-        "Bridger" | "Proxier" => {
-            let proxy = params.get("proxy").cloned();
-            if entry.name == "Proxier" && proxy.is_none() {
-                anyhow::bail!("Proxier needs proxy=host:port");
-            }
-            let profile = ps(params, "profile", "external");
-            let next_app = params.get("next_app").cloned();
-            if let Some(n) = &next_app
-                && (n.is_empty()
-                    || !n
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
-            {
-                anyhow::bail!(
-                    "{} next_app {n:?} must be an app id (letters, digits, _ - .)",
-                    entry.name
-                );
-            }
-            app.on("CHANNEL_PARK", move |c| {
-                let (proxy, profile, next_app) = (proxy.clone(), profile.clone(), next_app.clone());
-                async move {
-                    if outbound(&c) {
-                        return Ok(());
-                    }
-                    {
-                        let mut d = c.data.lock().unwrap_or_else(|p| p.into_inner());
-                        if d.insert("bridger.done".into(), "1".into()).is_some() {
-                            return Ok(());
-                        }
-                    }
-                    let uri = c
-                        .var("sip_req_uri")
-                        .ok_or_else(|| anyhow::anyhow!("no sip_req_uri on the parked channel"))?
-                        .to_owned();
-                    let spec = crate::router::BridgeSpec {
-                        dest: Some(uri),
-                        profile: Some(profile),
-                        proxy,
-                        vars: next_app
-                            .map(|a| [("sip_h_X-switchy-app".to_owned(), a)].into())
-                            .unwrap_or_default(),
-                        ..Default::default()
-                    };
-                    let dial = crate::router::dial_string(&spec, &|s| s.to_owned());
-                    c.count("bridged");
-                    c.execute_nowait("bridge", &dial).await?;
-                    Ok(())
+            .on("CHANNEL_PROGRESS", move |c| async move {
+                if outbound(&c) {
+                    c.count("rang");
+                    tokio::time::sleep(ring).await;
+                    c.session().hangup("NORMAL_CLEARING").await?;
                 }
+                Ok(())
             })
+    })
+}
+
+fn callee_block_on_invite(app: App, params: &Params) -> anyhow::Result<App> {
+    Ok({
+        let code: u16 = p(params, "code", 486)?;
+        if !(300..700).contains(&code) {
+            anyhow::bail!("CalleeBlockOnInvite code {code} must be a SIP failure (300–699)");
         }
-        "Park" => app.on("CHANNEL_PARK", |c| async move {
-            {
-                let mut d = c.data.lock().unwrap_or_else(|p| p.into_inner());
-                if d.insert("park.seen".into(), "1".into()).is_some() {
-                    return Ok(());
-                }
-            }
-            c.count("parked");
+        app.on("CHANNEL_PARK", move |c| async move {
             if !outbound(&c) {
-                c.session().answer().await?;
+                c.count("blocked");
+                c.execute_nowait("respond", &code.to_string()).await?;
             }
             Ok(())
-        }),
-        other => anyhow::bail!("built-in app {other} has no constructor"),
+        })
     })
+}
+
+fn bridger(app: App, name: &str, params: &Params) -> anyhow::Result<App> {
+    Ok({
+        let proxy = params.get("proxy").cloned();
+        if name == "Proxier" && proxy.is_none() {
+            anyhow::bail!("Proxier needs proxy=host:port");
+        }
+        let profile = ps(params, "profile", "external");
+        let next_app = params.get("next_app").cloned();
+        if let Some(n) = &next_app
+            && (n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+        {
+            anyhow::bail!(
+                "{} next_app {n:?} must be an app id (letters, digits, _ - .)",
+                name
+            );
+        }
+        app.on("CHANNEL_PARK", move |c| {
+            let (proxy, profile, next_app) = (proxy.clone(), profile.clone(), next_app.clone());
+            async move {
+                if outbound(&c) {
+                    return Ok(());
+                }
+                {
+                    let mut d = c.data.lock().unwrap_or_else(|p| p.into_inner());
+                    if d.insert("bridger.done".into(), "1".into()).is_some() {
+                        return Ok(());
+                    }
+                }
+                let uri = c
+                    .var("sip_req_uri")
+                    .ok_or_else(|| anyhow::anyhow!("no sip_req_uri on the parked channel"))?
+                    .to_owned();
+                let spec = crate::router::BridgeSpec {
+                    dest: Some(uri),
+                    profile: Some(profile),
+                    proxy,
+                    vars: next_app
+                        .map(|a| [("sip_h_X-switchy-app".to_owned(), a)].into())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                };
+                let dial = crate::router::dial_string(&spec, &|s| s.to_owned());
+                c.count("bridged");
+                c.execute_nowait("bridge", &dial).await?;
+                Ok(())
+            }
+        })
+    })
+}
+
+fn park(app: App, _params: &Params) -> anyhow::Result<App> {
+    Ok(app.on("CHANNEL_PARK", |c| async move {
+        {
+            let mut d = c.data.lock().unwrap_or_else(|p| p.into_inner());
+            if d.insert("park.seen".into(), "1".into()).is_some() {
+                return Ok(());
+            }
+        }
+        c.count("parked");
+        if !outbound(&c) {
+            c.session().answer().await?;
+        }
+        Ok(())
+    }))
 }
 
 #[cfg(test)]
