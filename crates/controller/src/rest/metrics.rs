@@ -1,0 +1,305 @@
+//! `GET /metrics`: Prometheus text.
+
+use super::*;
+
+pub(super) async fn metrics(State(api): State<Api>) -> Response {
+    let c = api.cluster.counters();
+    let nodes = api.cluster.nodes();
+    let (sessions, calls) = api.cluster.with_tracker(|t| (t.len(), t.calls().count()));
+    let mut s = String::new();
+    let mut put = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
+        s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in lines {
+            s.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    put(
+        "switchy_nodes",
+        "Nodes known to the controller.",
+        "gauge",
+        vec![(String::new(), nodes.len() as u64)],
+    );
+    put(
+        "switchy_node_up",
+        "1 when the node's agent is connected and its ESL is up.",
+        "gauge",
+        nodes
+            .iter()
+            .map(|n| (format!("{{node=\"{}\"}}", n.id), (n.ready()) as u64))
+            .collect(),
+    );
+    put(
+        "switchy_node_events_total",
+        "Events received per node.",
+        "counter",
+        nodes
+            .iter()
+            .map(|n| (format!("{{node=\"{}\"}}", n.id), n.events))
+            .collect(),
+    );
+    put(
+        "switchy_agent_dropped_events_total",
+        "Events the agent dropped with a full buffer.",
+        "counter",
+        nodes
+            .iter()
+            .map(|n| (format!("{{node=\"{}\"}}", n.id), n.agent_dropped))
+            .collect(),
+    );
+    put(
+        "switchy_events_total",
+        "Events received.",
+        "counter",
+        vec![(String::new(), c.events.load(Ordering::Relaxed))],
+    );
+    put(
+        "switchy_duplicate_events_total",
+        "Re-sent events ignored after a reconnect.",
+        "counter",
+        vec![(String::new(), c.duplicates.load(Ordering::Relaxed))],
+    );
+    let corrections = api.cluster.with_tracker(|t| t.corrections.clone());
+    put(
+        "switchy_tracker_corrections_total",
+        "Legs the tracker corrected without a hangup event: resync_closed (FreeSWITCH no longer has it), resync_added and resync_linked (learned from a snapshot, linked to its call), node_restarted, reaped.",
+        "counter",
+        [
+            "resync_closed",
+            "resync_added",
+            "resync_linked",
+            "node_restarted",
+            "reaped",
+        ]
+        .iter()
+        .map(|k| {
+            (
+                format!("{{kind=\"{k}\"}}"),
+                corrections.get(k).copied().unwrap_or(0),
+            )
+        })
+        .collect(),
+    );
+    let consumers = api.cluster.pipeline().consumers();
+    put(
+        "switchy_pipeline_queued_events",
+        "Events queued for each lossless consumer (CDRs, the Originator, apps).",
+        "gauge",
+        consumers
+            .iter()
+            .map(|c| (format!("{{consumer=\"{}\"}}", c.name), c.queued as u64))
+            .collect(),
+    );
+    put(
+        "switchy_pipeline_delivered_events_total",
+        "Events handed to each lossless consumer.",
+        "counter",
+        consumers
+            .iter()
+            .map(|c| {
+                (
+                    format!("{{consumer=\"{}\"}}", c.name),
+                    c.stats.delivered.load(Ordering::Relaxed),
+                )
+            })
+            .collect(),
+    );
+    put(
+        "switchy_pipeline_backpressure_waits_total",
+        "Times the event pipeline waited for a full consumer (backpressure: nothing is dropped).",
+        "counter",
+        consumers
+            .iter()
+            .map(|c| {
+                (
+                    format!("{{consumer=\"{}\"}}", c.name),
+                    c.stats.waits.load(Ordering::Relaxed),
+                )
+            })
+            .collect(),
+    );
+    put(
+        "switchy_pipeline_backpressure_wait_ms_total",
+        "Time the event pipeline spent waiting for each consumer, ms.",
+        "counter",
+        consumers
+            .iter()
+            .map(|c| {
+                (
+                    format!("{{consumer=\"{}\"}}", c.name),
+                    c.stats.waited_us.load(Ordering::Relaxed) / 1000,
+                )
+            })
+            .collect(),
+    );
+    put(
+        "switchy_observer_lagged_events_total",
+        "Events best-effort observers (live views) missed.",
+        "counter",
+        vec![(String::new(), api.cluster.pipeline().observer_lagged())],
+    );
+    put(
+        "switchy_sessions",
+        "Live sessions.",
+        "gauge",
+        vec![(String::new(), sessions as u64)],
+    );
+    put(
+        "switchy_calls",
+        "Live calls.",
+        "gauge",
+        vec![(String::new(), calls as u64)],
+    );
+    put(
+        "switchy_commands_total",
+        "Commands sent to nodes.",
+        "counter",
+        vec![(String::new(), c.commands.load(Ordering::Relaxed))],
+    );
+    put(
+        "switchy_command_errors_total",
+        "Commands that failed.",
+        "counter",
+        vec![(String::new(), c.command_errors.load(Ordering::Relaxed))],
+    );
+    put(
+        "switchy_agents_refused_total",
+        "Agent connections refused.",
+        "counter",
+        vec![(String::new(), c.refused.load(Ordering::Relaxed))],
+    );
+    s.push_str("# HELP switchy_node_idle_cpu_percent Host idle CPU as the node's FreeSWITCH reports it (api status).\n# TYPE switchy_node_idle_cpu_percent gauge\n");
+    for n in &nodes {
+        if let Some(l) = &n.load {
+            s.push_str(&format!(
+                "switchy_node_idle_cpu_percent{{node=\"{}\"}} {}\n",
+                n.id,
+                l.idle_cpu_pct()
+            ));
+        }
+    }
+    s.push_str("# HELP switchy_node_freeswitch_cpu_percent CPU of the node's FreeSWITCH process, % of one core (read by its agent).\n# TYPE switchy_node_freeswitch_cpu_percent gauge\n");
+    for n in &nodes {
+        if let Some(c) = n.load.as_ref().and_then(|l| l.fs_cpu_pct()) {
+            s.push_str(&format!(
+                "switchy_node_freeswitch_cpu_percent{{node=\"{}\"}} {c}\n",
+                n.id
+            ));
+        }
+    }
+    s.push_str("# HELP switchy_app_verdicts_total Calls an app checked, by its final verdict (a call cut short before its check finished fails).\n# TYPE switchy_app_verdicts_total counter\n");
+    for ((app, passed), v) in api.cluster.verdict_counts() {
+        s.push_str(&format!(
+            "switchy_app_verdicts_total{{app=\"{app}\",verdict=\"{}\"}} {v}\n",
+            if passed { "passed" } else { "failed" }
+        ));
+    }
+    for (metric, help, buckets, sum) in [
+        (
+            "switchy_relay_latency_seconds",
+            "FreeSWITCH event time to tracker update.",
+            &c.latency_buckets,
+            &c.latency_sum_us,
+        ),
+        (
+            "switchy_relay_agent_latency_seconds",
+            "Agent receipt of an event to tracker update (switchy's own part of the relay latency).",
+            &c.agent_latency_buckets,
+            &c.agent_latency_sum_us,
+        ),
+    ] {
+        s.push_str(&format!(
+            "# HELP {metric} {help}\n# TYPE {metric} histogram\n"
+        ));
+        let mut cum = 0;
+        for (i, ub) in LATENCY_BUCKETS.iter().enumerate() {
+            cum += buckets[i].load(Ordering::Relaxed);
+            let le = if *ub == u64::MAX {
+                "+Inf".to_string()
+            } else {
+                format!("{}", *ub as f64 / 1e6)
+            };
+            s.push_str(&format!("{metric}_bucket{{le=\"{le}\"}} {cum}\n"));
+        }
+        s.push_str(&format!(
+            "{metric}_sum {}\n",
+            sum.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        s.push_str(&format!("{metric}_count {cum}\n"));
+    }
+    let o = api
+        .originator
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(o) = o {
+        let st = o.status();
+        for (name, help, kind, v) in [
+            (
+                "switchy_originator_offered_total",
+                "Calls launched.",
+                "counter",
+                st.offered as f64,
+            ),
+            (
+                "switchy_originator_answered_total",
+                "Calls answered.",
+                "counter",
+                st.answered as f64,
+            ),
+            (
+                "switchy_originator_failed_total",
+                "Calls failed.",
+                "counter",
+                st.failed as f64,
+            ),
+            (
+                "switchy_originator_jobs_recovered_total",
+                "Originates whose BACKGROUND_JOB was lost (an ESL outage) and whose answer a resync showed.",
+                "counter",
+                st.jobs_recovered as f64,
+            ),
+            (
+                "switchy_originator_active_calls",
+                "Calls up now.",
+                "gauge",
+                st.active as f64,
+            ),
+            (
+                "switchy_originator_rate_target",
+                "Requested calls/s.",
+                "gauge",
+                st.config.rate,
+            ),
+            (
+                "switchy_originator_rate_current",
+                "Calls launched in the last second.",
+                "gauge",
+                st.current_cps,
+            ),
+            (
+                "switchy_originator_late_launches_total",
+                "Launches more than 50 ms behind schedule.",
+                "counter",
+                st.late_launches as f64,
+            ),
+        ] {
+            s.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        }
+        s.push_str("# HELP switchy_originator_bottleneck_seconds_total Seconds the requested rate was not met, by the party diagnosed.\n# TYPE switchy_originator_bottleneck_seconds_total counter\n");
+        for (party, (n, _)) in &st.bottleneck_secs {
+            let party = party.replace('"', "'");
+            s.push_str(&format!(
+                "switchy_originator_bottleneck_seconds_total{{party=\"{party}\"}} {n}\n"
+            ));
+        }
+        s.push_str("# HELP switchy_originator_failures_total Failed calls by hangup cause.\n# TYPE switchy_originator_failures_total counter\n");
+        for (cause, n) in &st.failures {
+            s.push_str(&format!(
+                "switchy_originator_failures_total{{cause=\"{cause}\"}} {n}\n"
+            ));
+        }
+    }
+    ([("content-type", "text/plain; version=0.0.4")], s).into_response()
+}

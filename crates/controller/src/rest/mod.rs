@@ -1,0 +1,139 @@
+//! The REST API (axum): nodes, sessions, calls, jobs, originate, session
+//! actions, api fan-out, health, Prometheus metrics, OpenAPI document.
+//! Bearer-token auth on everything but `/health`.
+
+use crate::action::SessionAction;
+use crate::cluster::{Cluster, CommandError, LATENCY_BUCKETS};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+mod commands;
+mod control;
+mod metrics;
+mod views;
+
+use commands::*;
+use control::*;
+use metrics::*;
+use views::*;
+
+/// REST state.
+#[derive(Clone)]
+pub struct Api {
+    /// The cluster.
+    pub cluster: Cluster,
+    /// The bearer token.
+    pub token: Arc<String>,
+    /// Loaded apps.
+    pub apps: crate::apps::AppManager,
+    /// The router, if routes are in use.
+    pub router: Arc<std::sync::RwLock<Option<crate::router::Router>>>,
+    /// The Originator, if one is set.
+    pub originator: Arc<std::sync::RwLock<Option<crate::originator::Originator>>>,
+}
+
+/// A JSON error with a status code and a message saying what to fix.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        let code = match &e {
+            CommandError::NodeDown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CommandError::Invalid(_) => StatusCode::BAD_REQUEST,
+            CommandError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            CommandError::Agent { .. } | CommandError::Transport { .. } => StatusCode::BAD_GATEWAY,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn body<T>(b: JsonBody<T>, example: &str) -> Result<T, ApiError> {
+    b.map(|Json(v)| v).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; expected a JSON body like {example}"),
+        )
+    })
+}
+
+async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_eq(t.as_bytes(), api.token.as_bytes()));
+    if !ok {
+        return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token: send 'Authorization: Bearer <token>' (the controller's --token / SWITCHY_API_TOKEN)".into()).into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The router.
+pub fn router(api: Api) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/nodes/{id}", get(node))
+        .route("/api/v1/nodes/{id}/originate", post(originate))
+        .route("/api/v1/sessions", get(sessions))
+        .route("/api/v1/sessions/{uuid}", get(session))
+        .route("/api/v1/sessions/{uuid}/{action}", post(session_action))
+        .route("/api/v1/calls", get(calls))
+        .route("/api/v1/calls/{id}", get(call))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/api", post(api_fanout))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/routes", get(routes))
+        .route("/api/v1/routes/reload", post(routes_reload))
+        .route("/api/v1/apps", get(apps))
+        .route(
+            "/api/v1/originator",
+            get(originator_get)
+                .patch(originator_patch)
+                .post(originator_patch),
+        )
+        .route("/api/v1/originator/{action}", post(originator_action))
+        .layer(middleware::from_fn_with_state(api.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .with_state(api)
+}
+
+/// The value in a shared slot, or 404 saying how to get one.
+fn current<T: Clone>(slot: &std::sync::RwLock<Option<T>>, missing: &str) -> Result<T, ApiError> {
+    slot.read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, missing.into()))
+}
+
+async fn health(State(api): State<Api>) -> Json<Value> {
+    let nodes = api.cluster.nodes();
+    let up = nodes.iter().filter(|n| n.ready()).count();
+    Json(json!({"status": "ok", "nodes": nodes.len(), "nodes_up": up}))
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}
