@@ -198,9 +198,8 @@ async fn faults_during_a_load_leave_one_whole_cdr_per_call() {
         max_offered: CALLS,
         // Longer than the outages: each call is seen before or after one.
         duration: Some(6.0),
-        // An inbound leg that parks while its node's ESL is down is never
-        // answered (no app hears of it, as with a real FreeSWITCH): its
-        // call fails as NO_ANSWER after 10 s instead of 60.
+        // An inbound leg no app hears of fails as NO_ANSWER after 10 s
+        // instead of 60.
         timeout_s: 10,
         ..OriginatorConfig::default()
     };
@@ -271,11 +270,13 @@ async fn faults_during_a_load_leave_one_whole_cdr_per_call() {
         (st.answered, st.failed),
         "the CDR table and the Originator agree: {st:?}"
     );
-    // Calls whose inbound leg parked on a node while its ESL or agent was
-    // down fail as NO_ANSWER (nobody heard of them in time); the others
-    // are answered.
+    // Inbound legs that parked on fs1 while its ESL was down are replayed
+    // to the apps after the reconnect (a CHANNEL_PARK rebuilt from
+    // uuid_dump) and answered: without that ~250 of these calls failed as
+    // NO_ANSWER. A leg parked on fs2 in the second its agent was away may
+    // still fail so (a new agent process knows of no outage).
     assert!(
-        st.answered > 50 && st.failures.keys().all(|c| c == "NO_ANSWER"),
+        st.failed <= CALLS / 20 && st.failures.keys().all(|c| c == "NO_ANSWER"),
         "{st:?}"
     );
     // Every answered call's CDR has its answer time (none written as failed

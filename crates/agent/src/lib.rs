@@ -47,6 +47,11 @@ pub struct AgentState {
     dump_all: AtomicBool,
     /// When the event connection came up (s since the epoch).
     esl_up_s: AtomicU64,
+    /// When the event connection was last lost (µs; 0: never).
+    esl_down_us: AtomicU64,
+    /// The last ESL outage (from, to; µs) whose parked calls nobody heard
+    /// of yet: the next snapshot replays them.
+    outage: std::sync::Mutex<Option<(u64, u64)>>,
     core_uuid: std::sync::Mutex<String>,
     /// What the controller asked to subscribe (kept across reconnects).
     wanted: std::sync::Mutex<Vec<String>>,
@@ -154,6 +159,8 @@ impl Agent {
             stopping: tokio::sync::watch::Sender::new(false),
             dump_all: AtomicBool::new(true),
             esl_up_s: AtomicU64::new(0),
+            esl_down_us: AtomicU64::new(0),
+            outage: std::sync::Mutex::new(None),
             core_uuid: std::sync::Mutex::new(String::new()),
             wanted: std::sync::Mutex::new(Vec::new()),
             subscribed: Mutex::new(Vec::new()),
@@ -247,6 +254,10 @@ async fn esl_loop(st: Arc<AgentState>) {
         tracing::info!(node = %c.node_id, core_uuid = %core_uuid, hostname = %hostname, events = ?events, "ESL connected");
         *st.core_uuid.lock().unwrap_or_else(|p| p.into_inner()) = core_uuid.clone();
         st.esl_up_s.store(now_us() / 1_000_000, Ordering::SeqCst);
+        let down = st.esl_down_us.load(Ordering::SeqCst);
+        if down > 0 {
+            *st.outage.lock().unwrap_or_else(|p| p.into_inner()) = Some((down, now_us()));
+        }
         st.dump_all.store(true, Ordering::SeqCst);
         st.snapshot_needed.store(true, Ordering::SeqCst);
         // FreeSWITCH's `show channels` lags its channels by seconds (its
@@ -292,6 +303,7 @@ async fn esl_loop(st: Arc<AgentState>) {
         again.abort();
         *st.esl.lock().await = None;
         st.subscribed.lock().await.clear();
+        st.esl_down_us.store(now_us(), Ordering::SeqCst);
         st.set_status(EslState::Down("ESL connection lost".into()));
         tracing::warn!(node = %c.node_id, "ESL connection lost; reconnecting");
         tokio::time::sleep(backoff.next_delay()).await;
@@ -593,12 +605,19 @@ async fn send_loop(
                         // up are linked by their own events; the second
                         // snapshot dumps only the older ones.
                         let before = (!dump_all).then(|| st.esl_up_s.load(Ordering::SeqCst));
-                        enrich_snapshot(st, &mut channels, before).await;
+                        let outage = st.outage.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        let replay = enrich_snapshot(st, &mut channels, before, outage).await;
                         let snap = Snapshot {
                             core_uuid,
                             channels,
                         };
                         write_msg(send, &AgentMsg::Snapshot(snap)).await?;
+                        if !replay.is_empty() {
+                            tracing::warn!(node = %st.config.node_id, calls = replay.len(), "replaying CHANNEL_PARK of inbound calls that parked while ESL was down");
+                        }
+                        for e in replay {
+                            st.outbox.push(esl::RelayEvent::from_event(&e));
+                        }
                         // Events that arrived meanwhile go after it.
                         continue;
                     }
@@ -652,14 +671,28 @@ pub fn is_snapshot_variable(header: &str) -> bool {
 ///
 /// With `created_before` (s since the epoch) only channels created at or
 /// before it are dumped.
+///
+/// Inbound legs that parked during `outage` (from, to; µs) and are still
+/// unanswered were never seen by anyone (FreeSWITCH sends events only to
+/// connected listeners): their dump comes back as a CHANNEL_PARK, marked
+/// `variable_switchy_replayed: resync`, so the router and apps handle them
+/// as if the event had arrived.
 async fn enrich_snapshot(
     st: &Arc<AgentState>,
     rows: &mut [Vec<(String, String)>],
     created_before: Option<u64>,
-) {
+    outage: Option<(u64, u64)>,
+) -> Vec<switchy_protocol::esl::Event> {
+    let mut replay = Vec::new();
     use futures_util::StreamExt;
-    let Some(first) = st.command_handle() else {
-        return;
+    // The command connections, or the event connection while they are
+    // still reconnecting.
+    let first = match st.command_handle() {
+        Some(h) => h,
+        None => match st.esl.lock().await.clone() {
+            Some(h) => h,
+            None => return replay,
+        },
     };
     let t = Duration::from_secs(5);
     let uuids: Vec<(usize, String)> = rows
@@ -693,6 +726,9 @@ async fn enrich_snapshot(
         else {
             continue;
         };
+        if let Some(e) = outage.and_then(|w| parked_during(&rows[i], &o, w)) {
+            replay.push(e);
+        }
         for (k, v) in o {
             if (SNAPSHOT_HEADERS.contains(&k.as_str()) || is_snapshot_variable(&k))
                 && let Some(v) = v.as_str()
@@ -701,6 +737,35 @@ async fn enrich_snapshot(
             }
         }
     }
+    replay
+}
+
+/// A CHANNEL_PARK rebuilt from `dump` when the row is an inbound leg that
+/// parked within `outage` (µs) and is not answered.
+fn parked_during(
+    row: &[(String, String)],
+    dump: &serde_json::Map<String, serde_json::Value>,
+    (from, to): (u64, u64),
+) -> Option<switchy_protocol::esl::Event> {
+    let col = |k: &str| row.iter().find(|(c, _)| c == k).map(|(_, v)| v.as_str());
+    let hdr = |k: &str| dump.get(k).and_then(|v| v.as_str());
+    let created: u64 = hdr("Caller-Channel-Created-Time")?.parse().ok()?;
+    if col("direction") != Some("inbound")
+        || col("application") != Some("park")
+        || hdr("Answer-State") == Some("answered")
+        || !(from..=to).contains(&created)
+    {
+        return None;
+    }
+    let mut e = switchy_protocol::esl::Event::new("CHANNEL_PARK");
+    for (k, v) in dump {
+        if k != "Event-Name"
+            && let Some(v) = v.as_str()
+        {
+            e = e.with(k, v);
+        }
+    }
+    Some(e.with("variable_switchy_replayed", "resync"))
 }
 
 /// Rows of `show channels as json` as column/value pairs.
@@ -869,6 +934,36 @@ fn build_sendmsg(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_inbound_legs_parked_during_the_outage_are_replayed() {
+        let row = |dir: &str, app: &str| {
+            vec![
+                ("direction".to_string(), dir.to_string()),
+                ("application".to_string(), app.to_string()),
+            ]
+        };
+        let dump = |created: u64, answer: &str| {
+            let v = serde_json::json!({
+                "Event-Name": "CHANNEL_DATA",
+                "Unique-ID": "u1",
+                "Caller-Channel-Created-Time": created.to_string(),
+                "Answer-State": answer,
+                "Caller-Destination-Number": "2000",
+            });
+            v.as_object().cloned().unwrap_or_default()
+        };
+        let w = (1_000, 2_000);
+        let e = parked_during(&row("inbound", "park"), &dump(1_500, "ringing"), w)
+            .expect("parked during the outage");
+        assert_eq!(e.event_name(), Some("CHANNEL_PARK"));
+        assert_eq!(e.get("Caller-Destination-Number"), Some("2000"));
+        assert_eq!(e.get("variable_switchy_replayed"), Some("resync"));
+        assert!(parked_during(&row("inbound", "park"), &dump(999, "ringing"), w).is_none());
+        assert!(parked_during(&row("inbound", "park"), &dump(1_500, "answered"), w).is_none());
+        assert!(parked_during(&row("outbound", "park"), &dump(1_500, "ringing"), w).is_none());
+        assert!(parked_during(&row("inbound", "bridge"), &dump(1_500, "ringing"), w).is_none());
+    }
 
     #[test]
     fn sofia_status_profiles() {
