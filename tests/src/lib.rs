@@ -287,3 +287,57 @@ pub fn postgres_url() -> Option<String> {
         }
     }
 }
+
+/// A harness with the Originator set up: built-in `apps` loaded, CDRs from
+/// the cluster written to `store` (cleared first) through a writer with a
+/// `queue`-row queue, the Originator's failed calls to the same writer.
+pub struct OriginatorRig {
+    /// The system.
+    pub h: Harness,
+    /// The Originator (also in the controller's REST slot).
+    pub orig: switchy_controller::originator::Originator,
+    /// The CDR store.
+    pub store: switchy_controller::cdr::CdrStore,
+    /// The CDR writer (taken to close it).
+    pub writer: Option<switchy_controller::cdr::CdrWriter>,
+}
+
+/// Starts an [`OriginatorRig`] on `mock`'s nodes with `cfg` (its
+/// destinations set to the mock's nodes).
+pub async fn originator_rig(
+    mock: MockConfig,
+    store: switchy_controller::cdr::CdrStore,
+    queue: usize,
+    cfg: switchy_controller::originator::OriginatorConfig,
+    apps: &[&str],
+) -> OriginatorRig {
+    use switchy_controller::apps::builtin;
+    use switchy_controller::cdr::{CdrWriter, Launches};
+    use switchy_controller::originator::{Originator, OriginatorConfig};
+    let h = Harness::start_with(mock).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    for a in apps {
+        h.ctl()
+            .apps
+            .load(a, vec![builtin::build(a, &builtin::Params::new()).unwrap()])
+            .await
+            .unwrap();
+    }
+    store.clear().await.unwrap();
+    let launches: Launches = Default::default();
+    let writer =
+        CdrWriter::start_with_queue(&h.ctl().cluster, store.clone(), launches.clone(), queue);
+    let cfg = OriginatorConfig {
+        dest_by_node: mock_destinations(&h.mock),
+        ..cfg
+    };
+    let orig = Originator::new(h.ctl().cluster.clone(), cfg, launches).unwrap();
+    orig.set_cdr_sink(writer.sink());
+    *h.ctl().originator.write().unwrap() = Some(orig.clone());
+    OriginatorRig {
+        h,
+        orig,
+        store,
+        writer: Some(writer),
+    }
+}

@@ -4,9 +4,8 @@
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use switchy_controller::apps::builtin;
-use switchy_controller::cdr::{CdrStore, CdrWriter, Launches};
-use switchy_controller::originator::{Originator, OriginatorConfig};
+use switchy_controller::cdr::CdrStore;
+use switchy_controller::originator::OriginatorConfig;
 use switchy_e2e::*;
 
 /// Heavy runs: one at a time on this 2-core machine.
@@ -18,42 +17,19 @@ fn sqlite(name: &str) -> String {
     format!("sqlite://{}", p.display())
 }
 
-struct Rig {
-    h: Harness,
-    orig: Originator,
-    store: CdrStore,
-    writer: Option<CdrWriter>,
-}
+type Rig = OriginatorRig;
 
+/// `nodes` simulated nodes, Park answering the inbound legs and keeping
+/// them up.
 async fn rig(nodes: usize, store: CdrStore, queue: usize, cfg: OriginatorConfig) -> Rig {
-    let h = Harness::start(nodes).await.unwrap();
-    h.wait_nodes_up().await.unwrap();
-    // Park answers the inbound legs and keeps them up.
-    h.ctl()
-        .apps
-        .load(
-            "Park",
-            vec![builtin::build("Park", &builtin::Params::new()).unwrap()],
-        )
-        .await
-        .unwrap();
-    store.clear().await.unwrap();
-    let launches: Launches = Default::default();
-    let writer =
-        CdrWriter::start_with_queue(&h.ctl().cluster, store.clone(), launches.clone(), queue);
-    let cfg = OriginatorConfig {
-        dest_by_node: mock_destinations(&h.mock),
-        ..cfg
-    };
-    let orig = Originator::new(h.ctl().cluster.clone(), cfg, launches).unwrap();
-    orig.set_cdr_sink(writer.sink());
-    *h.ctl().originator.write().unwrap() = Some(orig.clone());
-    Rig {
-        h,
-        orig,
+    originator_rig(
+        mock_relay::MockConfig::ephemeral(nodes),
         store,
-        writer: Some(writer),
-    }
+        queue,
+        cfg,
+        &["Park"],
+    )
+    .await
 }
 
 /// A `/metrics` value (summed over its label sets).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 use switchy_controller::apps::builtin;
-use switchy_controller::cdr::{CdrStore, CdrWriter, Launches};
+use switchy_controller::cdr::{CdrStore, Launches};
 use switchy_controller::cdr_stats;
 use switchy_controller::originator::{Originator, OriginatorConfig, State, Weighted};
 use switchy_e2e::*;
@@ -11,12 +11,7 @@ use switchy_e2e::*;
 /// The runs measure rates: one at a time on this 2-core machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct Rig {
-    h: Harness,
-    orig: Originator,
-    store: CdrStore,
-    writer: CdrWriter,
-}
+type Rig = OriginatorRig;
 
 async fn rig(nodes: usize, db: &str, cfg: OriginatorConfig, apps: &[&str]) -> Rig {
     rig_with(mock_relay::MockConfig::ephemeral(nodes), db, cfg, apps).await
@@ -28,32 +23,15 @@ async fn rig_with(
     cfg: OriginatorConfig,
     apps: &[&str],
 ) -> Rig {
-    let h = Harness::start_with(mock).await.unwrap();
-    h.wait_nodes_up().await.unwrap();
-    for a in apps {
-        h.ctl()
-            .apps
-            .load(a, vec![builtin::build(a, &builtin::Params::new()).unwrap()])
-            .await
-            .unwrap();
-    }
     let store = CdrStore::connect(db).await.unwrap();
-    store.clear().await.unwrap();
-    let launches: Launches = Default::default();
-    let writer = CdrWriter::start(&h.ctl().cluster, store.clone(), launches.clone());
-    let cfg = OriginatorConfig {
-        dest_by_node: mock_destinations(&h.mock),
-        ..cfg
-    };
-    let orig = Originator::new(h.ctl().cluster.clone(), cfg, launches).unwrap();
-    orig.set_cdr_sink(writer.sink());
-    *h.ctl().originator.write().unwrap() = Some(orig.clone());
-    Rig {
-        h,
-        orig,
+    originator_rig(
+        mock,
         store,
-        writer,
-    }
+        switchy_controller::cdr::WRITER_QUEUE,
+        cfg,
+        apps,
+    )
+    .await
 }
 
 fn sqlite(name: &str) -> String {
@@ -97,7 +75,7 @@ async fn full_run(db: &str) {
         ],
         ..OriginatorConfig::default()
     };
-    let r = rig(2, db, cfg, &["Park", "TonePlay", "Bert"]).await;
+    let mut r = rig(2, db, cfg, &["Park", "TonePlay", "Bert"]).await;
     r.orig.start();
     tokio::time::timeout(Duration::from_secs(60), r.orig.wait_done())
         .await
@@ -116,7 +94,7 @@ async fn full_run(db: &str) {
         .await
         .expect("all channels gone");
     r.orig.set_cdr_sink(None);
-    let written = r.writer.close().await;
+    let written = r.writer.take().expect("writer").close().await;
     assert_eq!(written, 2000);
     assert_eq!(r.store.count().await.unwrap(), 2000);
     let cdrs = r.store.all().await.unwrap();
@@ -170,7 +148,7 @@ async fn injected_failures_are_counted_by_cause_and_never_stop_the_run() {
         duration: Some(0.2),
         ..OriginatorConfig::default()
     };
-    let r = rig(2, &sqlite("fail"), cfg, &["Park"]).await;
+    let mut r = rig(2, &sqlite("fail"), cfg, &["Park"]).await;
     for cause in [
         "USER_BUSY",
         "USER_BUSY",
@@ -204,7 +182,7 @@ async fn injected_failures_are_counted_by_cause_and_never_stop_the_run() {
         .await
         .unwrap();
     r.orig.set_cdr_sink(None);
-    r.writer.close().await;
+    r.writer.take().expect("writer").close().await;
     let m = cdr_stats::summarize(&r.store.all().await.unwrap());
     assert_eq!((m.calls, m.failed), (40, 5));
     assert_eq!(m.failures.get("USER_BUSY"), Some(&3));
