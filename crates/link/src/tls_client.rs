@@ -6,6 +6,36 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The cluster CA's certificates in `ca_pem` (read from `file`).
+pub(crate) fn ca_roots(ca_pem: &[u8], file: &str) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c.map_err(|e| anyhow::anyhow!("CA certificate unreadable: {e}"))?)?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("no CA certificate found in {file}");
+    }
+    Ok(roots)
+}
+
+/// `who`'s certificate chain (from `file`) and key.
+pub(crate) fn identity(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    who: &str,
+    file: &str,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{who} certificate unreadable: {e}"))?;
+    if chain.is_empty() {
+        anyhow::bail!("no certificate found in {file}");
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| anyhow::anyhow!("{who} key unreadable: {e}"))?;
+    Ok((chain, key))
+}
+
 /// A QUIC client config for the controller.
 pub fn client_config(
     ca_pem: &[u8],
@@ -13,21 +43,8 @@ pub fn client_config(
     key_pem: &[u8],
 ) -> anyhow::Result<quinn::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(c.map_err(|e| anyhow::anyhow!("CA certificate unreadable: {e}"))?)?;
-    }
-    if roots.is_empty() {
-        anyhow::bail!("no CA certificate found in the [tls] ca file");
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("agent certificate unreadable: {e}"))?;
-    if chain.is_empty() {
-        anyhow::bail!("no certificate found in the [tls] cert file");
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| anyhow::anyhow!("agent key unreadable: {e}"))?;
+    let roots = ca_roots(ca_pem, "the [tls] ca file")?;
+    let (chain, key) = identity(cert_pem, key_pem, "agent", "the [tls] cert file")?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)

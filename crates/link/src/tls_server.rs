@@ -1,8 +1,7 @@
 //! The controller's side of mutual TLS: accept only agents whose certificate
 //! the cluster CA signed, and read the node id from it.
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 
 /// A QUIC server config requiring a CA-signed client certificate.
@@ -12,23 +11,14 @@ pub fn server_config(
     key_pem: &[u8],
 ) -> anyhow::Result<quinn::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(c.map_err(|e| anyhow::anyhow!("CA certificate unreadable: {e}"))?)?;
-    }
-    if roots.is_empty() {
-        anyhow::bail!("no CA certificate in ca.pem");
-    }
+    let roots = crate::tls_client::ca_roots(ca_pem, "ca.pem")?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
     )
     .build()?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("controller certificate unreadable: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| anyhow::anyhow!("controller key unreadable: {e}"))?;
+    let (chain, key) =
+        crate::tls_client::identity(cert_pem, key_pem, "controller", "controller.pem")?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -103,6 +93,7 @@ fn header(der: &[u8], i: usize, tag: u8) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::pem::PemObject;
 
     #[test]
     fn reads_the_node_name_from_an_issued_certificate() {
