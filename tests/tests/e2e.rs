@@ -1,6 +1,7 @@
 //! End to end: mock-relay nodes, real agents, a real controller, over real
 //! QUIC (mutual TLS) and TCP.
 
+use mock_relay::util::now_us;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -418,12 +419,6 @@ async fn controller_restart_loses_no_channel_event_and_no_cdr() {
     );
     assert_eq!(with_cdr.len(), rows.len(), "one CDR per call");
     store.close().await;
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
