@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -77,6 +77,64 @@ macro_rules! columns {
     () => {
         "call_id, node, app, hangup_cause, failed, caller_uuid, caller_num, callee_num, caller_create, caller_answer, caller_req_originate, caller_originate, caller_hangup, job_launch, callee_node, callee_uuid, callee_create, callee_answer, callee_hangup, active_sessions, erlangs, originate_sent_agent, originate_done_agent, verdict"
     };
+}
+
+/// Columns of a stored leg.
+const LEG_COLUMNS: usize = 12;
+
+macro_rules! leg_columns {
+    () => {
+        "uuid, call_id, node, direction, cid_num, dest, app, cause, created_us, originate_us, answered_us, hangup_us"
+    };
+}
+
+/// One ended leg, as much of it as its call's CDR needs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Leg {
+    /// `Unique-ID`.
+    pub uuid: String,
+    /// The call it belongs to.
+    pub call: String,
+    /// Node id.
+    pub node: String,
+    /// `inbound` / `outbound`.
+    pub direction: String,
+    /// Caller id number.
+    pub cid_num: String,
+    /// Destination number.
+    pub dest: String,
+    /// `switchy_app`, if set.
+    pub app: Option<String>,
+    /// How it ended.
+    pub cause: String,
+    /// CHANNEL_CREATE, µs (0: unknown).
+    pub created_us: u64,
+    /// CHANNEL_ORIGINATE, µs.
+    pub originate_us: u64,
+    /// CHANNEL_ANSWER, µs.
+    pub answered_us: u64,
+    /// CHANNEL_HANGUP, µs.
+    pub hangup_us: u64,
+}
+
+impl From<&Finished> for Leg {
+    fn from(f: &Finished) -> Leg {
+        let s = &f.session;
+        Leg {
+            uuid: s.uuid.clone(),
+            call: s.call.clone(),
+            node: s.node.clone(),
+            direction: s.direction.clone(),
+            cid_num: s.cid_num.clone(),
+            dest: s.dest.clone(),
+            app: s.variable("switchy_app").map(str::to_owned),
+            cause: f.cause.clone(),
+            created_us: s.created_us,
+            originate_us: s.originate_us,
+            answered_us: s.answered_us,
+            hangup_us: s.hangup_us,
+        }
+    }
 }
 
 /// A connected CDR database.
@@ -166,31 +224,49 @@ impl CdrStore {
     /// call already has one is skipped (one CDR per call). Returns the rows
     /// inserted.
     pub async fn insert(&self, rows: &[Cdr]) -> Result<u64, sqlx::Error> {
+        self.commit(rows, &[]).await
+    }
+
+    /// In one transaction: stores `legs` (ended legs of calls still up),
+    /// inserts `rows` as [`CdrStore::insert`] does, and deletes the stored
+    /// legs of the calls those rows close. Returns the rows inserted.
+    pub async fn commit(&self, rows: &[Cdr], legs: &[Leg]) -> Result<u64, sqlx::Error> {
         if !self.insert_delay.is_zero() {
             tokio::time::sleep(self.insert_delay * rows.len() as u32).await;
         }
         let mut tx = self.pool.begin().await?;
+        for chunk in legs.chunks(500) {
+            let mut sql = String::with_capacity(64 + chunk.len() * 80);
+            sql.push_str(concat!(
+                "INSERT INTO cdr_leg (",
+                leg_columns!(),
+                ") VALUES "
+            ));
+            self.placeholders(&mut sql, chunk.len(), LEG_COLUMNS);
+            sql.push_str(" ON CONFLICT (uuid) DO NOTHING");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for l in chunk {
+                q = q
+                    .bind(l.uuid.clone())
+                    .bind(l.call.clone())
+                    .bind(l.node.clone())
+                    .bind(l.direction.clone())
+                    .bind(l.cid_num.clone())
+                    .bind(l.dest.clone())
+                    .bind(l.app.clone())
+                    .bind(l.cause.clone())
+                    .bind(l.created_us as i64)
+                    .bind(l.originate_us as i64)
+                    .bind(l.answered_us as i64)
+                    .bind(l.hangup_us as i64);
+            }
+            q.execute(&mut *tx).await?;
+        }
         let mut inserted = 0;
         for chunk in rows.chunks(500) {
-            // PostgreSQL needs `$N` (the Any QueryBuilder writes `?`, which
-            // it refuses); SQLite gets plain `?`: it reads `$N` as named
-            // parameters and looks each one up by name.
             let mut sql = String::with_capacity(64 + chunk.len() * 160);
             sql.push_str(concat!("INSERT INTO cdr (", columns!(), ") VALUES "));
-            for r in 0..chunk.len() {
-                sql.push_str(if r == 0 { "(" } else { ",(" });
-                for c in 0..COLUMNS {
-                    if c > 0 {
-                        sql.push(',');
-                    }
-                    if self.sqlite {
-                        sql.push('?');
-                    } else {
-                        sql.push_str(&format!("${}", r * COLUMNS + c + 1));
-                    }
-                }
-                sql.push(')');
-            }
+            self.placeholders(&mut sql, chunk.len(), COLUMNS);
             sql.push_str(" ON CONFLICT (call_id) DO NOTHING");
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for c in chunk {
@@ -221,9 +297,69 @@ impl CdrStore {
                     .bind(c.verdict.clone());
             }
             inserted += q.execute(&mut *tx).await?.rows_affected();
+            // The legs kept for these calls are in their CDRs now.
+            let mut sql = String::from("DELETE FROM cdr_leg WHERE call_id IN ");
+            self.placeholders(&mut sql, 1, chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for c in chunk {
+                q = q.bind(c.call_id.clone());
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// Appends `rows` tuples of `cols` placeholders: `(?,?),(?,?)` for
+    /// SQLite, `($1,$2),($3,$4)` for PostgreSQL (the Any QueryBuilder
+    /// writes `?`, which PostgreSQL refuses; SQLite reads `$N` as named
+    /// parameters and looks each one up by name).
+    fn placeholders(&self, sql: &mut String, rows: usize, cols: usize) {
+        use std::fmt::Write;
+        for r in 0..rows {
+            sql.push_str(if r == 0 { "(" } else { ",(" });
+            for c in 0..cols {
+                if c > 0 {
+                    sql.push(',');
+                }
+                if self.sqlite {
+                    sql.push('?');
+                } else {
+                    let _ = write!(sql, "${}", r * cols + c + 1);
+                }
+            }
+            sql.push(')');
+        }
+    }
+
+    /// The stored legs of calls still waiting for their last leg (after
+    /// dropping those whose call has a CDR already).
+    pub async fn pending_legs(&self) -> Result<Vec<Leg>, sqlx::Error> {
+        sqlx::query("DELETE FROM cdr_leg WHERE call_id IN (SELECT call_id FROM cdr)")
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query(concat!("SELECT ", leg_columns!(), " FROM cdr_leg"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let us = |i: usize| r.try_get::<i64, _>(i).map(|v| v.max(0) as u64);
+                Ok(Leg {
+                    uuid: r.try_get(0)?,
+                    call: r.try_get(1)?,
+                    node: r.try_get(2)?,
+                    direction: r.try_get(3)?,
+                    cid_num: r.try_get(4)?,
+                    dest: r.try_get(5)?,
+                    app: r.try_get(6)?,
+                    cause: r.try_get(7)?,
+                    created_us: us(8)?,
+                    originate_us: us(9)?,
+                    answered_us: us(10)?,
+                    hangup_us: us(11)?,
+                })
+            })
+            .collect()
     }
 
     /// Number of rows.
@@ -321,18 +457,23 @@ pub struct CdrCounters {
     /// Rows not written because their call already had a CDR (re-built
     /// from events re-sent after a controller restart).
     pub duplicates: AtomicU64,
+    /// Transactions that failed and were tried again.
+    pub retries: AtomicU64,
 }
 
 /// Builds CDRs from the cluster's finished sessions and writes them in
 /// batches.
 pub struct CdrWriter {
-    tx: Option<mpsc::Sender<Cdr>>,
+    tx: Option<mpsc::Sender<Item>>,
     /// Counters.
     pub counters: Arc<CdrCounters>,
     writer: Option<tokio::task::JoinHandle<()>>,
     builder: tokio::task::JoinHandle<()>,
     /// Tells the builder to take what is queued and stop.
     drain: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Set by [`CdrWriter::close`]: a failing store is no longer retried
+    /// without end.
+    closing: Arc<AtomicBool>,
 }
 
 /// Rows queued for the store before the builder waits for it (and so the
@@ -345,43 +486,42 @@ fn opt(v: u64) -> Option<i64> {
 }
 
 /// Turns the legs of one call into its CDR.
-pub fn build_cdr(legs: &[Finished], launch: Option<&Launch>) -> Option<Cdr> {
+pub fn build_cdr(legs: &[Leg], launch: Option<&Launch>) -> Option<Cdr> {
     // The caller is the outbound leg created first (the originated one);
     // for inbound calls, the first leg.
     let caller = legs
         .iter()
-        .filter(|f| f.session.direction == "outbound")
-        .min_by_key(|f| f.session.created_us)
-        .or_else(|| legs.iter().min_by_key(|f| f.session.created_us))?;
+        .filter(|l| l.direction == "outbound")
+        .min_by_key(|l| l.created_us)
+        .or_else(|| legs.iter().min_by_key(|l| l.created_us))?;
     let callee = legs
         .iter()
-        .filter(|f| f.session.uuid != caller.session.uuid)
-        .min_by_key(|f| f.session.created_us);
-    let s = &caller.session;
+        .filter(|l| l.uuid != caller.uuid)
+        .min_by_key(|l| l.created_us);
     let app = launch
         .and_then(|l| l.app.clone())
-        .or_else(|| s.variable("switchy_app").map(str::to_owned));
-    let answered = s.answered_us > 0 || callee.is_some_and(|c| c.session.answered_us > 0);
+        .or_else(|| caller.app.clone());
+    let answered = caller.answered_us > 0 || callee.is_some_and(|c| c.answered_us > 0);
     Some(Cdr {
-        call_id: s.call.clone(),
-        node: s.node.clone(),
+        call_id: caller.call.clone(),
+        node: caller.node.clone(),
         app,
         hangup_cause: caller.cause.clone(),
         failed: !answered,
-        caller_uuid: Some(s.uuid.clone()),
-        caller_num: (!s.cid_num.is_empty()).then(|| s.cid_num.clone()),
-        callee_num: (!s.dest.is_empty()).then(|| s.dest.clone()),
-        caller_create: opt(s.created_us),
-        caller_answer: opt(s.answered_us),
+        caller_uuid: Some(caller.uuid.clone()),
+        caller_num: (!caller.cid_num.is_empty()).then(|| caller.cid_num.clone()),
+        callee_num: (!caller.dest.is_empty()).then(|| caller.dest.clone()),
+        caller_create: opt(caller.created_us),
+        caller_answer: opt(caller.answered_us),
         caller_req_originate: launch.map(|l| l.req_us),
-        caller_originate: opt(s.originate_us),
-        caller_hangup: opt(s.hangup_us),
+        caller_originate: opt(caller.originate_us),
+        caller_hangup: opt(caller.hangup_us),
         job_launch: launch.and_then(|l| l.job_us),
-        callee_node: callee.map(|c| c.session.node.clone()),
-        callee_uuid: callee.map(|c| c.session.uuid.clone()),
-        callee_create: callee.and_then(|c| opt(c.session.created_us)),
-        callee_answer: callee.and_then(|c| opt(c.session.answered_us)),
-        callee_hangup: callee.and_then(|c| opt(c.session.hangup_us)),
+        callee_node: callee.map(|c| c.node.clone()),
+        callee_uuid: callee.map(|c| c.uuid.clone()),
+        callee_create: callee.and_then(|c| opt(c.created_us)),
+        callee_answer: callee.and_then(|c| opt(c.answered_us)),
+        callee_hangup: callee.and_then(|c| opt(c.hangup_us)),
         active_sessions: launch.map_or(0, |l| l.active_sessions),
         erlangs: launch.map_or(0.0, |l| l.erlangs),
         originate_sent_agent: launch.and_then(|l| l.sent_agent_us),
@@ -390,10 +530,21 @@ pub fn build_cdr(legs: &[Finished], launch: Option<&Launch>) -> Option<Cdr> {
     })
 }
 
+/// What the builder hands the writer, in the pipeline's order.
+#[derive(Debug)]
+enum Item {
+    /// A call's CDR.
+    Row(Cdr),
+    /// A leg that ended while its call goes on.
+    Leg(Leg),
+    /// Everything the pipeline published up to this mark is above.
+    Mark(u64),
+}
+
 /// Where the Originator sends the CDR of a call that never got a channel.
 #[derive(Clone)]
 pub struct CdrSink {
-    tx: mpsc::Sender<Cdr>,
+    tx: mpsc::Sender<Item>,
     counters: Arc<CdrCounters>,
 }
 
@@ -401,12 +552,15 @@ impl CdrSink {
     /// Queues a row, waiting while the store is behind.
     pub async fn push(&self, c: Cdr) {
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(c).await.is_err() {
+        if self.tx.send(Item::Row(c)).await.is_err() {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("CDR writer already closed: a failed call's CDR was not stored");
         }
     }
 }
+
+/// Items the writer commits in one transaction at most.
+const BATCH: usize = 4096;
 
 impl CdrWriter {
     /// A handle to queue rows directly.
@@ -424,6 +578,12 @@ impl CdrWriter {
 
     /// As [`CdrWriter::start`], with `queue` rows (and as many finished
     /// legs) held before the cluster waits for the store.
+    ///
+    /// The writer is the cluster's durable consumer: an agent's events are
+    /// acknowledged only once the CDRs and ended legs they produced are
+    /// committed, so a controller killed at any moment loses none (the
+    /// agents re-send the rest to the next one, which first reloads the
+    /// stored legs of calls still up).
     pub fn start_with_queue(
         cluster: &Cluster,
         store: CdrStore,
@@ -431,34 +591,61 @@ impl CdrWriter {
         queue: usize,
     ) -> CdrWriter {
         let counters = Arc::new(CdrCounters::default());
-        let (tx, mut rx) = mpsc::channel::<Cdr>(queue.max(1));
+        let closing = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = mpsc::channel::<Item>(queue.max(1));
+        cluster.set_cdr_counters(counters.clone());
+        let (mut events, durability) = cluster.subscribe_durable("cdr", Feed::Ends, queue);
         let c2 = counters.clone();
+        let store2 = store.clone();
+        let closing2 = closing.clone();
         let writer = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(4096);
-            loop {
-                let Some(first) = rx.recv().await else { break };
-                batch.push(first);
-                while batch.len() < 4096 {
+            let mut batch = Batch::default();
+            while let Some(first) = rx.recv().await {
+                batch.take(first);
+                while batch.items < BATCH {
                     match rx.try_recv() {
-                        Ok(c) => batch.push(c),
+                        Ok(i) => batch.take(i),
                         Err(_) => break,
                     }
                 }
-                write_batch(&store, &mut batch, &c2).await;
-                // Let a burst accumulate into the next batch.
-                if batch.is_empty() && rx.is_empty() {
+                let wrote = batch.write(&store2, &c2, &closing2).await;
+                if let Some(m) = batch.mark.take() {
+                    durability.advance(m);
+                }
+                // Let a burst accumulate into the next transaction.
+                if wrote && rx.is_empty() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
-            write_batch(&store, &mut batch, &c2).await;
+            batch.write(&store2, &c2, &closing2).await;
+            if let Some(m) = batch.mark.take() {
+                durability.advance(m);
+            }
         });
-        let mut events = cluster.subscribe("cdr", Feed::Ends, queue);
         let cluster2 = cluster.clone();
         let tx2 = tx.clone();
         let c3 = counters.clone();
         let (drain, mut drain_rx) = tokio::sync::oneshot::channel::<()>();
         let builder = tokio::spawn(async move {
-            let mut pending: HashMap<String, Vec<Finished>> = HashMap::new();
+            // Ended legs of calls still up, by call (reloaded from the store:
+            // they were committed before a previous controller stopped).
+            let mut pending: HashMap<String, Vec<Leg>> = HashMap::new();
+            match store.pending_legs().await {
+                Ok(legs) => {
+                    for l in legs {
+                        pending.entry(l.call.clone()).or_default().push(l);
+                    }
+                    if !pending.is_empty() {
+                        tracing::info!(
+                            calls = pending.len(),
+                            "reloaded the ended legs of calls still up"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not reload the stored legs of calls still up: their CDRs lack those legs")
+                }
+            }
             let mut draining = false;
             loop {
                 let ev = if draining {
@@ -479,28 +666,49 @@ impl CdrWriter {
                         }
                     }
                 };
-                let ClusterEvent::Finished(f) = ev else {
-                    continue;
-                };
-                let call = f.session.call.clone();
-                let ended = f.call_ended;
-                pending.entry(call.clone()).or_default().push((*f).clone());
-                if ended && let Some(legs) = pending.remove(&call) {
-                    let launch = launches
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&call);
-                    if let Some(mut cdr) = build_cdr(&legs, launch.as_ref()) {
-                        if let Some(v) = cluster2.take_verdict(&call) {
-                            cdr.failed |= !v.passed();
-                            cdr.verdict = Some(v.to_string());
+                let item = match ev {
+                    ClusterEvent::Mark(m) => Item::Mark(m),
+                    ClusterEvent::Finished(f) => {
+                        let leg = Leg::from(&*f);
+                        let call = leg.call.clone();
+                        let legs = pending.entry(call.clone()).or_default();
+                        // A leg seen again (events re-sent after a restart)
+                        // counts once.
+                        let fresh = !legs.iter().any(|l| l.uuid == leg.uuid);
+                        if fresh {
+                            legs.push(leg.clone());
                         }
-                        c3.queued.fetch_add(1, Ordering::Relaxed);
-                        if tx2.send(cdr).await.is_err() {
-                            c3.queued.fetch_sub(1, Ordering::Relaxed);
-                            tracing::error!(call = %call, "CDR writer gone: this call's CDR was not stored");
+                        if !f.call_ended {
+                            if !fresh {
+                                continue;
+                            }
+                            Item::Leg(leg)
+                        } else {
+                            let legs = pending.remove(&call).unwrap_or_default();
+                            let launch = launches
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&call);
+                            let Some(mut cdr) = build_cdr(&legs, launch.as_ref()) else {
+                                continue;
+                            };
+                            if let Some(v) = cluster2.take_verdict(&call) {
+                                cdr.failed |= !v.passed();
+                                cdr.verdict = Some(v.to_string());
+                            }
+                            c3.queued.fetch_add(1, Ordering::Relaxed);
+                            Item::Row(cdr)
                         }
                     }
+                    ClusterEvent::Event(..) => continue,
+                };
+                let row = matches!(item, Item::Row(_));
+                if tx2.send(item).await.is_err() {
+                    if row {
+                        c3.queued.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    tracing::error!("CDR writer gone: CDRs are no longer stored");
+                    break;
                 }
             }
         });
@@ -510,6 +718,17 @@ impl CdrWriter {
             writer: Some(writer),
             builder,
             drain: Some(drain),
+            closing,
+        }
+    }
+
+    /// Stops as a killed process would (tests of crash recovery): what is
+    /// queued and not committed is lost here, and, because it was never
+    /// acknowledged, re-sent by the agents to the next controller.
+    pub fn crash(mut self) {
+        self.builder.abort();
+        if let Some(w) = self.writer.take() {
+            w.abort();
         }
     }
 
@@ -527,6 +746,7 @@ impl CdrWriter {
     /// Sinks handed out must be dropped first (the Originator's are, when
     /// it is dropped).
     pub async fn close(mut self) -> u64 {
+        self.closing.store(true, Ordering::SeqCst);
         // The builder takes every end already published, then stops.
         if let Some(d) = self.drain.take() {
             let _ = d.send(());
@@ -540,30 +760,67 @@ impl CdrWriter {
     }
 }
 
-async fn write_batch(store: &CdrStore, batch: &mut Vec<Cdr>, c: &CdrCounters) {
-    if batch.is_empty() {
-        return;
-    }
-    for attempt in 0..5u32 {
-        match store.insert(batch).await {
-            Ok(n) => {
-                c.written.fetch_add(n, Ordering::Relaxed);
-                let dup = batch.len() as u64 - n.min(batch.len() as u64);
-                if dup > 0 {
-                    c.duplicates.fetch_add(dup, Ordering::Relaxed);
-                    tracing::info!(rows = dup, "CDRs skipped: their calls already have one");
-                }
-                batch.clear();
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, rows = batch.len(), attempt, "CDR batch not written; retrying");
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-            }
+/// What the writer commits next.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Cdr>,
+    legs: Vec<Leg>,
+    mark: Option<u64>,
+    items: usize,
+}
+
+impl Batch {
+    fn take(&mut self, item: Item) {
+        self.items += 1;
+        match item {
+            Item::Row(r) => self.rows.push(r),
+            Item::Leg(l) => self.legs.push(l),
+            Item::Mark(m) => self.mark = Some(m),
         }
     }
-    c.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    for row in batch.drain(..) {
-        tracing::error!(cdr = ?row, "CDR could not be written to {}: kept in this log", store.url);
+
+    /// Commits rows and legs; true if there were any. While the writer
+    /// runs a failing store is retried without end (the cluster waits,
+    /// its events stay unacknowledged in the agents); once closing, five
+    /// attempts, then the rows go to the log.
+    async fn write(&mut self, store: &CdrStore, c: &CdrCounters, closing: &AtomicBool) -> bool {
+        self.items = 0;
+        if self.rows.is_empty() && self.legs.is_empty() {
+            return false;
+        }
+        let mut attempt = 0u32;
+        loop {
+            match store.commit(&self.rows, &self.legs).await {
+                Ok(n) => {
+                    c.written.fetch_add(n, Ordering::Relaxed);
+                    let dup = self.rows.len() as u64 - n.min(self.rows.len() as u64);
+                    if dup > 0 {
+                        c.duplicates.fetch_add(dup, Ordering::Relaxed);
+                        tracing::info!(rows = dup, "CDRs skipped: their calls already have one");
+                    }
+                    self.rows.clear();
+                    self.legs.clear();
+                    return true;
+                }
+                Err(e) if !closing.load(Ordering::SeqCst) || attempt < 5 => {
+                    c.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, rows = self.rows.len(), legs = self.legs.len(), attempt, "CDR batch not written to {}; retrying (the cluster waits meanwhile)", store.url);
+                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    c.failed
+                        .fetch_add(self.rows.len() as u64, Ordering::Relaxed);
+                    tracing::error!(error = %e, "CDR store {} failed while closing", store.url);
+                    for row in self.rows.drain(..) {
+                        tracing::error!(cdr = ?row, "CDR could not be written: kept in this log");
+                    }
+                    for leg in self.legs.drain(..) {
+                        tracing::error!(leg = ?leg, "ended leg could not be written: kept in this log");
+                    }
+                    return true;
+                }
+            }
+        }
     }
 }

@@ -217,6 +217,9 @@ pub enum ClusterEvent {
     Event(String, Arc<Event>),
     /// A session ended (also synthetic ends: restart, resync, reaper).
     Finished(Arc<Finished>),
+    /// Everything before this was published (only to the durable
+    /// consumer: see [`Pipeline::subscribe_durable`]).
+    Mark(u64),
 }
 
 pub(crate) struct Inner {
@@ -242,6 +245,8 @@ pub(crate) struct Inner {
     verdicts: std::sync::Mutex<HashMap<String, (String, Verdict)>>,
     /// Final verdicts (taken by CDRs) by (app, passed).
     verdict_counts: std::sync::Mutex<std::collections::BTreeMap<(String, bool), u64>>,
+    /// The CDR writer's counters, while one runs (for `/metrics`).
+    cdr_counters: std::sync::Mutex<Option<Arc<crate::cdr::CdrCounters>>>,
 }
 
 /// What an app concluded about a call it checks.
@@ -273,6 +278,32 @@ impl std::fmt::Display for Verdict {
 #[derive(Clone)]
 pub struct Cluster {
     pub(crate) inner: Arc<Inner>,
+}
+
+/// Batches read from one agent and not yet acknowledged, before its
+/// session stops reading (the agent's outbox holds them meanwhile).
+const ACKS_IN_FLIGHT: usize = 4096;
+
+/// Sends an agent the acknowledgement of each batch once it is durable,
+/// one Ack for all the batches read while the last commit was waited for.
+async fn ack_loop(
+    cluster: Cluster,
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<(u64, u64)>,
+) {
+    while let Some((mut mark, mut upto)) = rx.recv().await {
+        // Batches read meanwhile ride along (marks only grow).
+        while let Ok((m, u)) = rx.try_recv() {
+            (mark, upto) = (m, u);
+        }
+        cluster.inner.pipeline.wait_durable(mark).await;
+        let Ok(b) = wire::encode(&ControllerMsg::Ack { upto }) else {
+            continue;
+        };
+        if send.write_all(&b).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn now_us() -> u64 {
@@ -336,6 +367,7 @@ impl Cluster {
                 demand_push: tokio::sync::Mutex::new(()),
                 verdicts: std::sync::Mutex::new(HashMap::new()),
                 verdict_counts: std::sync::Mutex::new(Default::default()),
+                cdr_counters: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -350,6 +382,36 @@ impl Cluster {
         capacity: usize,
     ) -> mpsc::Receiver<ClusterEvent> {
         self.inner.pipeline.subscribe(name, feed, capacity)
+    }
+
+    /// The durable consumer (the CDR writer): as [`Cluster::subscribe`],
+    /// and the agents' batches are acknowledged only once it reports them
+    /// committed (see [`Pipeline::subscribe_durable`]).
+    pub fn subscribe_durable(
+        &self,
+        name: &str,
+        feed: Feed,
+        capacity: usize,
+    ) -> (mpsc::Receiver<ClusterEvent>, crate::pipeline::Durability) {
+        self.inner.pipeline.subscribe_durable(name, feed, capacity)
+    }
+
+    /// Shows a CDR writer's counters in `/metrics`.
+    pub fn set_cdr_counters(&self, c: Arc<crate::cdr::CdrCounters>) {
+        *self
+            .inner
+            .cdr_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(c);
+    }
+
+    /// The CDR writer's counters, if one runs.
+    pub fn cdr_counters(&self) -> Option<Arc<crate::cdr::CdrCounters>> {
+        self.inner
+            .cdr_counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A best-effort observer of cluster events (never slows the cluster;
@@ -714,6 +776,11 @@ impl Cluster {
             Err(_) => return,
         }
         tracing::info!(node = %node_id, "agent connected");
+        // Acknowledgements go out from their own task, each once the batch
+        // it covers is durable, so reading the next batch never waits for
+        // a commit.
+        let (ack_tx, ack_rx) = mpsc::channel::<(u64, u64)>(ACKS_IN_FLIGHT);
+        let acker = tokio::spawn(ack_loop(self.clone(), send, ack_rx));
         let mut buf = Vec::with_capacity(1 << 20);
         loop {
             let msg = match read_frame_into::<AgentMsg>(&mut recv, &mut buf).await {
@@ -726,10 +793,8 @@ impl Cluster {
             match msg {
                 AgentMsg::Events(batch) => {
                     let upto = batch.last().map(|e| e.seq).unwrap_or(0);
-                    self.apply_batch(&node_id, batch).await;
-                    if let Ok(b) = wire::encode(&ControllerMsg::Ack { upto })
-                        && send.write_all(&b).await.is_err()
-                    {
+                    let mark = self.apply_batch(&node_id, batch).await;
+                    if ack_tx.send((mark, upto)).await.is_err() {
                         break;
                     }
                 }
@@ -759,6 +824,10 @@ impl Cluster {
                 AgentMsg::Hello(_) => {}
             }
         }
+        // Batches already durable are still acknowledged; the rest the
+        // agent re-sends to whichever controller it reaches next.
+        drop(ack_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(1), acker).await;
         let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = g.get_mut(&node_id)
             && e.conn
@@ -818,9 +887,10 @@ impl Cluster {
         tracing::info!(node = %node, esl = %e.info.esl, "node status");
     }
 
-    /// Applies a batch to the tracker and publishes it; returns once every
-    /// lossless consumer has taken it (only then is it acknowledged).
-    async fn apply_batch(&self, node: &str, batch: Vec<wire::WireEvent>) {
+    /// Applies a batch to the tracker and publishes it; returns, once every
+    /// lossless consumer has taken it, the mark to acknowledge it after
+    /// (see [`Pipeline::wait_durable`]).
+    async fn apply_batch(&self, node: &str, batch: Vec<wire::WireEvent>) -> u64 {
         let order = self.inner.order.lock().await;
         let mut out = Vec::with_capacity(batch.len() + 4);
         let mut jobs = Vec::new();
@@ -879,7 +949,7 @@ impl Cluster {
         }
         // Consumers see the batch (a job's channel events included) before
         // anyone waiting for a job of it learns the result.
-        self.inner.pipeline.publish(out).await;
+        let mark = self.inner.pipeline.publish(out).await;
         self.inner
             .counters
             .events
@@ -910,6 +980,7 @@ impl Cluster {
                 }
             }
         }
+        mark
     }
 
     /// Sends one command to a node on its own QUIC stream.

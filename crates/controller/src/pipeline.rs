@@ -9,13 +9,20 @@
 //! socket. Nothing is dropped; the waits are counted per consumer.
 //! Observers (live views) read a broadcast ring that never blocks the
 //! pipeline; what they miss is counted.
+//!
+//! A consumer that makes things durable (the CDR writer) subscribes with
+//! [`Pipeline::subscribe_durable`]: after each published batch it gets a
+//! [`ClusterEvent::Mark`] and reports, through its [`Durability`], when
+//! everything before that mark is committed. The controller acknowledges
+//! an agent's batch only then ([`Pipeline::wait_durable`]), so a controller
+//! killed with CDRs still in memory loses none: the agents re-send.
 
 use crate::cluster::ClusterEvent;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 /// What a lossless consumer receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +42,24 @@ impl Feed {
     }
 }
 
+/// Held by a durable consumer: tells the pipeline how far it has committed.
+/// Dropping it (the consumer stopped) lets acknowledgements go on.
+#[derive(Debug)]
+pub struct Durability {
+    tx: watch::Sender<u64>,
+}
+
+impl Durability {
+    /// Everything published up to mark `pos` is durable.
+    pub fn advance(&self, pos: u64) {
+        self.tx.send_if_modified(|v| {
+            let moved = pos > *v;
+            *v = (*v).max(pos);
+            moved
+        });
+    }
+}
+
 /// A lossless consumer's counters, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ConsumerStats {
@@ -49,6 +74,8 @@ pub struct ConsumerStats {
 struct Consumer {
     name: String,
     feed: Feed,
+    /// Gets a [`ClusterEvent::Mark`] after every batch.
+    marks: bool,
     capacity: usize,
     tx: mpsc::Sender<ClusterEvent>,
     stats: Arc<ConsumerStats>,
@@ -73,6 +100,10 @@ pub struct Pipeline {
     consumers: Mutex<Vec<Consumer>>,
     observers: broadcast::Sender<ClusterEvent>,
     observer_lagged: Arc<AtomicU64>,
+    /// Batches published so far (the last mark handed out).
+    position: AtomicU64,
+    /// The durable consumer's progress, while there is one.
+    durable: Mutex<Option<watch::Receiver<u64>>>,
 }
 
 impl Default for Pipeline {
@@ -84,6 +115,8 @@ impl Default for Pipeline {
             consumers: Mutex::new(Vec::new()),
             observers,
             observer_lagged: Arc::default(),
+            position: AtomicU64::new(0),
+            durable: Mutex::new(None),
         }
     }
 }
@@ -100,6 +133,16 @@ impl Pipeline {
         feed: Feed,
         capacity: usize,
     ) -> mpsc::Receiver<ClusterEvent> {
+        self.add(name, feed, capacity, false)
+    }
+
+    fn add(
+        &self,
+        name: &str,
+        feed: Feed,
+        capacity: usize,
+        marks: bool,
+    ) -> mpsc::Receiver<ClusterEvent> {
         let capacity = capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         self.consumers
@@ -108,11 +151,57 @@ impl Pipeline {
             .push(Consumer {
                 name: name.to_owned(),
                 feed,
+                marks,
                 capacity,
                 tx,
                 stats: Arc::default(),
             });
         rx
+    }
+
+    /// Adds the durable consumer (one per cluster; a second replaces the
+    /// first's gate): it gets `feed` plus a [`ClusterEvent::Mark`] after
+    /// each batch, and the batch is acknowledged to its agent only once the
+    /// consumer [`Durability::advance`]s past that mark.
+    pub fn subscribe_durable(
+        &self,
+        name: &str,
+        feed: Feed,
+        capacity: usize,
+    ) -> (mpsc::Receiver<ClusterEvent>, Durability) {
+        let start = self.position.load(Ordering::SeqCst);
+        let (tx, wrx) = watch::channel(start);
+        *self.durable.lock().unwrap_or_else(|p| p.into_inner()) = Some(wrx);
+        (self.add(name, feed, capacity, true), Durability { tx })
+    }
+
+    /// Waits until everything published up to mark `pos` is durable (at
+    /// once when no durable consumer is subscribed, or it stopped).
+    pub async fn wait_durable(&self, pos: u64) {
+        let rx = self
+            .durable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(mut rx) = rx {
+            // An error: the consumer stopped (its Durability dropped).
+            let _ = rx.wait_for(|v| *v >= pos).await;
+        }
+    }
+
+    /// Batches published and not yet durable (0 without a durable
+    /// consumer).
+    pub fn undurable(&self) -> u64 {
+        let g = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            Some(rx) if rx.has_changed().is_ok() => self.position().saturating_sub(*rx.borrow()),
+            _ => 0,
+        }
+    }
+
+    /// The last mark handed out.
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::SeqCst)
     }
 
     /// A best-effort observer: never slows the pipeline; what it misses is
@@ -145,42 +234,55 @@ impl Pipeline {
     }
 
     /// Hands `events`, in order, to every consumer that wants them,
-    /// waiting while a consumer's queue is full.
-    pub async fn publish(&self, events: Vec<ClusterEvent>) {
+    /// waiting while a consumer's queue is full; then a mark to the durable
+    /// consumer. Returns the batch's mark (for [`Pipeline::wait_durable`]):
+    /// for an empty batch, the last one handed out.
+    pub async fn publish(&self, events: Vec<ClusterEvent>) -> u64 {
         if events.is_empty() {
-            return;
+            return self.position();
         }
+        let pos = self.position.fetch_add(1, Ordering::SeqCst) + 1;
         for ev in &events {
             let _ = self.observers.send(ev.clone());
         }
-        let targets: Vec<(Feed, mpsc::Sender<ClusterEvent>, Arc<ConsumerStats>)> = {
+        let targets: Vec<(Feed, bool, mpsc::Sender<ClusterEvent>, Arc<ConsumerStats>)> = {
             let mut g = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
             g.retain(|c| !c.tx.is_closed());
             g.iter()
-                .map(|c| (c.feed, c.tx.clone(), c.stats.clone()))
+                .map(|c| (c.feed, c.marks, c.tx.clone(), c.stats.clone()))
                 .collect()
         };
         for ev in events {
-            for (feed, tx, stats) in &targets {
-                if !feed.wants(&ev) {
-                    continue;
+            for (feed, _, tx, stats) in &targets {
+                if feed.wants(&ev) && deliver(tx, stats, ev.clone()).await {
+                    stats.delivered.fetch_add(1, Ordering::Relaxed);
                 }
-                match tx.try_send(ev.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(ev)) => {
-                        stats.waits.fetch_add(1, Ordering::Relaxed);
-                        let t0 = Instant::now();
-                        // Closed while waiting: the consumer is gone.
-                        let _ = tx.send(ev).await;
-                        stats
-                            .waited_us
-                            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => continue,
-                }
-                stats.delivered.fetch_add(1, Ordering::Relaxed);
             }
         }
+        for (_, marks, tx, stats) in &targets {
+            if *marks {
+                deliver(tx, stats, ClusterEvent::Mark(pos)).await;
+            }
+        }
+        pos
+    }
+}
+
+/// Queues `ev`, waiting (and counting the wait) while the queue is full;
+/// false when the consumer is gone.
+async fn deliver(tx: &mpsc::Sender<ClusterEvent>, stats: &ConsumerStats, ev: ClusterEvent) -> bool {
+    match tx.try_send(ev) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(ev)) => {
+            stats.waits.fetch_add(1, Ordering::Relaxed);
+            let t0 = Instant::now();
+            let sent = tx.send(ev).await.is_ok();
+            stats
+                .waited_us
+                .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+            sent
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -226,7 +328,7 @@ mod tests {
     fn call_of(ev: &ClusterEvent) -> String {
         match ev {
             ClusterEvent::Finished(f) => f.session.call.clone(),
-            ClusterEvent::Event(..) => String::new(),
+            ClusterEvent::Event(..) | ClusterEvent::Mark(_) => String::new(),
         }
     }
 
@@ -291,5 +393,49 @@ mod tests {
             .await;
         assert!(obs.recv().await.is_some());
         assert_eq!(p.observer_lagged(), 5000 - 4096);
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_acknowledged_only_once_the_durable_consumer_committed_it() {
+        let p = Arc::new(Pipeline::default());
+        let pos = p.publish(vec![end("a")]).await;
+        tokio::time::timeout(std::time::Duration::from_secs(5), p.wait_durable(pos))
+            .await
+            .expect("nothing to wait for without a durable consumer");
+        let (mut rx, durability) = p.subscribe_durable("cdr", Feed::Ends, 16);
+        let pos = p.publish(vec![end("b"), end("c")]).await;
+        assert_eq!(call_of(&rx.recv().await.unwrap()), "b");
+        assert_eq!(call_of(&rx.recv().await.unwrap()), "c");
+        match rx.recv().await {
+            Some(ClusterEvent::Mark(m)) => assert_eq!(m, pos, "the mark follows its batch"),
+            other => panic!("expected the batch's mark, got {other:?}"),
+        }
+        let p2 = p.clone();
+        let waiter = tokio::spawn(async move { p2.wait_durable(pos).await });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "acknowledged before it was durable");
+        durability.advance(pos - 1);
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !waiter.is_finished(),
+            "an older mark let a newer batch through"
+        );
+        durability.advance(pos);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("still waiting after the commit")
+            .unwrap();
+        // An empty batch gets the last mark; a stopped consumer holds
+        // nothing back.
+        assert_eq!(p.publish(Vec::new()).await, pos);
+        drop(durability);
+        let later = p.publish(vec![end("d")]).await;
+        tokio::time::timeout(std::time::Duration::from_secs(5), p.wait_durable(later))
+            .await
+            .expect("a stopped durable consumer blocked acknowledgements");
     }
 }

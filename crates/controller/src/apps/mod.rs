@@ -842,6 +842,7 @@ async fn dispatch(mgr: Arc<MgrInner>, mut rx: mpsc::Receiver<ClusterEvent>) {
                 }
                 mgr.end_waits(uuid);
             }
+            ClusterEvent::Mark(_) => {}
         }
     }
 }

@@ -58,6 +58,44 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         "counter",
         vec![(String::new(), c.duplicates.load(Ordering::Relaxed))],
     );
+    if let Some(cdr) = api.cluster.cdr_counters() {
+        for (name, help, v) in [
+            (
+                "switchy_cdr_queued_total",
+                "CDRs handed to the writer.",
+                &cdr.queued,
+            ),
+            ("switchy_cdr_written_total", "CDRs committed.", &cdr.written),
+            (
+                "switchy_cdr_duplicates_total",
+                "CDRs not written because their call had one (re-built from re-sent events).",
+                &cdr.duplicates,
+            ),
+            (
+                "switchy_cdr_failed_total",
+                "CDRs the store refused at shutdown (kept in the log).",
+                &cdr.failed,
+            ),
+            (
+                "switchy_cdr_write_retries_total",
+                "CDR transactions that failed and were retried (the cluster waits meanwhile).",
+                &cdr.retries,
+            ),
+        ] {
+            put(
+                name,
+                help,
+                "counter",
+                vec![(String::new(), v.load(Ordering::Relaxed))],
+            );
+        }
+    }
+    put(
+        "switchy_pipeline_undurable_batches",
+        "Batches published but not yet committed by the CDR writer (their agents wait for the Ack).",
+        "gauge",
+        vec![(String::new(), api.cluster.pipeline().undurable())],
+    );
     let corrections = api.cluster.with_tracker(|t| t.corrections.clone());
     put(
         "switchy_tracker_corrections_total",
