@@ -76,6 +76,35 @@ pub fn harness_cluster_config() -> ClusterConfig {
     }
 }
 
+/// A controller on `quic` that takes no agent until
+/// [`Controller::accept_agents`] (attach consumers first), retrying while
+/// the previous controller's UDP port is released.
+pub async fn prepare_controller(
+    ca: &Pem,
+    controller: &Pem,
+    quic: SocketAddr,
+) -> anyhow::Result<Controller> {
+    let mut last = None;
+    for _ in 0..40 {
+        match Controller::prepare(
+            harness_cluster_config(),
+            quic,
+            "127.0.0.1:0".parse()?,
+            TOKEN.into(),
+            ca.cert.as_bytes(),
+            controller.cert.as_bytes(),
+            controller.key.as_bytes(),
+        )
+        .await
+        {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("controller did not start")))
+}
+
 /// As [`start_controller`] with other cluster settings.
 pub async fn start_controller_with(
     ca: &Pem,

@@ -270,6 +270,172 @@ async fn faults_during_a_load_leave_one_whole_cdr_per_call() {
     r.store.close().await;
 }
 
+/// The unique ids of the mock's events named `name` (from its journal of
+/// everything it sent).
+async fn journal_uuids(h: &Harness, name: &str) -> HashSet<String> {
+    let (st, body) = http(
+        h.mock.http_addr(),
+        "GET",
+        &format!("/__mock__/journal?dir=out&kind=event&contains={name}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    body["entries"]
+        .as_array()
+        .expect("journal entries")
+        .iter()
+        .filter(|e| e["text"] == name)
+        .filter_map(|e| e["unique_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_load_loses_no_cdr_and_splits_no_call() {
+    use switchy_controller::cdr::CdrWriter;
+    let _serial = SERIAL.lock().await;
+    let cfg = OriginatorConfig {
+        rate: 50.0,
+        limit: 1000,
+        max_offered: 1000,
+        // FreeSWITCH holds each call (`&sleep`), so calls up at the kill
+        // end while no controller runs, or after the next one is up.
+        duration: Some(1.5),
+        timeout_s: 10,
+        ..OriginatorConfig::default()
+    };
+    let url = sqlite("crash");
+    // A slow store: at the kill, the CDRs of the last ~half second are
+    // queued or in an uncommitted transaction.
+    let store = CdrStore::connect(&url)
+        .await
+        .unwrap()
+        .with_insert_delay(Duration::from_millis(15));
+    let mut mock = mock_relay::MockConfig::ephemeral(2);
+    mock.journal_capacity = 1_000_000;
+    let r = originator_rig(
+        mock,
+        store,
+        switchy_controller::cdr::WRITER_QUEUE,
+        cfg,
+        &["Park"],
+    )
+    .await;
+    let OriginatorRig {
+        mut h,
+        orig,
+        store,
+        writer,
+    } = r;
+    orig.hold_in_freeswitch([String::new()]);
+    orig.start();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // kill -9: the connections go first (nothing more is acknowledged),
+    // then everything the process held in memory (queued CDRs, ended legs
+    // of calls still up, the Originator).
+    let quic = h.quic_addr;
+    drop(h.controller.take());
+    writer.expect("writer").crash();
+    drop(orig);
+    let before = store.count().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut c2 = prepare_controller(&h.ca, &h.controller_pem, quic)
+        .await
+        .unwrap();
+    c2.apps
+        .load(
+            "Park",
+            vec![
+                switchy_controller::apps::builtin::build(
+                    "Park",
+                    &switchy_controller::apps::builtin::Params::new(),
+                )
+                .unwrap(),
+            ],
+        )
+        .await
+        .unwrap();
+    let w2 = CdrWriter::start(
+        &c2.cluster,
+        CdrStore::connect(&url).await.unwrap(),
+        Default::default(),
+    );
+    c2.accept_agents().await.unwrap();
+    h.controller = Some(c2);
+    h.wait_nodes_up().await.unwrap();
+    // Calls end on their own: at their holding time, or (an inbound leg
+    // that parked when no app could answer it) at the originate timeout.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, body) = http(h.mock.http_addr(), "GET", "/__mock__/channels", None, None).await;
+        let live: usize = body["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["channels"].as_array().map_or(0, Vec::len))
+            .sum();
+        if live == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{live} channels still up on the nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c = h.ctl().cluster.clone();
+    wait_for(Duration::from_secs(20), || c.with_tracker(|t| t.is_empty()))
+        .await
+        .unwrap_or_else(|()| panic!("channels still tracked: {}", c.with_tracker(|t| t.len())));
+    let after_restart = w2
+        .counters
+        .written
+        .load(std::sync::atomic::Ordering::Relaxed);
+    w2.close().await;
+    let rows = store.all().await.unwrap();
+    // Every leg the nodes created is in exactly one CDR.
+    let created = journal_uuids(&h, "CHANNEL_CREATE").await;
+    let mut legs = HashSet::new();
+    for r in &rows {
+        for u in [&r.caller_uuid, &r.callee_uuid].into_iter().flatten() {
+            assert!(legs.insert(u.clone()), "leg {u} in two CDRs");
+        }
+    }
+    let lost: Vec<_> = created.difference(&legs).collect();
+    assert!(
+        lost.is_empty(),
+        "{} legs without a CDR: {lost:?}",
+        lost.len()
+    );
+    assert_one_cdr_per_call(&rows, rows.len());
+    assert!(
+        rows.len() > 100 && before > 0 && after_restart > 0,
+        "calls ended on both sides of the kill: {before} CDRs before, {after_restart} after, {} in all",
+        rows.len()
+    );
+    // No answered call is written as failed, and none is split.
+    let answered = journal_uuids(&h, "CHANNEL_ANSWER").await;
+    for r in &rows {
+        let was_answered = [&r.caller_uuid, &r.callee_uuid]
+            .into_iter()
+            .flatten()
+            .any(|u| answered.contains(u));
+        assert_eq!(!r.failed, was_answered, "{r:?}");
+        if was_answered {
+            assert!(
+                r.callee_uuid.is_some() && r.caller_answer.is_some(),
+                "{r:?}"
+            );
+        }
+    }
+    assert!(
+        store.pending_legs().await.unwrap().is_empty(),
+        "ended legs left behind in cdr_leg"
+    );
+    store.close().await;
+}
+
 /// A CDR built twice for one call (events re-sent after a controller
 /// restart) is stored once, in SQLite and in PostgreSQL.
 async fn one_row_per_call(url: &str) {
@@ -296,6 +462,85 @@ async fn one_row_per_call(url: &str) {
     assert_one_cdr_per_call(&rows, 3);
     let a = rows.iter().find(|r| r.call_id == "a").unwrap();
     assert_eq!(a.hangup_cause, "NORMAL_CLEARING", "the first row stays");
+    // Call d's inbound leg came back first after a restart (a row of its
+    // own), then its originated leg: one row with both, the originated leg
+    // as caller, answered.
+    let inbound = switchy_controller::cdr::Cdr {
+        caller_uuid: Some("B".into()),
+        node: "fs2".into(),
+        caller_create: Some(200),
+        caller_answer: Some(210),
+        caller_hangup: Some(900),
+        failed: false,
+        ..cdr("d", "NORMAL_CLEARING")
+    };
+    let outbound = switchy_controller::cdr::Cdr {
+        caller_uuid: Some("A".into()),
+        caller_create: Some(100),
+        caller_originate: Some(150),
+        caller_hangup: Some(950),
+        failed: true,
+        ..cdr("d", "USER_BUSY")
+    };
+    // An ended leg of call e, still up.
+    let leg = switchy_controller::cdr::Leg {
+        uuid: "E1".into(),
+        call: "e".into(),
+        node: "fs1".into(),
+        direction: "outbound".into(),
+        cause: "NORMAL_CLEARING".into(),
+        created_us: 5,
+        hangup_us: 9,
+        ..Default::default()
+    };
+    let done = store
+        .commit(std::slice::from_ref(&inbound), std::slice::from_ref(&leg))
+        .await
+        .unwrap();
+    assert_eq!((done.inserted, done.merged), (1, 0));
+    let done = store.commit(&[outbound], &[]).await.unwrap();
+    assert_eq!(
+        (done.inserted, done.merged),
+        (0, 1),
+        "the leg completes the row"
+    );
+    let done = store.commit(&[inbound], &[]).await.unwrap();
+    assert_eq!(
+        (done.inserted, done.merged),
+        (0, 0),
+        "nothing new: a duplicate"
+    );
+    let rows = store.all().await.unwrap();
+    assert_one_cdr_per_call(&rows, 4);
+    let d = rows.iter().find(|r| r.call_id == "d").unwrap();
+    assert_eq!(
+        (
+            d.caller_uuid.as_deref(),
+            d.callee_uuid.as_deref(),
+            d.node.as_str(),
+            d.callee_node.as_deref(),
+            d.hangup_cause.as_str(),
+            d.failed,
+            d.callee_answer,
+        ),
+        (
+            Some("A"),
+            Some("B"),
+            "fs1",
+            Some("fs2"),
+            "USER_BUSY",
+            false,
+            Some(210)
+        ),
+        "{d:?}"
+    );
+    assert_eq!(store.pending_legs().await.unwrap(), vec![leg.clone()]);
+    // Its call's CDR takes the stored leg away.
+    store
+        .commit(&[cdr("e", "NORMAL_CLEARING")], &[])
+        .await
+        .unwrap();
+    assert!(store.pending_legs().await.unwrap().is_empty());
     store.close().await;
 }
 

@@ -302,12 +302,7 @@ async fn main() -> anyhow::Result<()> {
                 ..ClusterConfig::default()
             };
             let mut c =
-                Controller::start_from_dir(config, s.listen, s.http, token, &s.tls_dir).await?;
-            tracing::info!(
-                "agents: {} (QUIC), REST: http://{}",
-                c.quic_addr,
-                c.http_addr
-            );
+                Controller::prepare_from_dir(config, s.listen, s.http, token, &s.tls_dir).await?;
             for spec in &s.apps {
                 let (name, params) = parse_app_spec(spec)?;
                 let app = switchy_controller::apps::builtin::build(name, &params)?;
@@ -331,6 +326,14 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!(file = %path.display(), routes = router.table().len(), "central routing on");
                 c.use_router(router).await?;
             }
+            // Agents only once the CDR writer, the apps and the routes are
+            // in place: nothing they send goes unrouted or unbilled.
+            c.accept_agents().await?;
+            tracing::info!(
+                "agents: {} (QUIC), REST: http://{}",
+                c.quic_addr,
+                c.http_addr
+            );
             let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
             let stop = switchy_telemetry::shutdown_signal();
             tokio::pin!(stop);

@@ -162,7 +162,9 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     let mut _mock = None;
     let mut _agents = Vec::new();
     let embedded = a.mock > 0 || !a.esl.is_empty();
-    let ctl = if embedded {
+    // Embedded agents, started once the CDR writer listens.
+    let mut embedded_agents: Vec<switchy_agent::AgentConfig> = Vec::new();
+    let mut ctl = if embedded {
         if a.mock > 0 && !a.esl.is_empty() {
             anyhow::bail!("--mock and --esl exclude each other");
         }
@@ -188,7 +190,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         }
         let cap = ca::new_ca()?;
         let cpem = ca::issue(&cap, "controller", &[])?;
-        let ctl = Controller::start(
+        let ctl = Controller::prepare(
             config,
             "127.0.0.1:0".parse()?,
             a.http,
@@ -218,7 +220,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
             if a.all_events {
                 c.events = vec!["ALL".into()];
             }
-            _agents.push(switchy_agent::Agent::start(c)?);
+            embedded_agents.push(c);
         }
         ctl
     } else {
@@ -230,7 +232,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         if a.dest_url.is_none() {
             anyhow::bail!("--dest-url is required with real nodes");
         }
-        Controller::start_from_dir(config, a.listen, a.http, token.clone(), &a.tls_dir).await?
+        Controller::prepare_from_dir(config, a.listen, a.http, token.clone(), &a.tls_dir).await?
     };
     eprintln!(
         "switchy run: REST http://{} (token {token}), CDRs → {}",
@@ -242,6 +244,11 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     }
     let launches: Launches = Default::default();
     let writer = CdrWriter::start(&ctl.cluster, store.clone(), launches.clone());
+    // Every consumer is attached: events from here on are theirs.
+    ctl.accept_agents().await?;
+    for c in embedded_agents {
+        _agents.push(switchy_agent::Agent::start(c)?);
+    }
     let cfg = OriginatorConfig {
         rate: a.rate,
         limit: a.limit,

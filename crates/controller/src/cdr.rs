@@ -224,13 +224,14 @@ impl CdrStore {
     /// call already has one is skipped (one CDR per call). Returns the rows
     /// inserted.
     pub async fn insert(&self, rows: &[Cdr]) -> Result<u64, sqlx::Error> {
-        self.commit(rows, &[]).await
+        Ok(self.commit(rows, &[]).await?.inserted)
     }
 
     /// In one transaction: stores `legs` (ended legs of calls still up),
-    /// inserts `rows` as [`CdrStore::insert`] does, and deletes the stored
-    /// legs of the calls those rows close. Returns the rows inserted.
-    pub async fn commit(&self, rows: &[Cdr], legs: &[Leg]) -> Result<u64, sqlx::Error> {
+    /// inserts `rows` as [`CdrStore::insert`] does, completes a stored CDR
+    /// that a row brings a missing leg of ([`merge_cdr`]), and deletes the
+    /// stored legs of the calls those rows close.
+    pub async fn commit(&self, rows: &[Cdr], legs: &[Leg]) -> Result<Committed, sqlx::Error> {
         if !self.insert_delay.is_zero() {
             tokio::time::sleep(self.insert_delay * rows.len() as u32).await;
         }
@@ -263,6 +264,7 @@ impl CdrStore {
             q.execute(&mut *tx).await?;
         }
         let mut inserted = 0;
+        let mut merged = 0;
         for chunk in rows.chunks(500) {
             let mut sql = String::with_capacity(64 + chunk.len() * 160);
             sql.push_str(concat!("INSERT INTO cdr (", columns!(), ") VALUES "));
@@ -270,33 +272,54 @@ impl CdrStore {
             sql.push_str(" ON CONFLICT (call_id) DO NOTHING");
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for c in chunk {
-                q = q
-                    .bind(c.call_id.clone())
-                    .bind(c.node.clone())
-                    .bind(c.app.clone())
-                    .bind(c.hangup_cause.clone())
-                    .bind(c.failed as i64)
-                    .bind(c.caller_uuid.clone())
-                    .bind(c.caller_num.clone())
-                    .bind(c.callee_num.clone())
-                    .bind(c.caller_create)
-                    .bind(c.caller_answer)
-                    .bind(c.caller_req_originate)
-                    .bind(c.caller_originate)
-                    .bind(c.caller_hangup)
-                    .bind(c.job_launch)
-                    .bind(c.callee_node.clone())
-                    .bind(c.callee_uuid.clone())
-                    .bind(c.callee_create)
-                    .bind(c.callee_answer)
-                    .bind(c.callee_hangup)
-                    .bind(c.active_sessions)
-                    .bind(c.erlangs)
-                    .bind(c.originate_sent_agent)
-                    .bind(c.originate_done_agent)
-                    .bind(c.verdict.clone());
+                q = bind_row(q, c);
             }
-            inserted += q.execute(&mut *tx).await?.rows_affected();
+            let n = q.execute(&mut *tx).await?.rows_affected();
+            inserted += n;
+            if (n as usize) < chunk.len() {
+                // Some calls have a CDR already: built from events re-sent
+                // after a restart (the same row), or from the legs one node
+                // re-sent before another node's (a part of the call).
+                for c in chunk {
+                    let sql = concat!("SELECT ", columns!(), " FROM cdr WHERE call_id = ?");
+                    let sql = if self.sqlite {
+                        sql.to_owned()
+                    } else {
+                        sql.replace('?', "$1")
+                    };
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(c.call_id.clone())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let old = decode_row(&row)?;
+                    if old == *c {
+                        continue;
+                    }
+                    if let Some(m) = merge_cdr(&old, c) {
+                        let mut sql = String::from("UPDATE cdr SET ");
+                        for (i, col) in columns!().split(", ").enumerate() {
+                            if i > 0 {
+                                sql.push_str(", ");
+                            }
+                            if self.sqlite {
+                                sql.push_str(&format!("{col} = ?"));
+                            } else {
+                                sql.push_str(&format!("{col} = ${}", i + 1));
+                            }
+                        }
+                        if self.sqlite {
+                            sql.push_str(" WHERE call_id = ?");
+                        } else {
+                            sql.push_str(&format!(" WHERE call_id = ${}", COLUMNS + 1));
+                        }
+                        bind_row(sqlx::query(sqlx::AssertSqlSafe(sql)), &m)
+                            .bind(c.call_id.clone())
+                            .execute(&mut *tx)
+                            .await?;
+                        merged += 1;
+                    }
+                }
+            }
             // The legs kept for these calls are in their CDRs now.
             let mut sql = String::from("DELETE FROM cdr_leg WHERE call_id IN ");
             self.placeholders(&mut sql, 1, chunk.len());
@@ -307,7 +330,7 @@ impl CdrStore {
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(Committed { inserted, merged })
     }
 
     /// Appends `rows` tuples of `cols` placeholders: `(?,?),(?,?)` for
@@ -379,36 +402,7 @@ impl CdrStore {
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Cdr {
-                    call_id: r.try_get(0)?,
-                    node: r.try_get(1)?,
-                    app: r.try_get(2)?,
-                    hangup_cause: r.try_get(3)?,
-                    failed: r.try_get::<i64, _>(4)? != 0,
-                    caller_uuid: r.try_get(5)?,
-                    caller_num: r.try_get(6)?,
-                    callee_num: r.try_get(7)?,
-                    caller_create: r.try_get(8)?,
-                    caller_answer: r.try_get(9)?,
-                    caller_req_originate: r.try_get(10)?,
-                    caller_originate: r.try_get(11)?,
-                    caller_hangup: r.try_get(12)?,
-                    job_launch: r.try_get(13)?,
-                    callee_node: r.try_get(14)?,
-                    callee_uuid: r.try_get(15)?,
-                    callee_create: r.try_get(16)?,
-                    callee_answer: r.try_get(17)?,
-                    callee_hangup: r.try_get(18)?,
-                    active_sessions: r.try_get(19)?,
-                    erlangs: r.try_get(20)?,
-                    originate_sent_agent: r.try_get(21)?,
-                    originate_done_agent: r.try_get(22)?,
-                    verdict: r.try_get(23)?,
-                })
-            })
-            .collect()
+        rows.iter().map(decode_row).collect()
     }
 
     /// Deletes every row (tests, `run --fresh`).
@@ -421,6 +415,168 @@ impl CdrStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// What one [`CdrStore::commit`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// New rows.
+    pub inserted: u64,
+    /// Stored rows completed with a leg they lacked.
+    pub merged: u64,
+}
+
+fn bind_row<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    c: &Cdr,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(c.call_id.clone())
+        .bind(c.node.clone())
+        .bind(c.app.clone())
+        .bind(c.hangup_cause.clone())
+        .bind(c.failed as i64)
+        .bind(c.caller_uuid.clone())
+        .bind(c.caller_num.clone())
+        .bind(c.callee_num.clone())
+        .bind(c.caller_create)
+        .bind(c.caller_answer)
+        .bind(c.caller_req_originate)
+        .bind(c.caller_originate)
+        .bind(c.caller_hangup)
+        .bind(c.job_launch)
+        .bind(c.callee_node.clone())
+        .bind(c.callee_uuid.clone())
+        .bind(c.callee_create)
+        .bind(c.callee_answer)
+        .bind(c.callee_hangup)
+        .bind(c.active_sessions)
+        .bind(c.erlangs)
+        .bind(c.originate_sent_agent)
+        .bind(c.originate_done_agent)
+        .bind(c.verdict.clone())
+}
+
+fn decode_row(r: &sqlx::any::AnyRow) -> Result<Cdr, sqlx::Error> {
+    Ok(Cdr {
+        call_id: r.try_get(0)?,
+        node: r.try_get(1)?,
+        app: r.try_get(2)?,
+        hangup_cause: r.try_get(3)?,
+        failed: r.try_get::<i64, _>(4)? != 0,
+        caller_uuid: r.try_get(5)?,
+        caller_num: r.try_get(6)?,
+        callee_num: r.try_get(7)?,
+        caller_create: r.try_get(8)?,
+        caller_answer: r.try_get(9)?,
+        caller_req_originate: r.try_get(10)?,
+        caller_originate: r.try_get(11)?,
+        caller_hangup: r.try_get(12)?,
+        job_launch: r.try_get(13)?,
+        callee_node: r.try_get(14)?,
+        callee_uuid: r.try_get(15)?,
+        callee_create: r.try_get(16)?,
+        callee_answer: r.try_get(17)?,
+        callee_hangup: r.try_get(18)?,
+        active_sessions: r.try_get(19)?,
+        erlangs: r.try_get(20)?,
+        originate_sent_agent: r.try_get(21)?,
+        originate_done_agent: r.try_get(22)?,
+        verdict: r.try_get(23)?,
+    })
+}
+
+/// One leg as a CDR row holds it.
+#[derive(Clone)]
+struct RowLeg {
+    uuid: String,
+    node: String,
+    create: Option<i64>,
+    answer: Option<i64>,
+    hangup: Option<i64>,
+}
+
+fn row_legs(c: &Cdr) -> Vec<RowLeg> {
+    let mut v = Vec::with_capacity(2);
+    if let Some(u) = &c.caller_uuid {
+        v.push(RowLeg {
+            uuid: u.clone(),
+            node: c.node.clone(),
+            create: c.caller_create,
+            answer: c.caller_answer,
+            hangup: c.caller_hangup,
+        });
+    }
+    if let Some(u) = &c.callee_uuid {
+        v.push(RowLeg {
+            uuid: u.clone(),
+            node: c.callee_node.clone().unwrap_or_default(),
+            create: c.callee_create,
+            answer: c.callee_answer,
+            hangup: c.callee_hangup,
+        });
+    }
+    v
+}
+
+/// The CDR of one call from two rows built from different legs of it
+/// (each node re-sent its legs' events after a controller restart, and the
+/// tracker saw one node's before the other's); None when `new` adds no
+/// leg to `old`. The caller is the leg the Originator launched (it has
+/// launch times or a CHANNEL_ORIGINATE), else the one created first.
+pub fn merge_cdr(old: &Cdr, new: &Cdr) -> Option<Cdr> {
+    let have = row_legs(old);
+    let extra: Vec<RowLeg> = row_legs(new)
+        .into_iter()
+        .filter(|l| !have.iter().any(|h| h.uuid == l.uuid))
+        .collect();
+    if extra.is_empty() || have.len() >= 2 {
+        return None;
+    }
+    let launched = |c: &Cdr| {
+        c.caller_req_originate.is_some() || c.job_launch.is_some() || c.caller_originate.is_some()
+    };
+    // Which row's caller is the call's caller.
+    let new_leads = match (launched(old), launched(new)) {
+        (true, false) => false,
+        (false, true) => true,
+        _ => match (old.caller_create, new.caller_create) {
+            (Some(a), Some(b)) => b < a,
+            _ => false,
+        },
+    };
+    let (base, other) = if new_leads { (new, old) } else { (old, new) };
+    let base_caller = base.caller_uuid.clone();
+    let callee = row_legs(old)
+        .into_iter()
+        .chain(row_legs(new))
+        .filter(|l| Some(&l.uuid) != base_caller.as_ref())
+        .min_by_key(|l| l.create.unwrap_or(i64::MAX));
+    let mut m = base.clone();
+    if let Some(c) = callee {
+        m.callee_uuid = Some(c.uuid);
+        m.callee_node = Some(c.node);
+        m.callee_create = c.create;
+        m.callee_answer = c.answer;
+        m.callee_hangup = c.hangup;
+    }
+    m.app = base.app.clone().or_else(|| other.app.clone());
+    m.caller_num = base.caller_num.clone().or_else(|| other.caller_num.clone());
+    m.callee_num = base.callee_num.clone().or_else(|| other.callee_num.clone());
+    m.caller_req_originate = base.caller_req_originate.or(other.caller_req_originate);
+    m.job_launch = base.job_launch.or(other.job_launch);
+    m.originate_sent_agent = base.originate_sent_agent.or(other.originate_sent_agent);
+    m.originate_done_agent = base.originate_done_agent.or(other.originate_done_agent);
+    if m.active_sessions == 0 {
+        m.active_sessions = other.active_sessions;
+    }
+    if m.erlangs == 0.0 {
+        m.erlangs = other.erlangs;
+    }
+    m.verdict = base.verdict.clone().or_else(|| other.verdict.clone());
+    let answered = m.caller_answer.is_some() || m.callee_answer.is_some();
+    let verdict_failed = m.verdict.as_deref().is_some_and(|v| v != "passed");
+    m.failed = !answered || verdict_failed;
+    Some(m)
 }
 
 /// What the Originator knew about a call when it launched it.
@@ -459,6 +615,9 @@ pub struct CdrCounters {
     pub duplicates: AtomicU64,
     /// Transactions that failed and were tried again.
     pub retries: AtomicU64,
+    /// Stored CDRs completed with a leg that came later (re-sent by
+    /// another node after a controller restart).
+    pub merged: AtomicU64,
 }
 
 /// Builds CDRs from the cluster's finished sessions and writes them in
@@ -533,10 +692,10 @@ pub fn build_cdr(legs: &[Leg], launch: Option<&Launch>) -> Option<Cdr> {
 /// What the builder hands the writer, in the pipeline's order.
 #[derive(Debug)]
 enum Item {
-    /// A call's CDR.
-    Row(Cdr),
+    /// A call's CDR (boxed, as the leg: queue slots stay small).
+    Row(Box<Cdr>),
     /// A leg that ended while its call goes on.
-    Leg(Leg),
+    Leg(Box<Leg>),
     /// Everything the pipeline published up to this mark is above.
     Mark(u64),
 }
@@ -552,7 +711,7 @@ impl CdrSink {
     /// Queues a row, waiting while the store is behind.
     pub async fn push(&self, c: Cdr) {
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Item::Row(c)).await.is_err() {
+        if self.tx.send(Item::Row(Box::new(c))).await.is_err() {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("CDR writer already closed: a failed call's CDR was not stored");
         }
@@ -682,7 +841,7 @@ impl CdrWriter {
                             if !fresh {
                                 continue;
                             }
-                            Item::Leg(leg)
+                            Item::Leg(Box::new(leg))
                         } else {
                             let legs = pending.remove(&call).unwrap_or_default();
                             let launch = launches
@@ -697,7 +856,7 @@ impl CdrWriter {
                                 cdr.verdict = Some(v.to_string());
                             }
                             c3.queued.fetch_add(1, Ordering::Relaxed);
-                            Item::Row(cdr)
+                            Item::Row(Box::new(cdr))
                         }
                     }
                     ClusterEvent::Event(..) => continue,
@@ -738,7 +897,8 @@ impl CdrWriter {
         c.queued.load(Ordering::Relaxed).saturating_sub(
             c.written.load(Ordering::Relaxed)
                 + c.failed.load(Ordering::Relaxed)
-                + c.duplicates.load(Ordering::Relaxed),
+                + c.duplicates.load(Ordering::Relaxed)
+                + c.merged.load(Ordering::Relaxed),
         )
     }
 
@@ -773,8 +933,8 @@ impl Batch {
     fn take(&mut self, item: Item) {
         self.items += 1;
         match item {
-            Item::Row(r) => self.rows.push(r),
-            Item::Leg(l) => self.legs.push(l),
+            Item::Row(r) => self.rows.push(*r),
+            Item::Leg(l) => self.legs.push(*l),
             Item::Mark(m) => self.mark = Some(m),
         }
     }
@@ -791,9 +951,18 @@ impl Batch {
         let mut attempt = 0u32;
         loop {
             match store.commit(&self.rows, &self.legs).await {
-                Ok(n) => {
+                Ok(done) => {
+                    let n = done.inserted;
                     c.written.fetch_add(n, Ordering::Relaxed);
-                    let dup = self.rows.len() as u64 - n.min(self.rows.len() as u64);
+                    if done.merged > 0 {
+                        c.merged.fetch_add(done.merged, Ordering::Relaxed);
+                        tracing::info!(
+                            rows = done.merged,
+                            "CDRs completed with a leg re-sent by another node"
+                        );
+                    }
+                    let dup =
+                        self.rows.len() as u64 - (n + done.merged).min(self.rows.len() as u64);
                     if dup > 0 {
                         c.duplicates.fetch_add(dup, Ordering::Relaxed);
                         tracing::info!(rows = dup, "CDRs skipped: their calls already have one");
@@ -822,5 +991,71 @@ impl Batch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::Session;
+
+    fn finished(uuid: &str, direction: &str, created: u64, answered: u64, ended: bool) -> Finished {
+        Finished {
+            session: Session {
+                uuid: uuid.into(),
+                node: "fs1".into(),
+                direction: direction.into(),
+                call: "call-1".into(),
+                created_us: created,
+                answered_us: answered,
+                hangup_us: created + 1_000,
+                ..Default::default()
+            },
+            cause: "NORMAL_CLEARING".into(),
+            call_ended: ended,
+        }
+    }
+
+    /// A controller that died with a call half ended comes back with its
+    /// ended leg: the next one builds the call's CDR from both legs.
+    #[tokio::test]
+    async fn an_ended_leg_survives_a_restart_of_the_writer() {
+        let path = std::env::temp_dir().join(format!("switchy-legs-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let url = format!("sqlite://{}", path.display());
+        let store = CdrStore::connect(&url).await.unwrap();
+        let cluster = Cluster::new(Default::default());
+        // First life: the caller leg ends, the callee is still up.
+        let w = CdrWriter::start(&cluster, store.clone(), Launches::default());
+        cluster
+            .close_out(|_| vec![finished("A", "outbound", 100, 200, false)])
+            .await;
+        let mark = cluster.pipeline().position();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            cluster.pipeline().wait_durable(mark),
+        )
+        .await
+        .expect("the leg was not committed");
+        w.crash();
+        assert_eq!(store.pending_legs().await.unwrap().len(), 1);
+        assert_eq!(store.count().await.unwrap(), 0);
+        // Second life: the callee ends.
+        let cluster = Cluster::new(Default::default());
+        let w = CdrWriter::start(&cluster, store.clone(), Launches::default());
+        cluster
+            .close_out(|_| vec![finished("B", "inbound", 150, 210, true)])
+            .await;
+        w.close().await;
+        let rows = store.all().await.unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let r = &rows[0];
+        assert_eq!(
+            (r.caller_uuid.as_deref(), r.callee_uuid.as_deref(), r.failed),
+            (Some("A"), Some("B"), false)
+        );
+        assert!(store.pending_legs().await.unwrap().is_empty());
+        store.close().await;
+        let _ = std::fs::remove_file(&path);
     }
 }

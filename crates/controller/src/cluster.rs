@@ -614,7 +614,7 @@ impl Cluster {
     /// Changes the tracker with `f` and publishes the ends it returns,
     /// holding the order lock throughout (synthetic ends: restart, resync,
     /// reaper).
-    async fn close_out(&self, f: impl FnOnce(&mut Tracker) -> Vec<Finished>) -> usize {
+    pub(crate) async fn close_out(&self, f: impl FnOnce(&mut Tracker) -> Vec<Finished>) -> usize {
         let _order = self.inner.order.lock().await;
         let fs = {
             let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
@@ -638,9 +638,21 @@ impl Cluster {
         addr: SocketAddr,
         server: quinn::ServerConfig,
     ) -> anyhow::Result<Listener> {
-        let endpoint = switchy_link::tls::quic_endpoint(addr, Some(server)).map_err(|e| {
+        let endpoint = Self::bind(addr, server)?;
+        self.serve(endpoint)
+    }
+
+    /// Binds the agents' QUIC endpoint without taking connections yet
+    /// (agents that reach it wait in their handshake until
+    /// [`Cluster::serve`]).
+    pub fn bind(addr: SocketAddr, server: quinn::ServerConfig) -> anyhow::Result<quinn::Endpoint> {
+        switchy_link::tls::quic_endpoint(addr, Some(server)).map_err(|e| {
             anyhow::anyhow!("cannot listen for agents on {addr}: {e} (choose another --listen)")
-        })?;
+        })
+    }
+
+    /// Takes agents' connections on `endpoint` (and starts the reaper).
+    pub fn serve(&self, endpoint: quinn::Endpoint) -> anyhow::Result<Listener> {
         let local = endpoint.local_addr()?;
         let me = self.clone();
         let ep = endpoint.clone();

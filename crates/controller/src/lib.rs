@@ -40,6 +40,8 @@ pub struct Controller {
     /// The Originator, once one is set (shared with the REST API).
     pub originator: Arc<std::sync::RwLock<Option<originator::Originator>>>,
     listener: Option<cluster::Listener>,
+    /// The agents' endpoint, bound, until [`Controller::accept_agents`].
+    pending_listen: Option<quinn::Endpoint>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -62,8 +64,41 @@ impl Controller {
         drop(self.listener.take());
     }
 
-    /// Starts from PEMs (CA, controller certificate and key).
+    /// Starts from PEMs (CA, controller certificate and key) and accepts
+    /// agents at once: [`Controller::prepare`], then
+    /// [`Controller::accept_agents`].
     pub async fn start(
+        config: ClusterConfig,
+        listen: SocketAddr,
+        http: SocketAddr,
+        token: String,
+        ca_pem: &[u8],
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> anyhow::Result<Controller> {
+        let mut c = Self::prepare(config, listen, http, token, ca_pem, cert_pem, key_pem).await?;
+        c.accept_agents().await?;
+        Ok(c)
+    }
+
+    /// Listens for agents (on the address given to
+    /// [`Controller::prepare`]); returns where. Attach what must see every
+    /// event (the CDR writer, the routes) before: an agent's events are
+    /// acknowledged as soon as the consumers present have them.
+    pub async fn accept_agents(&mut self) -> anyhow::Result<SocketAddr> {
+        if let Some(endpoint) = self.pending_listen.take() {
+            let listener = self.cluster.serve(endpoint)?;
+            self.quic_addr = listener.addr;
+            self.listener = Some(listener);
+            tracing::info!(quic = %self.quic_addr, "accepting agents");
+        }
+        Ok(self.quic_addr)
+    }
+
+    /// Sets everything up, binds the agents' port ([`Controller::quic_addr`]
+    /// is known) and serves REST, but takes no agent yet (see
+    /// [`Controller::accept_agents`]); the TLS files are checked here.
+    pub async fn prepare(
         config: ClusterConfig,
         listen: SocketAddr,
         http: SocketAddr,
@@ -77,8 +112,8 @@ impl Controller {
         }
         let server = tls::server_config(ca_pem, cert_pem, key_pem)?;
         let cluster = Cluster::new(config);
-        let listener = cluster.listen(listen, server).await?;
-        let quic_addr = listener.addr;
+        let endpoint = Cluster::bind(listen, server)?;
+        let quic_addr = endpoint.local_addr()?;
         let l = tokio::net::TcpListener::bind(http).await.map_err(|e| {
             anyhow::anyhow!("cannot listen for REST on {http}: {e} (choose another --http)")
         })?;
@@ -98,7 +133,7 @@ impl Controller {
                 tracing::error!(error = %e, "REST server stopped");
             }
         });
-        tracing::info!(quic = %quic_addr, http = %http_addr, "controller up");
+        tracing::info!(http = %http_addr, "controller REST up");
         Ok(Controller {
             cluster,
             quic_addr,
@@ -106,7 +141,8 @@ impl Controller {
             apps,
             router,
             originator,
-            listener: Some(listener),
+            listener: None,
+            pending_listen: Some(endpoint),
             tasks: vec![http_task],
         })
     }
@@ -139,8 +175,22 @@ impl Controller {
         }
     }
 
-    /// Starts from a TLS directory holding `ca.pem`, `controller.pem`, `controller.key`.
+    /// Starts from a TLS directory holding `ca.pem`, `controller.pem`,
+    /// `controller.key`, accepting agents at once.
     pub async fn start_from_dir(
+        config: ClusterConfig,
+        listen: SocketAddr,
+        http: SocketAddr,
+        token: String,
+        dir: &Path,
+    ) -> anyhow::Result<Controller> {
+        let mut c = Self::prepare_from_dir(config, listen, http, token, dir).await?;
+        c.accept_agents().await?;
+        Ok(c)
+    }
+
+    /// As [`Controller::prepare`], from a TLS directory.
+    pub async fn prepare_from_dir(
         config: ClusterConfig,
         listen: SocketAddr,
         http: SocketAddr,
@@ -150,7 +200,7 @@ impl Controller {
         let read = |f: &str| {
             std::fs::read(dir.join(f)).map_err(|e| anyhow::anyhow!("cannot read {}: {e} (create it with `switchy-controller ca init/issue --dir {}`)", dir.join(f).display(), dir.display()))
         };
-        Self::start(
+        Self::prepare(
             config,
             listen,
             http,

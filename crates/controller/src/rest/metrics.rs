@@ -72,6 +72,11 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
                 &cdr.duplicates,
             ),
             (
+                "switchy_cdr_merged_total",
+                "Stored CDRs completed with a leg re-sent later by another node (after a controller restart).",
+                &cdr.merged,
+            ),
+            (
                 "switchy_cdr_failed_total",
                 "CDRs the store refused at shutdown (kept in the log).",
                 &cdr.failed,
