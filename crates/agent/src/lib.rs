@@ -14,10 +14,11 @@ pub use config::AgentConfig;
 
 use outbox::{Outbox, now_us};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use switchy_protocol::esl::{Command, SendMsg};
 use switchy_protocol::link::Backoff;
+use switchy_protocol::link::agent::{SnapshotScope, Transmit};
 use switchy_protocol::wire::{
     self, AgentMsg, CommandKind, CommandRequest, CommandResponse, ControllerMsg, EslState, Hello,
     NodeLoad, Profile, Snapshot, WIRE_VERSION,
@@ -39,12 +40,8 @@ pub struct AgentState {
     last_up: std::sync::Mutex<Option<EslState>>,
     /// Woken when the ESL status changes.
     pub status_changed: Notify,
-    snapshot_needed: AtomicBool,
     /// Set by [`Agent::stop`]: stop reading ESL, drain the outbox.
     stopping: tokio::sync::watch::Sender<bool>,
-    /// The next snapshot dumps every channel (the controller may know none
-    /// of them); otherwise only those older than the ESL connection.
-    dump_all: AtomicBool,
     /// When the event connection came up (s since the epoch).
     esl_up_s: AtomicU64,
     /// When the event connection was last lost (µs; 0: never).
@@ -60,6 +57,8 @@ pub struct AgentState {
     /// FreeSWITCH's load from the latest `status` probe.
     load: std::sync::Mutex<Option<NodeLoad>>,
     instance: String,
+    /// The origin of the link's clock (see `switchy_protocol::link::agent`).
+    started: std::time::Instant,
     /// Wire version announced in Hello (tests use another to check refusal).
     pub wire_version: u32,
 }
@@ -148,16 +147,19 @@ impl Agent {
         let client = tls::client_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
         let pool = config.command_connections.max(1);
         let state = Arc::new(AgentState {
-            outbox: Outbox::new(config.max_events, config.read_ahead),
+            outbox: Outbox::new(
+                config.max_events,
+                config.read_ahead,
+                backoff(config.backoff_min, config.backoff_max),
+                config.heartbeat,
+            ),
             config,
             esl: Mutex::new(None),
             cmds: (0..pool).map(|_| std::sync::Mutex::new(None)).collect(),
             status: std::sync::Mutex::new(EslState::Down("not connected yet".into())),
             last_up: std::sync::Mutex::new(None),
             status_changed: Notify::new(),
-            snapshot_needed: AtomicBool::new(true),
             stopping: tokio::sync::watch::Sender::new(false),
-            dump_all: AtomicBool::new(true),
             esl_up_s: AtomicU64::new(0),
             esl_down_us: AtomicU64::new(0),
             outage: std::sync::Mutex::new(None),
@@ -166,6 +168,7 @@ impl Agent {
             subscribed: Mutex::new(Vec::new()),
             load: std::sync::Mutex::new(None),
             instance: uuid::Uuid::new_v4().to_string(),
+            started: std::time::Instant::now(),
             wire_version,
         });
         let mut tasks = vec![
@@ -258,8 +261,8 @@ async fn esl_loop(st: Arc<AgentState>) {
         if down > 0 {
             *st.outage.lock().unwrap_or_else(|p| p.into_inner()) = Some((down, now_us()));
         }
-        st.dump_all.store(true, Ordering::SeqCst);
-        st.snapshot_needed.store(true, Ordering::SeqCst);
+        st.outbox.with(|l| l.request_snapshot(SnapshotScope::All));
+        st.outbox.notify.notify_one();
         // FreeSWITCH's `show channels` lags its channels by seconds (its
         // core database is written in batches): a second snapshot once it
         // has caught up settles what the first could not.
@@ -267,7 +270,8 @@ async fn esl_loop(st: Arc<AgentState>) {
             let st = st.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(SECOND_SNAPSHOT).await;
-                st.snapshot_needed.store(true, Ordering::SeqCst);
+                st.outbox
+                    .with(|l| l.request_snapshot(SnapshotScope::OlderThanEsl));
                 st.outbox.notify.notify_one();
             })
         };
@@ -425,11 +429,10 @@ pub use switchy_link::frame::read_frame;
 
 async fn controller_loop(st: Arc<AgentState>, client: quinn::ClientConfig) {
     let c = &st.config;
-    let mut backoff = backoff(c.backoff_min, c.backoff_max);
     loop {
-        let mut welcomed = false;
-        let r = session(&st, &client, &mut welcomed).await;
-        let delay = backoff.after_session(welcomed);
+        let r = session(&st, &client).await;
+        // The link decides the delay: the minimum after a welcomed session.
+        let delay = st.outbox.with(|l| l.closed());
         match r {
             Ok(()) => {
                 tracing::warn!(node = %c.node_id, "controller connection closed; reconnecting")
@@ -442,11 +445,7 @@ async fn controller_loop(st: Arc<AgentState>, client: quinn::ClientConfig) {
     }
 }
 
-async fn session(
-    st: &Arc<AgentState>,
-    client: &quinn::ClientConfig,
-    welcomed: &mut bool,
-) -> anyhow::Result<()> {
+async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::Result<()> {
     let c = &st.config;
     let addr = tokio::net::lookup_host(&c.controller)
         .await?
@@ -478,51 +477,31 @@ async fn session(
         core_uuid,
         fs_version: None,
         profiles,
-        resend_from: st.outbox.acked(),
+        resend_from: 0,
     };
+    let hello = st.outbox.with(|l| l.hello(hello));
     write_msg(&mut send, &AgentMsg::Hello(hello)).await?;
-    match read_frame::<ControllerMsg>(&mut recv).await? {
-        ControllerMsg::Welcome {
-            controller_id,
-            wire_version,
-            events,
-        } => {
-            if wire_version != st.wire_version {
-                anyhow::bail!(
-                    "wire protocol version mismatch: controller speaks {wire_version}, this agent {}; upgrade the older side",
-                    st.wire_version
-                );
-            }
-            *welcomed = true;
-            tracing::info!(node = %c.node_id, controller = %controller_id, "connected to the controller");
-            // Subscribed before the ESL state is reported, so nothing the
-            // controller needs is missed once it sees the node up.
-            if let Err(e) = set_wanted(st, events).await {
-                tracing::warn!(node = %c.node_id, error = %e, "could not apply the controller's event subscription");
-            }
-        }
-        ControllerMsg::Refused { reason } => {
-            anyhow::bail!("the controller refused this agent: {reason}");
-        }
-        other => anyhow::bail!("unexpected first controller message {other:?}"),
+    let first = read_frame::<ControllerMsg>(&mut recv).await?;
+    let controller = match &first {
+        ControllerMsg::Welcome { controller_id, .. } => controller_id.clone(),
+        _ => String::new(),
+    };
+    let events = st
+        .outbox
+        .with(|l| l.welcome(st.started.elapsed(), first, st.wire_version))?;
+    tracing::info!(node = %c.node_id, %controller, "connected to the controller");
+    // Subscribed before the ESL state is reported, so nothing the
+    // controller needs is missed once it sees the node up.
+    if let Err(e) = set_wanted(st, events).await {
+        tracing::warn!(node = %c.node_id, error = %e, "could not apply the controller's event subscription");
     }
-    st.dump_all.store(true, Ordering::SeqCst);
-    st.snapshot_needed.store(true, Ordering::SeqCst);
     // Acks (and resync requests) from the controller.
     let acks = {
         let st = st.clone();
         tokio::spawn(async move {
-            loop {
-                match read_frame::<ControllerMsg>(&mut recv).await {
-                    Ok(ControllerMsg::Ack { upto }) => st.outbox.ack(upto),
-                    Ok(ControllerMsg::ResyncRequest) => {
-                        st.dump_all.store(true, Ordering::SeqCst);
-                        st.snapshot_needed.store(true, Ordering::SeqCst);
-                        st.outbox.notify.notify_one();
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
+            while let Ok(msg) = read_frame::<ControllerMsg>(&mut recv).await {
+                st.outbox.with(|l| l.receive(msg));
+                st.outbox.notify.notify_one();
             }
         })
     };
@@ -542,7 +521,6 @@ async fn session(
         })
     };
     let result = send_loop(st, &mut send, &conn).await;
-    st.outbox.set_connected(None);
     acks.abort();
     commands.abort();
     conn.close(0u32.into(), b"agent reconnecting");
@@ -560,85 +538,119 @@ async fn send_loop(
     send: &mut quinn::SendStream,
     conn: &quinn::Connection,
 ) -> anyhow::Result<()> {
-    st.outbox.set_connected(Some(st.outbox.acked()));
-    let mut last_status = None;
     // One frame buffer for the session: batches of ~128 KiB stay in the
     // allocator's reused size classes instead of fresh pages each time.
     let mut frame = Vec::with_capacity(BATCH_BYTES * 2);
-    let mut heartbeat = tokio::time::interval(st.config.heartbeat);
     loop {
         if let Some(reason) = conn.close_reason() {
             anyhow::bail!("connection closed: {reason}");
         }
+        // Armed before polling, so a push between the poll and the wait
+        // still wakes us.
+        let pushed = st.outbox.notify.notified();
+        let status_changed = st.status_changed.notified();
+        tokio::pin!(pushed, status_changed);
+        pushed.as_mut().enable();
+        status_changed.as_mut().enable();
         let status = st.status();
-        if last_status.as_ref() != Some(&status) {
-            write_msg(send, &AgentMsg::Status(status.clone())).await?;
-            last_status = Some(status);
-        }
-        // Everything buffered, in order.
-        while let Some(last) = st
-            .outbox
-            .encode_unsent(BATCH_EVENTS, BATCH_BYTES, &mut frame)
-        {
-            send.write_all(&frame).await?;
-            st.outbox.mark_sent(last);
-        }
-        if st.snapshot_needed.swap(false, Ordering::SeqCst) {
-            let dump_all = st.dump_all.swap(false, Ordering::SeqCst);
-            let handle = match st.command_handle() {
-                Some(h) => Some(h),
-                None => st.esl.lock().await.clone(),
-            };
-            if let Some(h) = handle {
-                match h
-                    .api("show", "channels as json", Duration::from_secs(10))
-                    .await
-                {
-                    Ok(text) => {
-                        let core_uuid = st
-                            .core_uuid
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .clone();
-                        let mut channels = parse_channels_json(&text);
-                        // Channels created since the event connection came
-                        // up are linked by their own events; the second
-                        // snapshot dumps only the older ones.
-                        let before = (!dump_all).then(|| st.esl_up_s.load(Ordering::SeqCst));
-                        let outage = st.outage.lock().unwrap_or_else(|p| p.into_inner()).take();
-                        let replay = enrich_snapshot(st, &mut channels, before, outage).await;
-                        let snap = Snapshot {
-                            core_uuid,
-                            channels,
-                        };
-                        write_msg(send, &AgentMsg::Snapshot(snap)).await?;
-                        if !replay.is_empty() {
-                            tracing::warn!(node = %st.config.node_id, calls = replay.len(), "replaying CHANNEL_PARK of inbound calls that parked while ESL was down");
-                        }
-                        for e in replay {
-                            st.outbox.push(esl::RelayEvent::from_event(&e));
-                        }
-                        // Events that arrived meanwhile go after it.
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not take a channel snapshot; retrying");
-                        st.dump_all.fetch_or(dump_all, Ordering::SeqCst);
-                        st.snapshot_needed.store(true, Ordering::SeqCst);
-                    }
+        let next = st.outbox.with(|l| {
+            l.poll_transmit(
+                st.started.elapsed(),
+                &status,
+                BATCH_EVENTS,
+                BATCH_BYTES,
+                &mut frame,
+            )
+        })?;
+        match next {
+            Some(Transmit::Status(s)) => write_msg(send, &AgentMsg::Status(s)).await?,
+            Some(Transmit::Events(_)) => send.write_all(&frame).await?,
+            Some(Transmit::Snapshot(scope)) => {
+                if !send_snapshot(st, send, scope).await? {
+                    st.outbox.with(|l| l.snapshot_failed(scope));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Some(Transmit::Heartbeat) => {
+                let (n, ch) = st.outbox.dropped();
+                let buffered = st.outbox.len() as u64;
+                write_msg(
+                    send,
+                    &AgentMsg::Heartbeat {
+                        sent_us: now_us(),
+                        dropped: n + ch,
+                        buffered,
+                        load: st.load(),
+                    },
+                )
+                .await?;
+            }
+            None => {
+                let wake = st.outbox.with(|l| l.poll_timeout());
+                let sleep = wake.map_or(Duration::from_secs(1), |t| {
+                    t.saturating_sub(st.started.elapsed())
+                });
+                tokio::select! {
+                    _ = pushed => {}
+                    _ = status_changed => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                    _ = conn.closed() => anyhow::bail!("controller closed the connection"),
                 }
             }
         }
-        tokio::select! {
-            _ = st.outbox.notify.notified() => {}
-            _ = st.status_changed.notified() => {}
-            _ = heartbeat.tick() => {
-                let (n, ch) = st.outbox.dropped();
-                write_msg(send, &AgentMsg::Heartbeat { sent_us: now_us(), dropped: n + ch, buffered: st.outbox.len() as u64, load: st.load() }).await?;
-            }
-            _ = conn.closed() => anyhow::bail!("controller closed the connection"),
-        }
     }
+}
+
+/// Takes a channel snapshot (`scope`: every channel, or only those older
+/// than the event connection), writes it, and queues the CHANNEL_PARK
+/// replays it found; false when FreeSWITCH could not be asked (retried).
+async fn send_snapshot(
+    st: &Arc<AgentState>,
+    send: &mut quinn::SendStream,
+    scope: SnapshotScope,
+) -> anyhow::Result<bool> {
+    let handle = match st.command_handle() {
+        Some(h) => Some(h),
+        None => st.esl.lock().await.clone(),
+    };
+    let Some(h) = handle else {
+        // No ESL connection: its reconnect asks for a snapshot again.
+        return Ok(true);
+    };
+    let text = match h
+        .api("show", "channels as json", Duration::from_secs(10))
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not take a channel snapshot; retrying");
+            return Ok(false);
+        }
+    };
+    let core_uuid = st
+        .core_uuid
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut channels = parse_channels_json(&text);
+    // Channels created since the event connection came up are linked by
+    // their own events; the second snapshot dumps only the older ones.
+    let before = (scope == SnapshotScope::OlderThanEsl).then(|| st.esl_up_s.load(Ordering::SeqCst));
+    let outage = st.outage.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let replay = enrich_snapshot(st, &mut channels, before, outage).await;
+    let snap = Snapshot {
+        core_uuid,
+        channels,
+    };
+    write_msg(send, &AgentMsg::Snapshot(snap)).await?;
+    if !replay.is_empty() {
+        tracing::warn!(node = %st.config.node_id, calls = replay.len(), "replaying CHANNEL_PARK of inbound calls that parked while ESL was down");
+    }
+    // Events that arrived meanwhile go after it.
+    for e in replay {
+        st.outbox.push(esl::RelayEvent::from_event(&e));
+    }
+    Ok(true)
 }
 
 /// Headers of `uuid_dump` a snapshot row gets, besides the variables of

@@ -9,8 +9,15 @@
 //!   policy: capped exponential backoff with full jitter, reset by a
 //!   session the controller welcomed.
 //!
-//! The agent's buffer (sequence numbers, resend after the acknowledged
-//! sequence, bounded reading) is its outbox.
+//! - [`agent::AgentLink`], the agent's side: Hello, Welcome, what to send
+//!   next (status, event frames, snapshots, heartbeats), Acks and resend,
+//!   and the reconnect delay.
+//! - [`outbox::OutboxCore`], the agent's bounded, acknowledged event buffer
+//!   (sequence numbers, resend after the acknowledged sequence, bounded
+//!   reading).
+
+pub mod agent;
+pub mod outbox;
 
 use crate::wire::{Hello, WIRE_VERSION, WireEvent};
 use std::time::Duration;
