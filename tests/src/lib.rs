@@ -98,7 +98,7 @@ pub async fn prepare_controller(
         .await
         {
             Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(anyhow::Error::from(e)),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -127,7 +127,7 @@ pub async fn start_controller_with(
         .await
         {
             Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(anyhow::Error::from(e)),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -86,10 +86,16 @@ pub struct AgentFile {
 
 impl AgentFile {
     /// Reads and validates a TOML file.
-    pub fn load(path: &Path) -> anyhow::Result<AgentFile> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<AgentFile, crate::AgentError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| crate::AgentError::ConfigRead {
+                path: path.to_owned(),
+                source,
+            })?;
+        toml::from_str(&text).map_err(|source| crate::AgentError::ConfigParse {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 

@@ -6,11 +6,14 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod error;
 pub mod esl;
 pub mod outbox;
 pub use switchy_link::{cpu, tls};
 
 pub use config::AgentConfig;
+pub use error::AgentError;
+use error::SessionError;
 
 use outbox::{Outbox, now_us};
 use std::sync::Arc;
@@ -138,12 +141,12 @@ impl Drop for Agent {
 
 impl Agent {
     /// Starts both connection loops.
-    pub fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+    pub fn start(config: AgentConfig) -> Result<Agent, AgentError> {
         Self::start_with_version(config, WIRE_VERSION)
     }
 
     /// Starts with a given wire version (for testing the handshake).
-    pub fn start_with_version(config: AgentConfig, wire_version: u32) -> anyhow::Result<Agent> {
+    pub fn start_with_version(config: AgentConfig, wire_version: u32) -> Result<Agent, AgentError> {
         let client = tls::client_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
         let pool = config.command_connections.max(1);
         let state = Arc::new(AgentState {
@@ -421,8 +424,8 @@ pub fn parse_sofia_status(text: &str) -> Vec<Profile> {
         .collect()
 }
 
-async fn write_msg(send: &mut quinn::SendStream, msg: &AgentMsg) -> anyhow::Result<()> {
-    switchy_link::frame::write_frame(send, msg).await
+async fn write_msg(send: &mut quinn::SendStream, msg: &AgentMsg) -> Result<(), SessionError> {
+    Ok(switchy_link::frame::write_frame(send, msg).await?)
 }
 
 pub use switchy_link::frame::read_frame;
@@ -445,16 +448,16 @@ async fn controller_loop(st: Arc<AgentState>, client: quinn::ClientConfig) {
     }
 }
 
-async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> anyhow::Result<()> {
+async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> Result<(), SessionError> {
     let c = &st.config;
     let addr = tokio::net::lookup_host(&c.controller)
         .await?
         .next()
-        .ok_or_else(|| anyhow::anyhow!("controller address {} does not resolve", c.controller))?;
-    let bind: std::net::SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse()?
+        .ok_or_else(|| SessionError::Resolve(c.controller.clone()))?;
+    let bind = if addr.is_ipv4() {
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
-        "[::]:0".parse()?
+        std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
     };
     let mut endpoint = tls::quic_endpoint(bind, None)?;
     endpoint.set_default_client_config(client.clone());
@@ -537,13 +540,13 @@ async fn send_loop(
     st: &Arc<AgentState>,
     send: &mut quinn::SendStream,
     conn: &quinn::Connection,
-) -> anyhow::Result<()> {
+) -> Result<(), SessionError> {
     // One frame buffer for the session: batches of ~128 KiB stay in the
     // allocator's reused size classes instead of fresh pages each time.
     let mut frame = Vec::with_capacity(BATCH_BYTES * 2);
     loop {
         if let Some(reason) = conn.close_reason() {
-            anyhow::bail!("connection closed: {reason}");
+            return Err(SessionError::Gone(format!("connection closed: {reason}")));
         }
         // Armed before polling, so a push between the poll and the wait
         // still wakes us.
@@ -594,7 +597,7 @@ async fn send_loop(
                     _ = pushed => {}
                     _ = status_changed => {}
                     _ = tokio::time::sleep(sleep) => {}
-                    _ = conn.closed() => anyhow::bail!("controller closed the connection"),
+                    _ = conn.closed() => return Err(SessionError::Gone("controller closed the connection".into())),
                 }
             }
         }
@@ -608,7 +611,7 @@ async fn send_snapshot(
     st: &Arc<AgentState>,
     send: &mut quinn::SendStream,
     scope: SnapshotScope,
-) -> anyhow::Result<bool> {
+) -> Result<bool, SessionError> {
     let handle = match st.command_handle() {
         Some(h) => Some(h),
         None => st.esl.lock().await.clone(),
@@ -802,7 +805,7 @@ async fn serve_command(
     st: &AgentState,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-) -> anyhow::Result<()> {
+) -> Result<(), SessionError> {
     let req: CommandRequest = read_frame(&mut recv).await?;
     let (result, sent_us) = match req.kind {
         CommandKind::Subscription { events } => (set_wanted(st, events).await, 0),

@@ -159,14 +159,11 @@ impl CdrStore {
     /// Connects (`sqlite://file.db`, `sqlite::memory:`, `postgres://…`),
     /// creates the SQLite file if missing, enables WAL, and runs the
     /// embedded migrations.
-    pub async fn connect(url: &str) -> anyhow::Result<CdrStore> {
+    pub async fn connect(url: &str) -> Result<CdrStore, crate::CdrError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
         if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            anyhow::bail!(
-                "CDR database URL {:?} is neither sqlite://FILE nor postgres://…",
-                elide(url)
-            );
+            return Err(crate::CdrError::Url(elide(url)));
         }
         let full = if sqlite && !url.contains("memory") && !url.contains("mode=") {
             format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
@@ -191,12 +188,13 @@ impl CdrStore {
         } else {
             opts
         };
-        let pool = opts.connect(&full).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open CDR database {}: {e} (check --db; sqlite://switchy.db needs a writable directory)",
-                elide(url)
-            )
-        })?;
+        let pool = opts
+            .connect(&full)
+            .await
+            .map_err(|source| crate::CdrError::Open {
+                url: elide(url),
+                source,
+            })?;
         let m = if sqlite {
             sqlx::migrate!("./migrations/sqlite")
         } else {
@@ -204,7 +202,10 @@ impl CdrStore {
         };
         m.run(&pool)
             .await
-            .map_err(|e| anyhow::anyhow!("CDR migrations failed on {}: {e}", elide(url)))?;
+            .map_err(|source| crate::CdrError::Migrate {
+                url: elide(url),
+                source,
+            })?;
         Ok(CdrStore {
             pool,
             sqlite,

@@ -238,11 +238,11 @@ pub fn per_second(cdrs: &[Cdr]) -> Vec<Second> {
 type Line<'a> = (&'a str, plotters::style::RGBColor, Vec<(f64, f64)>);
 
 /// Draws call rate, erlangs, setup and answer latency over time (SVG).
-pub fn plot_svg(cdrs: &[Cdr], path: &std::path::Path, title: &str) -> anyhow::Result<()> {
+pub fn plot_svg(cdrs: &[Cdr], path: &std::path::Path, title: &str) -> Result<(), crate::PlotError> {
     use plotters::prelude::*;
     let series = per_second(cdrs);
     if series.is_empty() {
-        anyhow::bail!("no CDRs to plot: run a load test first (switchy-controller run … --db …)");
+        return Err(crate::PlotError::Empty);
     }
     let root = SVGBackend::new(path, (1200, 1000)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -253,7 +253,7 @@ pub fn plot_svg(cdrs: &[Cdr], path: &std::path::Path, title: &str) -> anyhow::Re
                 name: &str,
                 unit: &str,
                 lines: Vec<Line>|
-     -> anyhow::Result<()> {
+     -> Result<(), crate::PlotError> {
         let ymax = lines
             .iter()
             .flat_map(|(_, _, v)| v.iter().map(|p| p.1))

@@ -340,6 +340,9 @@ pub enum CommandError {
     /// Invalid argument (injection attempt …).
     #[error("invalid command argument: {0}")]
     Invalid(String),
+    /// A command for every node failed on some.
+    #[error("{0}")]
+    Nodes(String),
 }
 
 impl Cluster {
@@ -637,7 +640,7 @@ impl Cluster {
         &self,
         addr: SocketAddr,
         server: quinn::ServerConfig,
-    ) -> anyhow::Result<Listener> {
+    ) -> Result<Listener, crate::StartError> {
         let endpoint = Self::bind(addr, server)?;
         self.serve(endpoint)
     }
@@ -645,15 +648,22 @@ impl Cluster {
     /// Binds the agents' QUIC endpoint without taking connections yet
     /// (agents that reach it wait in their handshake until
     /// [`Cluster::serve`]).
-    pub fn bind(addr: SocketAddr, server: quinn::ServerConfig) -> anyhow::Result<quinn::Endpoint> {
-        switchy_link::tls::quic_endpoint(addr, Some(server)).map_err(|e| {
-            anyhow::anyhow!("cannot listen for agents on {addr}: {e} (choose another --listen)")
-        })
+    pub fn bind(
+        addr: SocketAddr,
+        server: quinn::ServerConfig,
+    ) -> Result<quinn::Endpoint, crate::StartError> {
+        switchy_link::tls::quic_endpoint(addr, Some(server))
+            .map_err(|source| crate::StartError::ListenAgents { addr, source })
     }
 
     /// Takes agents' connections on `endpoint` (and starts the reaper).
-    pub fn serve(&self, endpoint: quinn::Endpoint) -> anyhow::Result<Listener> {
-        let local = endpoint.local_addr()?;
+    pub fn serve(&self, endpoint: quinn::Endpoint) -> Result<Listener, crate::StartError> {
+        let local = endpoint
+            .local_addr()
+            .map_err(|source| crate::StartError::ListenAgents {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?;
         let me = self.clone();
         let ep = endpoint.clone();
         let task = tokio::spawn(async move {

@@ -10,6 +10,7 @@ pub use switchy_link::{ca, tls};
 pub mod cdr;
 pub mod cdr_stats;
 pub mod cluster;
+pub mod error;
 pub mod openapi;
 pub mod originator;
 pub mod pipeline;
@@ -19,6 +20,7 @@ pub mod tracker;
 
 pub use apps::{App, AppConfig, AppManager, Ctx};
 pub use cluster::{Cluster, ClusterConfig, ClusterEvent, CommandError, Job, Node, Session};
+pub use error::{AppError, CdrError, Invalid, PlotError, StartError};
 pub use router::{Flow, RouteCtx, RouteTable, Router};
 
 use std::net::SocketAddr;
@@ -75,7 +77,7 @@ impl Controller {
         ca_pem: &[u8],
         cert_pem: &[u8],
         key_pem: &[u8],
-    ) -> anyhow::Result<Controller> {
+    ) -> Result<Controller, StartError> {
         let mut c = Self::prepare(config, listen, http, token, ca_pem, cert_pem, key_pem).await?;
         c.accept_agents().await?;
         Ok(c)
@@ -85,7 +87,7 @@ impl Controller {
     /// [`Controller::prepare`]); returns where. Attach what must see every
     /// event (the CDR writer, the routes) before: an agent's events are
     /// acknowledged as soon as the consumers present have them.
-    pub async fn accept_agents(&mut self) -> anyhow::Result<SocketAddr> {
+    pub async fn accept_agents(&mut self) -> Result<SocketAddr, StartError> {
         if let Some(endpoint) = self.pending_listen.take() {
             let listener = self.cluster.serve(endpoint)?;
             self.quic_addr = listener.addr;
@@ -106,18 +108,22 @@ impl Controller {
         ca_pem: &[u8],
         cert_pem: &[u8],
         key_pem: &[u8],
-    ) -> anyhow::Result<Controller> {
+    ) -> Result<Controller, StartError> {
         if token.trim().is_empty() {
-            anyhow::bail!("an API token is required: set --token-file or SWITCHY_API_TOKEN");
+            return Err(StartError::NoToken);
         }
         let server = tls::server_config(ca_pem, cert_pem, key_pem)?;
         let cluster = Cluster::new(config);
         let endpoint = Cluster::bind(listen, server)?;
-        let quic_addr = endpoint.local_addr()?;
-        let l = tokio::net::TcpListener::bind(http).await.map_err(|e| {
-            anyhow::anyhow!("cannot listen for REST on {http}: {e} (choose another --http)")
-        })?;
-        let http_addr = l.local_addr()?;
+        let quic_addr = endpoint
+            .local_addr()
+            .map_err(|source| StartError::ListenAgents {
+                addr: listen,
+                source,
+            })?;
+        let rest = |source| StartError::ListenRest { addr: http, source };
+        let l = tokio::net::TcpListener::bind(http).await.map_err(rest)?;
+        let http_addr = l.local_addr().map_err(rest)?;
         let apps = AppManager::start(cluster.clone(), AppConfig::default());
         let router: Arc<std::sync::RwLock<Option<Router>>> = Arc::default();
         let originator: Arc<std::sync::RwLock<Option<originator::Originator>>> = Arc::default();
@@ -149,7 +155,7 @@ impl Controller {
 
     /// Routes parked channels with `router`: loads it as app `router` and
     /// makes it the default app (sessions that name no app).
-    pub async fn use_router(&self, router: Router) -> anyhow::Result<()> {
+    pub async fn use_router(&self, router: Router) -> Result<(), apps::LoadError> {
         self.apps.unload("router").await;
         self.apps.load("router", vec![router.app()]).await?;
         self.apps.set_default("router");
@@ -183,7 +189,7 @@ impl Controller {
         http: SocketAddr,
         token: String,
         dir: &Path,
-    ) -> anyhow::Result<Controller> {
+    ) -> Result<Controller, StartError> {
         let mut c = Self::prepare_from_dir(config, listen, http, token, dir).await?;
         c.accept_agents().await?;
         Ok(c)
@@ -196,9 +202,13 @@ impl Controller {
         http: SocketAddr,
         token: String,
         dir: &Path,
-    ) -> anyhow::Result<Controller> {
+    ) -> Result<Controller, StartError> {
         let read = |f: &str| {
-            std::fs::read(dir.join(f)).map_err(|e| anyhow::anyhow!("cannot read {}: {e} (create it with `switchy-controller ca init/issue --dir {}`)", dir.join(f).display(), dir.display()))
+            std::fs::read(dir.join(f)).map_err(|source| StartError::TlsFile {
+                path: dir.join(f),
+                dir: dir.to_owned(),
+                source,
+            })
         };
         Self::prepare(
             config,

@@ -4,8 +4,9 @@
 //! exponential time, mixes apps by weight, counts failures by cause, and
 //! says when it — not the system under test — is the bottleneck.
 
+use crate::Invalid;
 use crate::cdr::{Cdr, CdrSink, Launch, Launches};
-use crate::cluster::{Cluster, ClusterEvent};
+use crate::cluster::{Cluster, ClusterEvent, CommandError};
 use crate::pipeline::Feed;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -130,14 +131,16 @@ impl Default for OriginatorConfig {
     }
 }
 
-fn token(field: &str, v: &str, extra_bad: &[char]) -> anyhow::Result<()> {
+fn token(field: &str, v: &str, extra_bad: &[char]) -> Result<(), Invalid> {
     if v.chars().any(|c| {
         c.is_whitespace()
             || c.is_control()
             || matches!(c, ',' | '{' | '}' | '[' | ']')
             || extra_bad.contains(&c)
     }) {
-        anyhow::bail!("{field} {v:?} must not contain spaces, control characters or , {{ }} [ ]");
+        return Err(Invalid(format!(
+            "{field} {v:?} must not contain spaces, control characters or , {{ }} [ ]"
+        )));
     }
     Ok(())
 }
@@ -163,23 +166,28 @@ impl OriginatorConfig {
     }
 
     /// Checks every value that goes into an originate command.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if !(0.0..=100_000.0).contains(&self.rate) {
-            anyhow::bail!("rate {} must be between 0 and 100000 calls/s", self.rate);
+            return Err(Invalid(format!(
+                "rate {} must be between 0 and 100000 calls/s",
+                self.rate
+            )));
         }
         if self.limit == 0 {
-            anyhow::bail!("limit must be at least 1 concurrent call");
+            return Err(Invalid("limit must be at least 1 concurrent call".into()));
         }
         if let Some(d) = self.duration
             && !(0.0..1e7).contains(&d)
         {
-            anyhow::bail!("duration {d} must be a number of seconds ≥ 0");
+            return Err(Invalid(format!(
+                "duration {d} must be a number of seconds ≥ 0"
+            )));
         }
         for w in &self.apps {
             token("app", &w.app, &[])?;
         }
         if !self.apps.is_empty() && self.apps.iter().all(|w| w.weight == 0) {
-            anyhow::bail!("at least one app needs a weight above 0");
+            return Err(Invalid("at least one app needs a weight above 0".into()));
         }
         for (k, v) in self.dest_by_node.iter() {
             token("node", k, &[])?;
@@ -213,10 +221,14 @@ impl OriginatorConfig {
             .chars()
             .any(|c| c.is_control() || matches!(c, ',' | '{' | '}' | '\'' | '[' | ']'))
         {
-            anyhow::bail!("caller_id_name must not contain control characters or , {{ }} ' [ ]");
+            return Err(Invalid(
+                "caller_id_name must not contain control characters or , { } ' [ ]".into(),
+            ));
         }
         if self.app_args.chars().any(|c| c.is_control() || c == ')') {
-            anyhow::bail!("app_args must not contain control characters or ')'");
+            return Err(Invalid(
+                "app_args must not contain control characters or ')'".into(),
+            ));
         }
         for (k, v) in &self.headers {
             token("header name", k, &['='])?;
@@ -243,12 +255,12 @@ pub fn build_originate_args(
     tracking_var: &str,
     run_id: &str,
     hold_ms: Option<u64>,
-) -> anyhow::Result<String> {
+) -> Result<String, Invalid> {
     let dest = cfg
         .dest_by_node
         .get(node)
         .or(cfg.dest_url.as_ref())
-        .ok_or_else(|| anyhow::anyhow!("no destination for node {node}: set dest_url"))?;
+        .ok_or_else(|| Invalid(format!("no destination for node {node}: set dest_url")))?;
     // FreeSWITCH reads a command one byte at a time and serializes every
     // variable into every event of the call, so only what is needed goes
     // in: the app travels once, as the X-header both legs carry.
@@ -497,7 +509,7 @@ impl Originator {
         cluster: Cluster,
         cfg: OriginatorConfig,
         launches: Launches,
-    ) -> anyhow::Result<Originator> {
+    ) -> Result<Originator, Invalid> {
         cfg.validate()?;
         let (state, _) = watch::channel(State::Initial);
         let inner = Arc::new(Inner {
@@ -568,7 +580,7 @@ impl Originator {
     }
 
     /// Stops and hangs up every call this Originator launched, on every node.
-    pub async fn hupall(&self) -> anyhow::Result<()> {
+    pub async fn hupall(&self) -> Result<(), CommandError> {
         self.stop();
         self.settle().await;
         let args = format!("NORMAL_CLEARING switchy_originator {}", self.inner.run_id);
@@ -610,7 +622,7 @@ impl Originator {
     }
 
     /// Stops and hangs up every channel on every node.
-    pub async fn hard_hupall(&self) -> anyhow::Result<()> {
+    pub async fn hard_hupall(&self) -> Result<(), CommandError> {
         self.stop();
         self.settle().await;
         let r = self.on_every_node("NORMAL_CLEARING").await;
@@ -619,11 +631,11 @@ impl Originator {
     }
 
     /// hupall, then the Originator stays STOPPED.
-    pub async fn shutdown(&self) -> anyhow::Result<()> {
+    pub async fn shutdown(&self) -> Result<(), CommandError> {
         self.hupall().await
     }
 
-    async fn on_every_node(&self, args: &str) -> anyhow::Result<()> {
+    async fn on_every_node(&self, args: &str) -> Result<(), CommandError> {
         let mut errs = Vec::new();
         for n in self.inner.cluster.nodes() {
             if n.agent != crate::cluster::AgentLink::Connected {
@@ -636,12 +648,15 @@ impl Originator {
         if errs.is_empty() {
             Ok(())
         } else {
-            anyhow::bail!("hupall failed on {}", errs.join("; "))
+            Err(CommandError::Nodes(format!(
+                "hupall failed on {}",
+                errs.join("; ")
+            )))
         }
     }
 
     /// Changes parameters while running (validated first).
-    pub fn update(&self, f: impl FnOnce(&mut OriginatorConfig)) -> anyhow::Result<()> {
+    pub fn update(&self, f: impl FnOnce(&mut OriginatorConfig)) -> Result<(), Invalid> {
         let mut g = self.inner.cfg.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = g.clone();
         f(&mut next);
@@ -653,18 +668,21 @@ impl Originator {
     }
 
     /// Applies a JSON object of parameters (REST).
-    pub fn update_json(&self, patch: &serde_json::Value) -> anyhow::Result<()> {
-        let cur = serde_json::to_value(self.config())?;
+    pub fn update_json(&self, patch: &serde_json::Value) -> Result<(), Invalid> {
+        let cur = serde_json::to_value(self.config())
+            .map_err(|e| Invalid(format!("cannot read the current parameters: {e}")))?;
         let mut merged = cur;
         if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
             for (k, v) in p {
                 m.insert(k.clone(), v.clone());
             }
         } else {
-            anyhow::bail!("send a JSON object of originator parameters");
+            return Err(Invalid(
+                "send a JSON object of originator parameters".into(),
+            ));
         }
         let next: OriginatorConfig = serde_json::from_value(merged)
-            .map_err(|e| anyhow::anyhow!("invalid originator parameters: {e}"))?;
+            .map_err(|e| Invalid(format!("invalid originator parameters: {e}")))?;
         self.update(|c| *c = next)
     }
 

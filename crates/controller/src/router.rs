@@ -37,7 +37,7 @@ pub struct RouteCtx {
     pub route: String,
 }
 
-type HandlerFut = Pin<Box<dyn Future<Output = anyhow::Result<Flow>> + Send>>;
+type HandlerFut = Pin<Box<dyn Future<Output = Result<Flow, crate::AppError>> + Send>>;
 /// A Rust route handler.
 pub type Handler = Arc<dyn Fn(RouteCtx) -> HandlerFut + Send + Sync>;
 
@@ -523,7 +523,7 @@ impl Router {
     ) -> Result<Router, regex::Error>
     where
         F: Fn(RouteCtx) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = anyhow::Result<Flow>> + Send + 'static,
+        Fut: Future<Output = Result<Flow, crate::AppError>> + Send + 'static,
     {
         self.route_with(
             name,
@@ -691,11 +691,12 @@ fn run_table<'a>(
     name: &'a str,
     ctx: &'a Ctx,
     depth: usize,
-) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+) -> Pin<Box<dyn Future<Output = Result<(), crate::AppError>> + Send + 'a>> {
     Box::pin(async move {
         if depth > 8 {
-            anyhow::bail!(
+            return Err(
                 "route tables transfer to each other more than 8 times: check `transfer` actions for a loop"
+                    .into(),
             );
         }
         for r in table.routes.iter().filter(|r| r.table == name) {
@@ -824,7 +825,7 @@ async fn run_actions(
     captures: &[Option<String>],
     ctx: &Ctx,
     depth: usize,
-) -> anyhow::Result<()> {
+) -> Result<(), crate::AppError> {
     let x = |s: &str| expand(s, captures, ctx);
     for (i, a) in actions.iter().enumerate() {
         let last = i + 1 == actions.len();

@@ -1,12 +1,13 @@
 //! Length-prefixed wire messages on QUIC streams (`switchy_protocol::wire`
 //! frames: a 4-byte length, then the payload, at most `wire::MAX_FRAME`).
 
+use crate::FrameError;
 use switchy_protocol::wire;
 
 /// Reads one message.
 pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
     recv: &mut quinn::RecvStream,
-) -> anyhow::Result<T> {
+) -> Result<T, FrameError> {
     read_frame_into(recv, &mut Vec::new()).await
 }
 
@@ -14,7 +15,7 @@ pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
 pub async fn read_frame_into<T: for<'de> serde::Deserialize<'de>>(
     recv: &mut quinn::RecvStream,
     buf: &mut Vec<u8>,
-) -> anyhow::Result<T> {
+) -> Result<T, FrameError> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await?;
     let n = wire::frame_len(len, wire::MAX_FRAME)?;
@@ -27,7 +28,7 @@ pub async fn read_frame_into<T: for<'de> serde::Deserialize<'de>>(
 pub async fn write_frame<T: serde::Serialize>(
     send: &mut quinn::SendStream,
     msg: &T,
-) -> anyhow::Result<()> {
+) -> Result<(), FrameError> {
     let bytes = wire::encode(msg)?;
     send.write_all(&bytes).await?;
     Ok(())

@@ -6,7 +6,10 @@
 
 pub mod ca;
 pub mod cpu;
+pub mod error;
 pub mod frame;
+
+pub use error::{CaError, FrameError, TlsError};
 mod tls_client;
 mod tls_server;
 

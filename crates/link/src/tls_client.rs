@@ -6,14 +6,23 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::TlsError;
+
 /// The cluster CA's certificates in `ca_pem` (read from `file`).
-pub(crate) fn ca_roots(ca_pem: &[u8], file: &str) -> anyhow::Result<rustls::RootCertStore> {
+pub(crate) fn ca_roots(ca_pem: &[u8], file: &str) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(c.map_err(|e| anyhow::anyhow!("CA certificate unreadable: {e}"))?)?;
+        let c = c.map_err(|e| TlsError::Unreadable {
+            what: "CA certificate".into(),
+            detail: e.to_string(),
+        })?;
+        roots.add(c)?;
     }
     if roots.is_empty() {
-        anyhow::bail!("no CA certificate found in {file}");
+        return Err(TlsError::Missing {
+            what: "CA certificate",
+            file: file.to_owned(),
+        });
     }
     Ok(roots)
 }
@@ -24,15 +33,23 @@ pub(crate) fn identity(
     key_pem: &[u8],
     who: &str,
     file: &str,
-) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("{who} certificate unreadable: {e}"))?;
+        .map_err(|e| TlsError::Unreadable {
+            what: format!("{who} certificate"),
+            detail: e.to_string(),
+        })?;
     if chain.is_empty() {
-        anyhow::bail!("no certificate found in {file}");
+        return Err(TlsError::Missing {
+            what: "certificate",
+            file: file.to_owned(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| anyhow::anyhow!("{who} key unreadable: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Unreadable {
+        what: format!("{who} key"),
+        detail: e.to_string(),
+    })?;
     Ok((chain, key))
 }
 
@@ -41,7 +58,7 @@ pub fn client_config(
     ca_pem: &[u8],
     cert_pem: &[u8],
     key_pem: &[u8],
-) -> anyhow::Result<quinn::ClientConfig> {
+) -> Result<quinn::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = ca_roots(ca_pem, "the [tls] ca file")?;
     let (chain, key) = identity(cert_pem, key_pem, "agent", "the [tls] cert file")?;
@@ -50,9 +67,10 @@ pub fn client_config(
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)?;
     tls.alpn_protocols = vec![switchy_protocol::wire::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()?));
+    cfg.transport_config(Arc::new(transport_config()));
     Ok(cfg)
 }
 
@@ -102,14 +120,15 @@ pub const KEEP_ALIVE: Duration = Duration::from_millis(300);
 pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Transport settings shared by agents and the controller.
-pub fn transport_config() -> anyhow::Result<quinn::TransportConfig> {
+pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     // A dead peer (kill -9, a pulled cable) is noticed within
     // IDLE_TIMEOUT; keep-alives keep a quiet link from looking dead.
     transport.keep_alive_interval(Some(KEEP_ALIVE));
-    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into()?));
+    // 1.5 s is far inside QUIC's idle-timeout range (2^62 ms).
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(switchy_protocol::wire::QUIC_MAX_UDP_PAYLOAD);
     transport.mtu_discovery_config(Some(mtu));
-    Ok(transport)
+    transport
 }

@@ -9,7 +9,7 @@ pub fn server_config(
     ca_pem: &[u8],
     cert_pem: &[u8],
     key_pem: &[u8],
-) -> anyhow::Result<quinn::ServerConfig> {
+) -> Result<quinn::ServerConfig, crate::TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = crate::tls_client::ca_roots(ca_pem, "ca.pem")?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -24,9 +24,10 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![switchy_protocol::wire::ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| crate::TlsError::Quic(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = crate::tls_client::transport_config()?;
+    let mut transport = crate::tls_client::transport_config();
     transport.max_concurrent_bidi_streams(4096u32.into());
     cfg.transport_config(Arc::new(transport));
     Ok(cfg)

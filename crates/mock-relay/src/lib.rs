@@ -27,13 +27,43 @@ pub mod util;
 
 pub use config::{ExternalOutcome, Knobs, MockConfig};
 
-use anyhow::Context;
 use node::{Cluster, Control, Node, NodeInfo, NodeMsg};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+/// Why the simulated cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    /// Zero nodes asked for.
+    #[error("--nodes must be at least 1")]
+    NoNodes,
+    /// The compiled-in event templates do not parse (a build defect).
+    #[error("loading the compiled-in event templates: {0}")]
+    Templates(#[from] template::TemplateError),
+    /// A node's ESL port is taken.
+    #[error("binding node {node}'s ESL port {addr}: {source} (choose a free port with --esl-port)")]
+    EslPort {
+        /// Node index.
+        node: usize,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The control plane's port is taken.
+    #[error(
+        "binding the control plane on port {port}: {source} (choose a free port with --http-port)"
+    )]
+    HttpPort {
+        /// The port.
+        port: u16,
+        /// Why.
+        source: std::io::Error,
+    },
+}
 
 /// A running simulated cluster. Dropping it (or [`MockCluster::stop`])
 /// shuts every node down.
@@ -45,12 +75,11 @@ pub struct MockCluster {
 
 impl MockCluster {
     /// Binds every node's ESL port and the control plane, and starts them.
-    pub async fn start(config: MockConfig) -> anyhow::Result<MockCluster> {
+    pub async fn start(config: MockConfig) -> Result<MockCluster, MockError> {
         if config.nodes == 0 {
-            anyhow::bail!("--nodes must be at least 1");
+            return Err(MockError::NoNodes);
         }
-        let templates =
-            templates::Templates::load().context("loading the compiled-in event templates")?;
+        let templates = templates::Templates::load()?;
         let schema_dir = config
             .schema_dir
             .clone()
@@ -68,10 +97,13 @@ impl MockCluster {
                 config.esl_port + i as u16
             };
             let addr = SocketAddr::new(config.bind, port);
-            let l = TcpListener::bind(addr).await.with_context(|| {
-                format!("binding node {i}'s ESL port {addr}: choose a free port with --esl-port")
-            })?;
-            let esl_addr = l.local_addr()?;
+            let bind = |source| MockError::EslPort {
+                node: i,
+                addr,
+                source,
+            };
+            let l = TcpListener::bind(addr).await.map_err(bind)?;
+            let esl_addr = l.local_addr().map_err(bind)?;
             infos.push(Arc::new(NodeInfo {
                 index: i,
                 hostname: format!("mock-fs{}", i + 1),
@@ -89,10 +121,14 @@ impl MockCluster {
             (None, 0) => 0,
             (None, p) => p.saturating_add(1000),
         };
+        let http = |source| MockError::HttpPort {
+            port: http_port,
+            source,
+        };
         let http_listener = TcpListener::bind(SocketAddr::new(config.bind, http_port))
             .await
-            .with_context(|| format!("binding the control plane on port {http_port}: choose a free port with --http-port"))?;
-        let http_addr = http_listener.local_addr()?;
+            .map_err(http)?;
+        let http_addr = http_listener.local_addr().map_err(http)?;
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..config.nodes {

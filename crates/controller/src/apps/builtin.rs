@@ -5,6 +5,7 @@
 //! `<app_id>.<name>`.
 
 use super::{App, Ctx};
+use crate::Invalid;
 use crate::cluster::Verdict;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -61,12 +62,12 @@ pub const CATALOG: &[Builtin] = &[
 /// Parameters of a built-in app (`name=value`).
 pub type Params = BTreeMap<String, String>;
 
-fn p<T: std::str::FromStr>(params: &Params, k: &str, default: T) -> anyhow::Result<T> {
+fn p<T: std::str::FromStr>(params: &Params, k: &str, default: T) -> Result<T, Invalid> {
     match params.get(k) {
         None => Ok(default),
         Some(v) => v
             .parse()
-            .map_err(|_| anyhow::anyhow!("parameter {k}={v:?} is not valid")),
+            .map_err(|_| Invalid(format!("parameter {k}={v:?} is not valid"))),
     }
 }
 
@@ -103,19 +104,19 @@ fn peer(c: &Ctx) -> Option<(String, String)> {
 }
 
 /// Builds a built-in app by name.
-pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
+pub fn build(name: &str, params: &Params) -> Result<App, Invalid> {
     let entry = CATALOG
         .iter()
         .find(|b| b.name.eq_ignore_ascii_case(name))
         .ok_or_else(|| {
-            anyhow::anyhow!(
+            Invalid(format!(
                 "no built-in app {name:?}; `switchy-controller list-apps` lists: {}",
                 CATALOG
                     .iter()
                     .map(|b| b.name)
                     .collect::<Vec<_>>()
                     .join(", ")
-            )
+            ))
         })?;
     let app = App::new(entry.name, entry.doc);
     match entry.name {
@@ -127,11 +128,11 @@ pub fn build(name: &str, params: &Params) -> anyhow::Result<App> {
         "CalleeBlockOnInvite" => callee_block_on_invite(app, params),
         "Bridger" | "Proxier" => bridger(app, entry.name, params),
         "Park" => park(app, params),
-        other => anyhow::bail!("built-in app {other} has no constructor"),
+        other => Err(Invalid(format!("built-in app {other} has no constructor"))),
     }
 }
 
-fn tone_play(app: App, params: &Params) -> anyhow::Result<App> {
+fn tone_play(app: App, params: &Params) -> Result<App, Invalid> {
     Ok({
         let tone = ps(params, "tone", "tone_stream://%(251,0,1004);loops=-1");
         app.on("CHANNEL_PARK", |c| async move {
@@ -154,7 +155,7 @@ fn tone_play(app: App, params: &Params) -> anyhow::Result<App> {
     })
 }
 
-fn play_rec(app: App, params: &Params) -> anyhow::Result<App> {
+fn play_rec(app: App, params: &Params) -> Result<App, Invalid> {
     Ok({
         let silence_ms: u64 = p(params, "silence_ms", 1000)?;
         let tone = ps(params, "tone", "tone_stream://%(1000,0,1004);loops=1");
@@ -256,7 +257,7 @@ fn play_rec(app: App, params: &Params) -> anyhow::Result<App> {
     })
 }
 
-fn bert(app: App, params: &Params) -> anyhow::Result<App> {
+fn bert(app: App, params: &Params) -> Result<App, Invalid> {
     Ok({
         let duration_s: u64 = p(params, "duration_s", 0)?;
         app.on("CHANNEL_PARK", |c| async move {
@@ -295,7 +296,7 @@ fn bert(app: App, params: &Params) -> anyhow::Result<App> {
     })
 }
 
-fn dtmf_checker(app: App, params: &Params) -> anyhow::Result<App> {
+fn dtmf_checker(app: App, params: &Params) -> Result<App, Invalid> {
     Ok({
         let digits = ps(params, "digits", "0123456789*#");
         if digits.is_empty()
@@ -303,11 +304,15 @@ fn dtmf_checker(app: App, params: &Params) -> anyhow::Result<App> {
                 .chars()
                 .all(|d| d.is_ascii_digit() || matches!(d, '*' | '#' | 'A'..='D'))
         {
-            anyhow::bail!("DtmfChecker digits {digits:?} must be DTMF digits (0-9 * # A-D)");
+            return Err(Invalid(format!(
+                "DtmfChecker digits {digits:?} must be DTMF digits (0-9 * # A-D)"
+            )));
         }
         let tone_ms: u64 = p(params, "tone_ms", 100)?;
         if !(40..=2000).contains(&tone_ms) {
-            anyhow::bail!("DtmfChecker tone_ms {tone_ms} must be between 40 and 2000");
+            return Err(Invalid(format!(
+                "DtmfChecker tone_ms {tone_ms} must be between 40 and 2000"
+            )));
         }
         let timeout_ms: u64 = p(params, "timeout_ms", 1000 + 600 * digits.len() as u64)?;
         // Digits received, by the sender's session UUID.
@@ -399,7 +404,7 @@ fn dtmf_checker(app: App, params: &Params) -> anyhow::Result<App> {
     })
 }
 
-fn callee_ringback(app: App, params: &Params) -> anyhow::Result<App> {
+fn callee_ringback(app: App, params: &Params) -> Result<App, Invalid> {
     Ok({
         let ring_secs: f64 = p(params, "ring_secs", 1.0)?;
         let ring = Duration::from_secs_f64(ring_secs.max(0.0));
@@ -421,11 +426,13 @@ fn callee_ringback(app: App, params: &Params) -> anyhow::Result<App> {
     })
 }
 
-fn callee_block_on_invite(app: App, params: &Params) -> anyhow::Result<App> {
+fn callee_block_on_invite(app: App, params: &Params) -> Result<App, Invalid> {
     Ok({
         let code: u16 = p(params, "code", 486)?;
         if !(300..700).contains(&code) {
-            anyhow::bail!("CalleeBlockOnInvite code {code} must be a SIP failure (300–699)");
+            return Err(Invalid(format!(
+                "CalleeBlockOnInvite code {code} must be a SIP failure (300–699)"
+            )));
         }
         app.on("CHANNEL_PARK", move |c| async move {
             if !outbound(&c) {
@@ -437,11 +444,11 @@ fn callee_block_on_invite(app: App, params: &Params) -> anyhow::Result<App> {
     })
 }
 
-fn bridger(app: App, name: &str, params: &Params) -> anyhow::Result<App> {
+fn bridger(app: App, name: &str, params: &Params) -> Result<App, Invalid> {
     Ok({
         let proxy = params.get("proxy").cloned();
         if name == "Proxier" && proxy.is_none() {
-            anyhow::bail!("Proxier needs proxy=host:port");
+            return Err(Invalid("Proxier needs proxy=host:port".into()));
         }
         let profile = ps(params, "profile", "external");
         let next_app = params.get("next_app").cloned();
@@ -451,10 +458,9 @@ fn bridger(app: App, name: &str, params: &Params) -> anyhow::Result<App> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
         {
-            anyhow::bail!(
-                "{} next_app {n:?} must be an app id (letters, digits, _ - .)",
-                name
-            );
+            return Err(Invalid(format!(
+                "{name} next_app {n:?} must be an app id (letters, digits, _ - .)"
+            )));
         }
         app.on("CHANNEL_PARK", move |c| {
             let (proxy, profile, next_app) = (proxy.clone(), profile.clone(), next_app.clone());
@@ -470,7 +476,7 @@ fn bridger(app: App, name: &str, params: &Params) -> anyhow::Result<App> {
                 }
                 let uri = c
                     .var("sip_req_uri")
-                    .ok_or_else(|| anyhow::anyhow!("no sip_req_uri on the parked channel"))?
+                    .ok_or("no sip_req_uri on the parked channel")?
                     .to_owned();
                 let spec = crate::router::BridgeSpec {
                     dest: Some(uri),
@@ -490,7 +496,7 @@ fn bridger(app: App, name: &str, params: &Params) -> anyhow::Result<App> {
     })
 }
 
-fn park(app: App, _params: &Params) -> anyhow::Result<App> {
+fn park(app: App, _params: &Params) -> Result<App, Invalid> {
     Ok(app.on("CHANNEL_PARK", |c| async move {
         {
             let mut d = c.data.lock().unwrap_or_else(|p| p.into_inner());

@@ -29,7 +29,7 @@ use switchy_protocol::esl::Event;
 use tokio::sync::{mpsc, oneshot};
 
 /// What a callback returns.
-pub type BoxFut = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+pub type BoxFut = Pin<Box<dyn Future<Output = Result<(), crate::AppError>> + Send>>;
 type Callback = Arc<dyn Fn(Ctx) -> BoxFut + Send + Sync>;
 type Hook = Arc<dyn Fn(Cluster) -> BoxFut + Send + Sync>;
 
@@ -82,7 +82,7 @@ impl App {
     pub fn on<F, Fut>(mut self, event: &str, f: F) -> App
     where
         F: Fn(Ctx) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+        Fut: Future<Output = Result<(), crate::AppError>> + Send + 'static,
     {
         self.callbacks
             .push((event.to_owned(), Arc::new(move |c| Box::pin(f(c)))));
@@ -93,7 +93,7 @@ impl App {
     pub fn setup<F, Fut>(mut self, f: F) -> App
     where
         F: Fn(Cluster) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+        Fut: Future<Output = Result<(), crate::AppError>> + Send + 'static,
     {
         self.setup = Some(Arc::new(move |c| Box::pin(f(c))));
         self
@@ -103,7 +103,7 @@ impl App {
     pub fn teardown<F, Fut>(mut self, f: F) -> App
     where
         F: Fn(Cluster) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+        Fut: Future<Output = Result<(), crate::AppError>> + Send + 'static,
     {
         self.teardown = Some(Arc::new(move |c| Box::pin(f(c))));
         self

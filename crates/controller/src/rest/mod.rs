@@ -55,7 +55,9 @@ impl From<CommandError> for ApiError {
             CommandError::NodeDown(_) => StatusCode::SERVICE_UNAVAILABLE,
             CommandError::Invalid(_) => StatusCode::BAD_REQUEST,
             CommandError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            CommandError::Agent { .. } | CommandError::Transport { .. } => StatusCode::BAD_GATEWAY,
+            CommandError::Agent { .. }
+            | CommandError::Transport { .. }
+            | CommandError::Nodes(_) => StatusCode::BAD_GATEWAY,
         };
         ApiError(code, e.to_string())
     }
