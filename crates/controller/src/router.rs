@@ -6,6 +6,7 @@
 //! routed are untouched, new calls see the new table.
 
 use crate::apps::{App, Ctx, WaitError};
+use crate::route_template::{can_hold_syntax, capture_refs, expand_checked, group_pattern};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use switchy_protocol::esl::args::{self, Class, Context, Refused};
 
 /// What a handler says about the routes after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +137,12 @@ pub struct RouteSpec {
     /// Let the routes after this one run too (default false: break).
     #[serde(default, rename = "continue")]
     pub cont: bool,
+    /// What each capture may contain, by number: `digits`, `dialable`,
+    /// `user`, `uri` or `any` (`captures = { 1 = "digits" }`). A capture
+    /// used in a dial string whose pattern could hold dial-string syntax
+    /// must have one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub captures: BTreeMap<String, Class>,
     /// What to do.
     pub actions: Vec<Action>,
 }
@@ -191,6 +199,8 @@ struct Route {
     sample: Option<f64>,
     cont: bool,
     params: BTreeMap<String, String>,
+    /// Declared capture classes, by capture number.
+    classes: BTreeMap<usize, Class>,
     handler: RouteHandler,
     spec: Option<RouteSpec>,
 }
@@ -428,6 +438,7 @@ impl RouteTable {
                     _ => {}
                 }
             }
+            let classes = check_templates(r, &pattern).map_err(|(f, m)| err(line, &field(f), m))?;
             routes.push(Route {
                 name: r.name.clone(),
                 table: r.table.clone(),
@@ -443,6 +454,7 @@ impl RouteTable {
                 sample: r.sample,
                 cont: r.cont,
                 params: BTreeMap::new(),
+                classes,
                 handler: RouteHandler::Actions(r.actions.clone()),
                 spec: Some(r.clone()),
             });
@@ -556,6 +568,7 @@ impl Router {
             sample: None,
             cont: false,
             params,
+            classes: BTreeMap::new(),
             handler: RouteHandler::Rust(handler),
             spec: None,
         };
@@ -576,6 +589,7 @@ impl Router {
                     sample: r.sample,
                     cont: r.cont,
                     params: r.params.clone(),
+                    classes: r.classes.clone(),
                     handler: match &r.handler {
                         RouteHandler::Actions(a) => RouteHandler::Actions(a.clone()),
                         RouteHandler::Rust(h) => RouteHandler::Rust(h.clone()),
@@ -729,7 +743,7 @@ fn run_table<'a>(
                     .await?
                 }
                 RouteHandler::Actions(actions) => {
-                    run_actions(table, actions, &captures, ctx, depth).await?;
+                    run_actions(table, r, actions, &captures, ctx, depth).await?;
                     if r.cont { Flow::Continue } else { Flow::Break }
                 }
             };
@@ -787,52 +801,87 @@ fn expand_with(
     out
 }
 
-/// The dial string of a bridge action.
-pub fn dial_string(b: &BridgeSpec, x: &dyn Fn(&str) -> String) -> String {
+/// The dial string of a bridge action; `x` fills a template for a
+/// context (checking what it fills in).
+pub fn dial_string(
+    b: &BridgeSpec,
+    x: &dyn Fn(&str, Context) -> Result<String, Refused>,
+) -> Result<String, Refused> {
+    let d = |t: &str| x(t, Context::Dial);
     let mut dial = match (&b.dial, &b.gateway) {
-        (Some(d), _) => x(d),
+        (Some(t), _) => d(t)?,
         (None, Some(g)) => format!(
             "sofia/gateway/{}/{}",
-            x(g),
-            x(b.dest.as_deref().unwrap_or(""))
+            d(g)?,
+            d(b.dest.as_deref().unwrap_or(""))?
         ),
         (None, None) => format!(
             "sofia/{}/{}",
-            x(b.profile.as_deref().unwrap_or("external")),
-            x(b.dest.as_deref().unwrap_or(""))
+            d(b.profile.as_deref().unwrap_or("external"))?,
+            d(b.dest.as_deref().unwrap_or(""))?
         ),
     };
     if let Some(p) = &b.proxy {
-        dial.push_str(&format!(";fs_path=sip:{}", x(p)));
+        dial.push_str(&format!(";fs_path=sip:{}", d(p)?));
     }
     if !b.vars.is_empty() {
-        let v: Vec<String> = b
-            .vars
-            .iter()
-            .map(|(k, v)| format!("{k}={}", x(v)))
-            .collect();
+        let mut v = Vec::with_capacity(b.vars.len());
+        for (k, t) in &b.vars {
+            args::check(Context::VarName, k)?;
+            v.push(format!("{k}={}", x(t, Context::DialVar)?));
+        }
         dial = format!("{{{}}}{dial}", v.join(","));
     }
-    dial
+    Ok(dial)
 }
 
 const SHORT: Duration = Duration::from_secs(30);
 const LONG: Duration = Duration::from_secs(4 * 3600);
 
+/// A route action that could not run.
+enum ActionError {
+    Wait(WaitError),
+    Refused(Refused),
+}
+
+impl From<WaitError> for ActionError {
+    fn from(e: WaitError) -> Self {
+        ActionError::Wait(e)
+    }
+}
+
+impl From<Refused> for ActionError {
+    fn from(e: Refused) -> Self {
+        ActionError::Refused(e)
+    }
+}
+
+impl From<crate::CommandError> for ActionError {
+    fn from(e: crate::CommandError) -> Self {
+        ActionError::Wait(WaitError::from(e))
+    }
+}
+
 async fn run_actions(
     table: &Arc<RouteTable>,
+    route: &Route,
     actions: &[Action],
     captures: &[Option<String>],
     ctx: &Ctx,
     depth: usize,
 ) -> Result<(), crate::AppError> {
-    let x = |s: &str| expand(s, captures, ctx);
+    let lookup = |name: &str| {
+        ctx.var(name)
+            .or_else(|| ctx.header(name))
+            .map(str::to_owned)
+    };
+    let x = |s: &str, c: Context| expand_checked(s, captures, &route.classes, c, &lookup);
     for (i, a) in actions.iter().enumerate() {
         let last = i + 1 == actions.len();
-        let r: Result<(), WaitError> = async {
+        let r: Result<(), ActionError> = async {
             match a {
                 Action::Bridge(b) => {
-                    let dial = dial_string(b, &x);
+                    let dial = dial_string(b, &x)?;
                     if last {
                         ctx.execute_nowait("bridge", &dial).await?;
                     } else {
@@ -853,22 +902,29 @@ async fn run_actions(
                     ctx.execute("pre_answer", "", SHORT).await?;
                 }
                 Action::Playback(f) => {
-                    ctx.execute("playback", &x(f), LONG).await?;
+                    ctx.execute("playback", &x(f, Context::AppArg)?, LONG)
+                        .await?;
                 }
                 Action::Park => ctx.execute_nowait("park", "").await?,
                 Action::Setvar { name, value } => {
-                    ctx.execute("set", &format!("{name}={}", x(value)), SHORT)
-                        .await?;
+                    let v = x(value, Context::AppArg)?;
+                    ctx.execute("set", &format!("{name}={v}"), SHORT).await?;
                 }
                 Action::Setvars(vars) => {
                     for (k, v) in vars {
-                        ctx.execute("set", &format!("{k}={}", x(v)), SHORT).await?;
+                        let v = x(v, Context::AppArg)?;
+                        ctx.execute("set", &format!("{k}={v}"), SHORT).await?;
                     }
                 }
                 Action::Record(path) => {
-                    ctx.session().start_record(&x(path)).await?;
+                    ctx.session()
+                        .start_record(&x(path, Context::AppArg)?)
+                        .await?;
                 }
-                Action::Deflect(uri) => ctx.execute_nowait("deflect", &x(uri)).await?,
+                Action::Deflect(uri) => {
+                    ctx.execute_nowait("deflect", &x(uri, Context::Dial)?)
+                        .await?
+                }
                 Action::Echo => ctx.execute_nowait("echo", "").await?,
                 Action::Transfer(_) => {}
             }
@@ -878,14 +934,96 @@ async fn run_actions(
         match r {
             Ok(()) => {}
             // The caller hung up (or the action ended the call): done.
-            Err(WaitError::Ended(_)) => return Ok(()),
-            Err(e) => return Err(e.into()),
+            Err(ActionError::Wait(WaitError::Ended(_))) => return Ok(()),
+            Err(ActionError::Wait(e)) => return Err(e.into()),
+            Err(ActionError::Refused(e)) => {
+                // A value from the caller (or a capture) would have been
+                // command syntax: the call is refused, never routed.
+                tracing::warn!(node = %ctx.node, session = %ctx.uuid, route = %route.name, error = %e, "route refused a value; hanging up the call");
+                ctx.count("route.refused_values");
+                let _ = ctx.execute_nowait("hangup", REFUSED_CAUSE).await;
+                return Ok(());
+            }
         }
         if let Action::Transfer(t) = a {
             return run_table(table, t, ctx, depth + 1).await;
         }
     }
     Ok(())
+}
+
+/// The hangup cause of a call whose route refused a value.
+pub const REFUSED_CAUSE: &str = "INVALID_NUMBER_FORMAT";
+
+/// Checks a route's templates against its pattern at load time; returns
+/// its capture classes, or (field, message).
+fn check_templates(
+    r: &RouteSpec,
+    pattern: &Regex,
+) -> Result<BTreeMap<usize, Class>, (&'static str, String)> {
+    let groups = pattern.captures_len();
+    let mut classes = BTreeMap::new();
+    for (k, c) in &r.captures {
+        let n: usize = k.parse().ok().filter(|n| *n < groups).ok_or_else(|| {
+            (
+                "captures",
+                format!(
+                    "{k:?} is not a capture of the pattern (it has {} groups)",
+                    groups - 1
+                ),
+            )
+        })?;
+        classes.insert(n, *c);
+    }
+    let mut dial: Vec<(&str, Context)> = Vec::new();
+    for a in &r.actions {
+        match a {
+            Action::Bridge(b) => {
+                for t in [&b.dial, &b.dest, &b.gateway, &b.profile, &b.proxy]
+                    .into_iter()
+                    .flatten()
+                {
+                    dial.push((t, Context::Dial));
+                }
+                for (k, v) in &b.vars {
+                    args::check(Context::VarName, k)
+                        .map_err(|e| ("actions.bridge.vars", e.to_string()))?;
+                    dial.push((v, Context::DialVar));
+                }
+            }
+            Action::Deflect(t) => dial.push((t, Context::Dial)),
+            Action::Setvar { name, .. } => {
+                args::check(Context::VarName, name)
+                    .map_err(|e| ("actions.setvar.name", e.to_string()))?;
+            }
+            Action::Setvars(vars) => {
+                for k in vars.keys() {
+                    args::check(Context::VarName, k)
+                        .map_err(|e| ("actions.setvars", e.to_string()))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    for (t, context) in dial {
+        for n in capture_refs(t) {
+            if classes.contains_key(&n) {
+                continue;
+            }
+            let Some(sub) = group_pattern(pattern.as_str(), n) else {
+                continue;
+            };
+            if can_hold_syntax(&sub, context) {
+                return Err((
+                    "captures",
+                    format!(
+                        "capture ${n} {sub} goes into {context} and can hold its syntax (`,` `|` `{{` `;` …): a caller could fork the call or pick another gateway. Narrow the pattern (e.g. (\\d+)) or declare what it holds: captures = {{ {n} = \"digits\" }} (or \"dialable\", \"user\", \"uri\"; \"any\" still refuses each call's value if it has dial-string syntax)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(classes)
 }
 
 #[cfg(test)]
@@ -909,13 +1047,13 @@ mod tests {
 
     #[test]
     fn dial_strings() {
-        let id = |s: &str| s.to_owned();
+        let id = |s: &str, _: Context| -> Result<String, Refused> { Ok(s.to_owned()) };
         let b = BridgeSpec {
             dest: Some("1234".into()),
             gateway: Some("ld".into()),
             ..Default::default()
         };
-        assert_eq!(dial_string(&b, &id), "sofia/gateway/ld/1234");
+        assert_eq!(dial_string(&b, &id).unwrap(), "sofia/gateway/ld/1234");
         let b = BridgeSpec {
             dest: Some("2001@10.0.0.5".into()),
             proxy: Some("10.0.0.1:5060".into()),
@@ -923,7 +1061,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            dial_string(&b, &id),
+            dial_string(&b, &id).unwrap(),
             "{a=1}sofia/external/2001@10.0.0.5;fs_path=sip:10.0.0.1:5060"
         );
     }

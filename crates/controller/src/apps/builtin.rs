@@ -487,7 +487,11 @@ fn bridger(app: App, name: &str, params: &Params) -> Result<App, Invalid> {
                         .unwrap_or_default(),
                     ..Default::default()
                 };
-                let dial = crate::router::dial_string(&spec, &|s| s.to_owned());
+                // The request URI is the caller's: data, checked.
+                let dial = crate::router::dial_string(&spec, &|s, c| {
+                    switchy_protocol::esl::args::check(c, s)?;
+                    Ok(s.to_owned())
+                })?;
                 c.count("bridged");
                 c.execute_nowait("bridge", &dial).await?;
                 Ok(())

@@ -6,6 +6,7 @@
 //!   [`server`] speak as FreeSWITCH does (for mock-relay).
 //! - [`Event`] is one type for plain, json and xml events.
 
+pub mod args;
 pub mod command;
 pub mod event;
 pub mod frame;
