@@ -188,3 +188,105 @@ async fn hostile_callers_reach_freeswitch_as_data_never_as_syntax() {
         apps.stats()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_fields_cannot_carry_command_syntax() {
+    let h = Harness::start(1).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    // A live parked call to act on.
+    inbound(&h, "7000", "Alice", "{}").await;
+    let cluster = h.ctl().cluster.clone();
+    wait_for(Duration::from_secs(10), || {
+        cluster.with_tracker(|t| t.len() == 1)
+    })
+    .await
+    .expect("the call is tracked");
+    let uuid = cluster.with_tracker(|t| t.sessions().next().map(|s| s.uuid.clone()).unwrap());
+    h.mock.cluster().journal.reset();
+    let post = |path: String, body: &'static str| {
+        let addr = h.http();
+        async move { http(addr, "POST", &path, Some(TOKEN), Some(body)).await }
+    };
+    let originate = format!("/api/v1/nodes/{}/originate", node_id(0));
+    let act = |a: &str| format!("/api/v1/sessions/{uuid}/{a}");
+    let cases: Vec<(String, &'static str)> = vec![
+        // Overwrites the tracking header: the call would be someone else's.
+        (
+            originate.clone(),
+            r#"{"endpoint": "sofia/external/1@h", "vars": {"sip_h_X-switchy-orig-uuid": "HIJACK"}}"#,
+        ),
+        (
+            originate.clone(),
+            r#"{"endpoint": "sofia/external/1@h", "vars": {"origination_uuid": "HIJACK"}}"#,
+        ),
+        // Ends the variable block: forks the call to another endpoint.
+        (
+            originate.clone(),
+            r#"{"endpoint": "sofia/external/1@h", "vars": {"a": "1}sofia/gateway/premium/1900"}}"#,
+        ),
+        (
+            originate.clone(),
+            r#"{"endpoint": "sofia/external/1@h", "vars": {"a,execute_on_answer": "hangup"}}"#,
+        ),
+        // A second application after the first.
+        (
+            originate.clone(),
+            r#"{"endpoint": "sofia/external/1@h", "app": "park", "app_args": ")&hangup("}"#,
+        ),
+        (
+            originate.clone(),
+            r#"{"endpoint": "sofia/external/1@h", "app": "park", "app_args": "${system(id)}"}"#,
+        ),
+        (
+            act("setvars"),
+            r#"{"vars": {"a": "1;hangup_after_bridge=true"}}"#,
+        ),
+        (act("setvars"), r#"{"vars": {"a=1;b": "2"}}"#),
+        (act("setvar"), r#"{"name": "x", "value": "${system(id)}"}"#),
+        (
+            act("bridge"),
+            r#"{"dest_url": "1@h", "vars": {"t": "x,execute_on_answer=hangup"}}"#,
+        ),
+        (
+            act("bridge"),
+            r#"{"dest_url": "1@h,sofia/gateway/premium/1900"}"#,
+        ),
+        (act("broadcast"), r#"{"path": "system::id"}"#),
+        (act("playback"), r#"{"path": "${system(id)}"}"#),
+    ];
+    for (path, body) in &cases {
+        let (st, r) = post(path.clone(), body).await;
+        assert_eq!(st, 400, "{path} {body} was not refused: {r}");
+        assert!(
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("invalid command argument")),
+            "{path} {body}: {r}"
+        );
+    }
+    // Nothing of it reached the node.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let all = commands(&h);
+    for bad in [
+        "HIJACK",
+        "premium",
+        "execute_on_answer",
+        "hangup_after_bridge",
+        "system",
+        "hangup(",
+    ] {
+        assert!(
+            !all.iter().any(|c| c.contains(bad)),
+            "{bad:?} reached FreeSWITCH: {all:#?}"
+        );
+    }
+    // The honest forms still work.
+    let (st, r) = post(act("setvars"), r#"{"vars": {"a": "1", "b": "two"}}"#).await;
+    assert_eq!(st, 200, "{r}");
+    let (st, r) = post(
+        originate.clone(),
+        r#"{"endpoint": "sofia/external/1000@127.0.0.2:5080", "vars": {"origination_caller_id_name": "Alice"}, "app": "park"}"#,
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+}

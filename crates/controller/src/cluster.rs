@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use switchy_protocol::esl::{Event, api_result};
+use switchy_protocol::esl::{Event, api_result, args};
 use switchy_protocol::link::NodeLink;
 use switchy_protocol::wire::{
     self, AgentMsg, CommandKind, CommandRequest, CommandResponse, ControllerMsg, EslState, Profile,
@@ -1186,6 +1186,72 @@ fn word(field: &str, v: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// `v` must be safe as `context` (see `switchy_protocol::esl::args`).
+fn arg(field: &str, context: args::Context, v: &str) -> Result<(), CommandError> {
+    args::check(context, v).map_err(|e| CommandError::Invalid(format!("{field}: {e}")))
+}
+
+/// Variables switchy sets itself on an originate: a caller's copy would
+/// hijack the call's tracking.
+fn reserved_var(cluster: &Cluster, k: &str) -> bool {
+    k.eq_ignore_ascii_case("origination_uuid")
+        || k.eq_ignore_ascii_case(&cluster.inner.config.tracking_var)
+}
+
+/// An originate destination: an extension (one word), or `&app(args)` with
+/// an application name and arguments that cannot start another application
+/// or expand variables.
+fn destination(dest: &str) -> Result<(), CommandError> {
+    word("destination", dest)?;
+    let Some(inline) = dest.strip_prefix('&') else {
+        if dest.contains(['&', '(', ')', ',']) {
+            return Err(CommandError::Invalid(format!(
+                "destination {dest:?}: an extension has no `& ( ) ,`"
+            )));
+        }
+        return Ok(());
+    };
+    let (name, rest) = inline.split_once('(').unwrap_or((inline, ""));
+    let args = match rest.strip_suffix(')') {
+        Some(a) => a,
+        None if rest.is_empty() && !inline.contains('(') => "",
+        None => {
+            return Err(CommandError::Invalid(format!(
+                "destination {dest:?}: `&app(args)` must end with `)`"
+            )));
+        }
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(CommandError::Invalid(format!(
+            "destination {dest:?}: the application name is letters, digits and `_`"
+        )));
+    }
+    if args.contains(['(', ')', '&']) {
+        return Err(CommandError::Invalid(format!(
+            "destination {dest:?}: the arguments of `&{name}(…)` must not contain `( ) &`"
+        )));
+    }
+    arg("destination arguments", args::Context::AppArg, args)
+}
+
+/// A `uuid_broadcast` path plays a file or stream; `app::args` would run
+/// any dialplan application (`system::…` is a shell), so only playback
+/// applications may be named.
+fn broadcast_path(path: &str) -> Result<(), CommandError> {
+    if let Some((app, _)) = path.split_once("::") {
+        let app = app.split('!').next().unwrap_or(app);
+        if !matches!(
+            app,
+            "playback" | "speak" | "say" | "gentones" | "endless_playback"
+        ) {
+            return Err(CommandError::Invalid(format!(
+                "broadcast path {path:?}: `{app}::` would run an application; only playback, speak, say, gentones and endless_playback may"
+            )));
+        }
+    }
+    arg("broadcast path", args::Context::AppArg, path)
+}
+
 fn line(field: &str, v: &str) -> Result<(), CommandError> {
     if v.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
         return Err(CommandError::Invalid(format!(
@@ -1260,6 +1326,11 @@ impl Node {
     ) -> Result<String, CommandError> {
         word("uuid", uuid)?;
         word("application", app)?;
+        if !app.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(CommandError::Invalid(format!(
+                "application {app:?}: letters, digits and `_`"
+            )));
+        }
         let mut headers = vec![
             ("call-command".to_owned(), "execute".to_owned()),
             ("execute-app-name".to_owned(), app.to_owned()),
@@ -1295,18 +1366,25 @@ impl Node {
         dest: &str,
         vars: &[(String, String)],
     ) -> Result<(String, Job), CommandError> {
-        word("destination", dest)?;
+        destination(dest)?;
         word("dial string", dial)?;
+        arg("dial string", args::Context::AppArg, dial)?;
         let uuid = uuid::Uuid::new_v4().to_string();
         let mut v = vec![
             format!("origination_uuid={uuid}"),
             format!("{}={uuid}", self.cluster.inner.config.tracking_var),
         ];
         for (k, val) in vars {
-            word("variable name", k)?;
-            if val.contains([',', '}', ' ']) || val.chars().any(char::is_control) {
+            arg("variable name", args::Context::VarName, k)?;
+            if reserved_var(&self.cluster, k) {
                 return Err(CommandError::Invalid(format!(
-                    "variable {k} value {val:?} must not contain ',', '}}', spaces or control characters"
+                    "variable {k} is set by switchy itself (it tracks the call)"
+                )));
+            }
+            arg(&format!("variable {k}"), args::Context::DialVar, val)?;
+            if val.contains(' ') {
+                return Err(CommandError::Invalid(format!(
+                    "variable {k} value {val:?} must not contain spaces"
                 )));
             }
             v.push(format!("{k}={val}"));
@@ -1372,22 +1450,31 @@ impl Session {
         params: &[(String, String)],
     ) -> Result<String, CommandError> {
         word("destination", dest_url)?;
+        arg("destination", args::Context::Dial, dest_url)?;
         let mut dial = match gateway {
             Some(g) => {
                 word("gateway", g)?;
+                arg("gateway", args::Context::Dial, g)?;
                 format!("sofia/gateway/{g}/{dest_url}")
             }
             None => {
                 word("profile", profile)?;
+                arg("profile", args::Context::Dial, profile)?;
                 format!("sofia/{profile}/{dest_url}")
             }
         };
         if let Some(p) = proxy {
             word("proxy", p)?;
+            arg("proxy", args::Context::Dial, p)?;
             dial.push_str(&format!(";fs_path=sip:{p}"));
         }
         if !params.is_empty() {
-            let vars: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut vars = Vec::with_capacity(params.len());
+            for (k, v) in params {
+                arg("variable name", args::Context::VarName, k)?;
+                arg(&format!("variable {k}"), args::Context::DialVar, v)?;
+                vars.push(format!("{k}={v}"));
+            }
             dial = format!("{{{}}}{dial}", vars.join(","));
         }
         line("bridge", &dial)?;
@@ -1402,7 +1489,12 @@ impl Session {
         params: &[(String, String)],
     ) -> Result<String, CommandError> {
         word("playback", args)?;
+        broadcast_path(args)?;
         word("leg", leg)?;
+        for (k, v) in params {
+            arg("variable name", args::Context::VarName, k)?;
+            arg(&format!("variable {k}"), args::Context::DialVar, v)?;
+        }
         let path = if params.is_empty() {
             args.to_owned()
         } else {
@@ -1427,6 +1519,7 @@ impl Session {
         hangup_cause: Option<&str>,
     ) -> Result<String, CommandError> {
         word("path", path)?;
+        broadcast_path(path)?;
         word("leg", leg)?;
         let p = match hangup_cause {
             Some(c) => {
@@ -1486,8 +1579,9 @@ impl Session {
 
     /// `uuid_setvar <uuid> <var> <value>`.
     pub async fn setvar(&self, var: &str, value: &str) -> Result<String, CommandError> {
-        word("variable", var)?;
+        arg("variable", args::Context::VarName, var)?;
         line("value", value)?;
+        arg("value", args::Context::AppArg, value)?;
         self.api("uuid_setvar", format!("{} {var} {value}", self.uuid))
             .await
     }
@@ -1495,10 +1589,11 @@ impl Session {
     /// `uuid_setvar_multi <uuid> a=1;b=2`.
     pub async fn setvars(&self, vars: &[(String, String)]) -> Result<String, CommandError> {
         for (k, v) in vars {
-            word("variable", k)?;
-            if v.contains([';', ' ']) || v.chars().any(char::is_control) {
+            arg("variable", args::Context::VarName, k)?;
+            arg(&format!("value of {k}"), args::Context::VarList, v)?;
+            if v.contains(' ') {
                 return Err(CommandError::Invalid(format!(
-                    "value of {k} must not contain ';', spaces or control characters"
+                    "value of {k} must not contain spaces"
                 )));
             }
         }
