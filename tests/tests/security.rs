@@ -290,3 +290,128 @@ async fn rest_fields_cannot_carry_command_syntax() {
     .await;
     assert_eq!(st, 200, "{r}");
 }
+
+/// A `/metrics` value (summed over its label sets).
+async fn metric(h: &Harness, name: &str) -> u64 {
+    let (_, body) = http(h.http(), "GET", "/metrics", Some(TOKEN), None).await;
+    let text = body.as_str().map(str::to_owned).unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_with_the_same_identity_is_refused_while_the_first_is_healthy() {
+    let mut h = Harness::start(2).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    let cluster = h.ctl().cluster.clone();
+    let connects = |c: &switchy_controller::Cluster| c.node_info("fs1").map_or(0, |n| n.connects);
+    let core_before = cluster.node_info("fs1").and_then(|n| n.core_uuid);
+    // An agent on the *other* FreeSWITCH presents fs1's certificate.
+    let pem = switchy_controller::ca::issue(&h.ca, "fs1", &[]).unwrap();
+    let mut c = agent_config(&h.mock, 1, h.quic_addr, &h.ca, &pem);
+    c.node_id = "fs1".into();
+    let intruder = switchy_agent::Agent::start(c).unwrap();
+    let c2 = cluster.clone();
+    wait_for(Duration::from_secs(10), || {
+        c2.counters().refused_by[4].load(std::sync::atomic::Ordering::Relaxed) >= 2
+    })
+    .await
+    .expect("the second agent is refused (and keeps being refused)");
+    assert_eq!(
+        connects(&cluster),
+        1,
+        "no flapping: fs1 kept its first connection"
+    );
+    assert_eq!(
+        cluster.node_info("fs1").and_then(|n| n.core_uuid),
+        core_before,
+        "no Core-UUID flip"
+    );
+    assert!(
+        metric(
+            &h,
+            "switchy_agent_refusals_total{reason=\"duplicate_identity\"}"
+        )
+        .await
+            >= 2
+    );
+    assert_eq!(
+        metric(
+            &h,
+            "switchy_tracker_corrections_total{kind=\"node_restarted\"}"
+        )
+        .await,
+        0,
+        "no call closed as SWITCHY_NODE_RESTARTED"
+    );
+    // Commands for fs1 still reach fs1's FreeSWITCH.
+    let host = cluster
+        .node("fs1")
+        .api("global_getvar", "hostname")
+        .await
+        .unwrap();
+    assert_eq!(host.trim(), h.mock.node(0).hostname);
+    // Once the first agent is gone, the other one may take over.
+    let first = std::mem::replace(&mut h.agents[0], intruder);
+    drop(first);
+    let c3 = cluster.clone();
+    wait_for(Duration::from_secs(15), || connects(&c3) == 2)
+        .await
+        .expect("accepted once the first connection died");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_1_mb_events_stays_within_the_agents_byte_bound() {
+    const MIB: usize = 1 << 20;
+    let mut h = Harness::start(1).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    // The controller is away: everything the agent reads stays buffered.
+    drop(h.controller.take());
+    let pem = switchy_controller::ca::issue(&h.ca, "fs1", &[]).unwrap();
+    let mut c = agent_config(&h.mock, 0, h.quic_addr, &h.ca, &pem);
+    c.max_bytes = 32 * MIB;
+    drop(std::mem::replace(
+        &mut h.agents[0],
+        switchy_agent::Agent::start(c).unwrap(),
+    ));
+    let state = h.agents[0].state.clone();
+    wait_for(Duration::from_secs(10), || {
+        matches!(state.status(), switchy_protocol::wire::EslState::Up { .. })
+    })
+    .await
+    .expect("the new agent reads ESL");
+    let body = "x".repeat(MIB);
+    for i in 0..120 {
+        let req = serde_json::json!({
+            "node": 0,
+            "event": {"Event-Name": "CHANNEL_HANGUP_COMPLETE", "Unique-ID": format!("flood-{i}")},
+            "body": body,
+        })
+        .to_string();
+        let (st, r) = http(
+            h.mock.http_addr(),
+            "POST",
+            "/__mock__/push",
+            None,
+            Some(&req),
+        )
+        .await;
+        assert_eq!(st, 200, "{r}");
+    }
+    let (s2, limit) = (state.clone(), 32 * MIB);
+    wait_for(Duration::from_secs(30), || {
+        let (noise, channel) = s2.outbox.dropped();
+        s2.outbox.len() as u64 + noise + channel >= 120
+    })
+    .await
+    .expect("the agent read the flood");
+    let held = state.outbox.with(|l| l.outbox.bytes());
+    let (_, dropped) = state.outbox.dropped();
+    assert!(held <= limit, "{held} bytes held, bound {limit}");
+    assert!(held > limit / 2, "the buffer was used ({held} bytes)");
+    assert!(dropped >= 120 - 32, "drops counted: {dropped}");
+}

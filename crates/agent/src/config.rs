@@ -43,6 +43,8 @@ pub struct EslFile {
 pub struct BufferFile {
     /// Events kept while the controller is unreachable.
     pub max_events: Option<usize>,
+    /// Header and body bytes kept (MiB).
+    pub max_mib: Option<usize>,
     /// Events waiting to be sent above which, while the controller is
     /// connected, ESL reading pauses.
     pub read_ahead: Option<usize>,
@@ -137,6 +139,9 @@ pub struct AgentConfig {
     pub event_poke: Duration,
     /// Buffer size in events.
     pub max_events: usize,
+    /// Buffer size in header and body bytes (events of up to FreeSWITCH's
+    /// 16 MB each would otherwise make `max_events` a memory bound of GBs).
+    pub max_bytes: usize,
     /// While the controller is connected, ESL reading pauses when this many
     /// events wait to be sent (TCP backpressure to FreeSWITCH instead of
     /// unbounded growth); while it is unreachable, up to `max_events` are
@@ -197,6 +202,7 @@ impl AgentConfig {
             event_format: switchy_protocol::esl::EventFormat::Plain,
             event_poke: Duration::from_millis(5),
             max_events: 200_000,
+            max_bytes: 256 << 20,
             read_ahead: 20_000,
             heartbeat: Duration::from_secs(5),
             status_probe: Duration::from_secs(2),
@@ -220,6 +226,7 @@ mod tests {
         let d = AgentConfig::new("fs1", "c:1", Vec::new(), Vec::new(), Vec::new());
         assert_eq!(f.node_id.as_deref(), Some("fs1"));
         assert_eq!(f.buffer.max_events, Some(d.max_events));
+        assert_eq!(f.buffer.max_mib.map(|m| m << 20), Some(d.max_bytes));
         assert_eq!(f.buffer.read_ahead, Some(d.read_ahead));
         assert_eq!(f.esl.events.as_ref(), Some(&d.events));
         assert_eq!(f.esl.command_connections, Some(d.command_connections));

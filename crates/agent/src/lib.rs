@@ -152,6 +152,7 @@ impl Agent {
         let state = Arc::new(AgentState {
             outbox: Outbox::new(
                 config.max_events,
+                config.max_bytes,
                 config.read_ahead,
                 backoff(config.backoff_min, config.backoff_max),
                 config.heartbeat,

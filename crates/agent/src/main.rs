@@ -60,6 +60,9 @@ struct Args {
     /// Events buffered while the controller is unreachable [default: 200000].
     #[arg(long, env = "SWITCHY_BUFFER_MAX_EVENTS")]
     max_events: Option<usize>,
+    /// Header and body bytes buffered, MiB (a bound on memory whatever the events' sizes) [default: 256].
+    #[arg(long, env = "SWITCHY_BUFFER_MAX_MIB")]
+    max_buffer_mib: Option<usize>,
     /// While the controller is connected, pause reading ESL when this many events wait to be sent [default: 20000].
     #[arg(long, env = "SWITCHY_BUFFER_READ_AHEAD")]
     read_ahead: Option<usize>,
@@ -144,6 +147,9 @@ fn resolve(a: Args) -> anyhow::Result<AgentConfig> {
     }
     if let Some(m) = a.max_events.or(f.buffer.max_events) {
         c.max_events = m;
+    }
+    if let Some(m) = a.max_buffer_mib.or(f.buffer.max_mib) {
+        c.max_bytes = m.max(1) << 20;
     }
     let t = &f.timing;
     if let Some(s) = a.heartbeat_secs.or(t.heartbeat_secs) {

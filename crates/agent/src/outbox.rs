@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use switchy_protocol::link::Backoff;
 use switchy_protocol::link::agent::AgentLink;
-use switchy_protocol::link::outbox::Dropped;
+use switchy_protocol::link::outbox::{Dropped, OutboxCore};
 use tokio::sync::Notify;
 
 pub use switchy_protocol::link::outbox::is_noise;
@@ -20,6 +20,8 @@ pub use switchy_protocol::link::outbox::is_noise;
 pub struct Outbox {
     link: Mutex<AgentLink>,
     read_ahead: usize,
+    /// When drops were last logged, and the channel drops counted then.
+    drop_log: Mutex<(Option<std::time::Instant>, u64)>,
     /// Woken when events arrive (or a snapshot is asked for).
     pub notify: Notify,
     /// Woken when events were sent or the connection went away.
@@ -27,13 +29,25 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// A buffer holding at most `max` events, which asks ESL reading to
-    /// wait while `read_ahead` events are unsent to a connected controller;
-    /// reconnects per `backoff`, heartbeats every `heartbeat`.
-    pub fn new(max: usize, read_ahead: usize, backoff: Backoff, heartbeat: Duration) -> Self {
+    /// A buffer holding at most `max` events and `max_bytes` of them,
+    /// which asks ESL reading to wait while `read_ahead` events are unsent
+    /// to a connected controller; reconnects per `backoff`, heartbeats
+    /// every `heartbeat`.
+    pub fn new(
+        max: usize,
+        max_bytes: usize,
+        read_ahead: usize,
+        backoff: Backoff,
+        heartbeat: Duration,
+    ) -> Self {
         Outbox {
-            link: Mutex::new(AgentLink::new(max, backoff, heartbeat)),
+            link: Mutex::new(AgentLink::with_outbox(
+                OutboxCore::with_bytes(max, max_bytes),
+                backoff,
+                heartbeat,
+            )),
             read_ahead: read_ahead.max(1),
+            drop_log: Mutex::new((None, 0)),
             notify: Notify::new(),
             drained: Notify::new(),
         }
@@ -78,13 +92,34 @@ impl Outbox {
             .outbox
             .push(&e.name, e.packed, e.body, e.plain, now_us());
         if pushed.dropped == Some(Dropped::Channel) {
-            let (_, n) = self.dropped();
-            tracing::error!(
-                dropped = n,
-                "event buffer full of channel events: the oldest was dropped; raise [buffer] max_events or bring the controller back"
-            );
+            self.log_drops();
         }
         self.notify.notify_one();
+    }
+
+    /// Logs channel-event drops at most once a second, with how many since
+    /// the last line (a flood of drops is one line a second, not one each).
+    fn log_drops(&self) {
+        let now = std::time::Instant::now();
+        let mut g = self.drop_log.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        let (_, total) = self.dropped();
+        let (bytes, held) = {
+            let l = self.lock();
+            (l.outbox.bytes(), l.outbox.len())
+        };
+        tracing::error!(
+            dropped = total - g.1,
+            total,
+            held,
+            held_bytes = bytes,
+            "event buffer full of channel events: the oldest were dropped; raise [buffer] max_events / max_mib or bring the controller back"
+        );
+        *g = (Some(now), total);
     }
 
     /// Highest sequence given out (events taken in by this agent process).
@@ -132,7 +167,13 @@ mod tests {
     #[tokio::test]
     async fn reading_waits_only_while_connected_and_behind() {
         let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2), 1);
-        let o = std::sync::Arc::new(Outbox::new(100, 3, backoff, Duration::from_secs(1)));
+        let o = std::sync::Arc::new(Outbox::new(
+            100,
+            usize::MAX,
+            3,
+            backoff,
+            Duration::from_secs(1),
+        ));
         for _ in 0..5 {
             o.push(ev("CHANNEL_CREATE"));
         }

@@ -85,6 +85,12 @@ enum CaCmd {
         /// Extra DNS names for the certificate (the controller's public name).
         #[arg(long)]
         san: Vec<String>,
+        /// Days the certificate is valid (renew before: `--force`).
+        #[arg(long, default_value_t = switchy_controller::ca::CERT_VALID_DAYS)]
+        days: i64,
+        /// Replace an existing NAME.pem / NAME.key (renewal).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -228,9 +234,16 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Ca {
-            cmd: CaCmd::Issue { name, dir, san },
+            cmd:
+                CaCmd::Issue {
+                    name,
+                    dir,
+                    san,
+                    days,
+                    force,
+                },
         } => {
-            ca::issue_to_dir(&dir, &name, &san)?;
+            ca::issue_to_dir(&dir, &name, &san, days, force)?;
             println!("issued {0}.pem and {0}.key in {1}", name, dir.display());
         }
         Cmd::Run(r) => {

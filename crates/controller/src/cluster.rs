@@ -163,8 +163,10 @@ pub struct Counters {
     pub commands: AtomicU64,
     /// Commands that failed.
     pub command_errors: AtomicU64,
-    /// Agent sessions refused (version, identity).
+    /// Agent sessions refused (all reasons).
     pub refused: AtomicU64,
+    /// Agent sessions refused, by [`Refusal`] reason.
+    pub refused_by: [AtomicU64; RefusalKind::ALL.len()],
     /// Duplicate events ignored after a reconnect.
     pub duplicates: AtomicU64,
     /// Sum of relay latencies (FreeSWITCH event time → applied), µs.
@@ -177,6 +179,43 @@ pub struct Counters {
     pub agent_latency_sum_us: AtomicU64,
     /// Histogram of the agent → controller part (bounds [`LATENCY_BUCKETS`]).
     pub agent_latency_buckets: [AtomicU64; 12],
+}
+
+/// Why an agent connection was refused (for `/metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The TLS handshake failed (unknown CA, no certificate, expired).
+    Tls,
+    /// The certificate names no node.
+    NoName,
+    /// Another wire version.
+    Version,
+    /// The Hello names another node than the certificate.
+    Identity,
+    /// Another agent process is connected with this identity.
+    DuplicateIdentity,
+}
+
+impl RefusalKind {
+    /// Every kind, in `/metrics` order.
+    pub const ALL: [RefusalKind; 5] = [
+        RefusalKind::Tls,
+        RefusalKind::NoName,
+        RefusalKind::Version,
+        RefusalKind::Identity,
+        RefusalKind::DuplicateIdentity,
+    ];
+
+    /// Its `/metrics` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalKind::Tls => "tls",
+            RefusalKind::NoName => "no_name",
+            RefusalKind::Version => "version",
+            RefusalKind::Identity => "identity",
+            RefusalKind::DuplicateIdentity => "duplicate_identity",
+        }
+    }
 }
 
 /// The [`LATENCY_BUCKETS`] bucket of a latency in µs.
@@ -673,8 +712,8 @@ impl Cluster {
                     match incoming.await {
                         Ok(conn) => me.agent_session(conn).await,
                         Err(e) => {
-                            me.inner.counters.refused.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(error = %e, "agent connection refused (TLS: unknown or missing certificate?)");
+                            me.count_refusal(RefusalKind::Tls);
+                            tracing::warn!(error = %e, "agent connection refused (TLS: unknown, expired or missing certificate?)");
                         }
                     }
                 });
@@ -706,8 +745,12 @@ impl Cluster {
 
     async fn agent_session(&self, conn: quinn::Connection) {
         let Some(node_id) = crate::tls::peer_node_id(&conn) else {
-            tracing::warn!("agent certificate has no name; closing");
-            conn.close(1u32.into(), b"certificate without a name");
+            tracing::warn!(remote = %conn.remote_address(), "agent certificate has no name; closing");
+            self.count_refusal(RefusalKind::NoName);
+            conn.close(
+                1u32.into(),
+                b"certificate without a node name: issue one with `switchy-controller ca issue --name <node id>`",
+            );
             return;
         };
         let span = tracing::info_span!("node", node = %node_id, remote = %conn.remote_address());
@@ -734,18 +777,15 @@ impl Cluster {
             }
         };
         if let Err(refusal) = NodeLink::check(&hello, &node_id) {
-            let reason = refusal.to_string();
-            tracing::error!(node = %node_id, %reason, "agent refused");
-            self.inner.counters.refused.fetch_add(1, Ordering::Relaxed);
-            if let Ok(b) = wire::encode(&ControllerMsg::Refused { reason }) {
-                let _ = send.write_all(&b).await;
-                let _ = send.finish();
-                let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-            }
-            conn.close(2u32.into(), b"refused");
+            let kind = match refusal {
+                switchy_protocol::link::Refusal::Version { .. } => RefusalKind::Version,
+                switchy_protocol::link::Refusal::Identity { .. } => RefusalKind::Identity,
+            };
+            self.refuse(&node_id, &conn, &mut send, kind, refusal.to_string())
+                .await;
             return;
         }
-        {
+        let duplicate = {
             let mut g = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
             let e = g.entry(node_id.clone()).or_insert_with(|| NodeEntry {
                 info: NodeInfo {
@@ -767,19 +807,49 @@ impl Cluster {
                 conn: None,
                 link: NodeLink::default(),
             });
-            if let Some(old) = e.conn.replace(conn.clone()) {
-                old.close(3u32.into(), b"replaced by a new connection");
+            // One live connection per identity: while the connection of
+            // another agent process is healthy (keep-alives answered), a
+            // second process with the same certificate is refused; the
+            // same process reconnecting replaces its own old connection.
+            match e.conn.as_ref() {
+                Some(old)
+                    if old.close_reason().is_none()
+                        && !e.link.instance.is_empty()
+                        && e.link.instance != hello.agent_instance =>
+                {
+                    Some(old.remote_address())
+                }
+                _ => {
+                    if let Some(old) = e.conn.replace(conn.clone()) {
+                        old.close(3u32.into(), b"replaced by a new connection");
+                    }
+                    // Checked above: only the instance can change here.
+                    let _same_process = e.link.hello(&hello, &node_id).unwrap_or(false);
+                    e.info.agent = AgentLink::Connected;
+                    e.info.connects += 1;
+                    if hello.hostname.is_some() {
+                        e.info.hostname = hello.hostname.clone();
+                    }
+                    if !hello.profiles.is_empty() {
+                        e.info.profiles = hello.profiles.clone();
+                    }
+                    None
+                }
             }
-            // Checked above: only the instance can change here.
-            let _same_process = e.link.hello(&hello, &node_id).unwrap_or(false);
-            e.info.agent = AgentLink::Connected;
-            e.info.connects += 1;
-            if hello.hostname.is_some() {
-                e.info.hostname = hello.hostname.clone();
-            }
-            if !hello.profiles.is_empty() {
-                e.info.profiles = hello.profiles.clone();
-            }
+        };
+        if let Some(holder) = duplicate {
+            let reason = format!(
+                "node {node_id} is already connected from {holder} by another agent process: two agents share this identity. Stop one, or give each its own node id and certificate (`switchy-controller ca issue --name <id>`); this agent is accepted once the other has been gone ~2 s"
+            );
+            self.refuse(
+                &node_id,
+                &conn,
+                &mut send,
+                RefusalKind::DuplicateIdentity,
+                reason,
+            )
+            .await;
+            return;
         }
         if let Some(core) = &hello.core_uuid {
             self.core_seen(&node_id, core).await;
@@ -859,6 +929,33 @@ impl Cluster {
             e.conn = None;
             e.info.agent = AgentLink::Disconnected;
         }
+    }
+
+    fn count_refusal(&self, kind: RefusalKind) {
+        let c = &self.inner.counters;
+        c.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = RefusalKind::ALL.iter().position(|k| *k == kind) {
+            c.refused_by[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Tells the agent why (a Refused message, then a close), counts it.
+    async fn refuse(
+        &self,
+        node: &str,
+        conn: &quinn::Connection,
+        send: &mut quinn::SendStream,
+        kind: RefusalKind,
+        reason: String,
+    ) {
+        tracing::error!(node = %node, remote = %conn.remote_address(), kind = kind.label(), %reason, "agent refused");
+        self.count_refusal(kind);
+        if let Ok(b) = wire::encode(&ControllerMsg::Refused { reason }) {
+            let _ = send.write_all(&b).await;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+        }
+        conn.close(2u32.into(), kind.label().as_bytes());
     }
 
     async fn core_seen(&self, node: &str, core: &str) {

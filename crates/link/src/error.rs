@@ -57,6 +57,9 @@ pub enum CaError {
         /// What to do about it (may be empty).
         hint: String,
     },
+    /// `ca issue` would replace an issued certificate or key.
+    #[error("{} exists: renew it with `ca issue … --force` (the old key stops working once the agent restarts with the new one)", .0.display())]
+    Issued(PathBuf),
     /// `ca init` into a directory that has a CA.
     #[error("{} already holds a CA (ca.pem); remove it first or use another --dir", .0.display())]
     Exists(PathBuf),

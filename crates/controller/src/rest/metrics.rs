@@ -210,6 +210,21 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         "counter",
         vec![(String::new(), c.refused.load(Ordering::Relaxed))],
     );
+    put(
+        "switchy_agent_refusals_total",
+        "Agent connections refused, by reason (tls, no_name, version, identity, duplicate_identity).",
+        "counter",
+        crate::cluster::RefusalKind::ALL
+            .iter()
+            .zip(c.refused_by.iter())
+            .map(|(k, v)| {
+                (
+                    format!("{{reason=\"{}\"}}", k.label()),
+                    v.load(Ordering::Relaxed),
+                )
+            })
+            .collect(),
+    );
     s.push_str("# HELP switchy_node_idle_cpu_percent Host idle CPU as the node's FreeSWITCH reports it (api status).\n# TYPE switchy_node_idle_cpu_percent gauge\n");
     for n in &nodes {
         if let Some(l) = &n.load {

@@ -95,8 +95,13 @@ impl AgentLink {
     /// A link buffering up to `max_events`, reconnecting per `backoff`,
     /// sending a heartbeat every `heartbeat` while connected.
     pub fn new(max_events: usize, backoff: Backoff, heartbeat: Duration) -> Self {
+        Self::with_outbox(OutboxCore::new(max_events), backoff, heartbeat)
+    }
+
+    /// As [`AgentLink::new`] with a given buffer (bounded in bytes too).
+    pub fn with_outbox(outbox: OutboxCore, backoff: Backoff, heartbeat: Duration) -> Self {
         AgentLink {
-            outbox: OutboxCore::new(max_events),
+            outbox,
             state: LinkState::Disconnected,
             backoff,
             welcomed: false,

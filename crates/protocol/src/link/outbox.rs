@@ -61,6 +61,9 @@ pub struct Pushed {
 #[derive(Debug)]
 pub struct OutboxCore {
     max: usize,
+    max_bytes: usize,
+    /// Header and body bytes of the live events.
+    bytes: usize,
     events: VecDeque<Slot>,
     /// Sequences of the live noise events, oldest first.
     noise: VecDeque<u64>,
@@ -78,8 +81,16 @@ pub struct OutboxCore {
 impl OutboxCore {
     /// A buffer holding at most `max` live events.
     pub fn new(max: usize) -> Self {
+        Self::with_bytes(max, usize::MAX)
+    }
+
+    /// A buffer holding at most `max` live events and `max_bytes` of their
+    /// headers and bodies.
+    pub fn with_bytes(max: usize, max_bytes: usize) -> Self {
         OutboxCore {
             max: max.max(1),
+            max_bytes: max_bytes.max(1),
+            bytes: 0,
             events: VecDeque::new(),
             noise: VecDeque::new(),
             live: 0,
@@ -105,6 +116,7 @@ impl OutboxCore {
         let i = self.first_after(seq - 1);
         if let Some(slot) = self.events.get_mut(i).filter(|s| s.event.seq == seq) {
             slot.alive = false;
+            self.bytes -= size(&slot.event);
             slot.event.headers = Vec::new();
             slot.event.body = None;
             self.live -= 1;
@@ -117,6 +129,7 @@ impl OutboxCore {
         let slot = self.events.pop_front()?;
         if slot.alive {
             self.live -= 1;
+            self.bytes -= size(&slot.event);
             if slot.noise && self.noise.front() == Some(&slot.event.seq) {
                 self.noise.pop_front();
             }
@@ -143,8 +156,22 @@ impl OutboxCore {
         received_us: u64,
     ) -> Pushed {
         let noise = is_noise(name);
+        let new = headers.len() + body.as_ref().map_or(0, Vec::len);
         let mut dropped = None;
-        if self.live >= self.max {
+        if new > self.max_bytes {
+            // Larger than the whole buffer: it cannot be kept.
+            let kind = if noise {
+                Dropped::Noise
+            } else {
+                Dropped::Channel
+            };
+            self.count(kind);
+            return Pushed {
+                seq: None,
+                dropped: Some(kind),
+            };
+        }
+        while self.live >= self.max || self.bytes + new > self.max_bytes {
             if self.drop_oldest_noise() {
                 self.dropped_noise += 1;
                 dropped = Some(Dropped::Noise);
@@ -184,6 +211,7 @@ impl OutboxCore {
             },
         });
         self.live += 1;
+        self.bytes += new;
         if noise {
             self.noise.push_back(seq);
         }
@@ -296,6 +324,23 @@ impl OutboxCore {
     pub fn dropped(&self) -> (u64, u64) {
         (self.dropped_noise, self.dropped_channel)
     }
+
+    /// Header and body bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn count(&mut self, kind: Dropped) {
+        match kind {
+            Dropped::Noise => self.dropped_noise += 1,
+            Dropped::Channel => self.dropped_channel += 1,
+        }
+    }
+}
+
+/// What an event holds in memory (headers and body).
+fn size(e: &WireEvent) -> usize {
+    e.headers.len() + e.body.as_ref().map_or(0, |b| b.len())
 }
 
 #[cfg(test)]
@@ -349,6 +394,43 @@ mod tests {
             ["CHANNEL_ANSWER", "CHANNEL_HANGUP", "CHANNEL_DESTROY"]
         );
         assert_eq!(o.len(), 3);
+    }
+
+    #[test]
+    fn the_byte_bound_holds_under_a_flood_of_large_events() {
+        const MB: usize = 1 << 20;
+        let mut o = OutboxCore::with_bytes(200_000, 64 * MB);
+        let big = vec![b'x'; MB];
+        for i in 0..1_500 {
+            let name = if i % 10 == 0 {
+                "HEARTBEAT"
+            } else {
+                "CHANNEL_CREATE"
+            };
+            o.push(name, big.clone(), Some(vec![0; 100]), true, 0);
+            assert!(o.bytes() <= 64 * MB, "{} bytes held after {i}", o.bytes());
+        }
+        assert_eq!(o.len(), 64 * MB / (MB + 100));
+        let (noise, channel) = o.dropped();
+        assert_eq!(
+            noise + channel + o.len() as u64,
+            1_500,
+            "every event kept or counted"
+        );
+        // Acks and drops give the bytes back.
+        o.ack(o.last_seq());
+        assert_eq!((o.len(), o.bytes()), (0, 0));
+        // One event larger than the whole buffer is refused and counted.
+        let mut small = OutboxCore::with_bytes(10, 100);
+        let p = small.push("CHANNEL_CREATE", vec![0; 101], None, true, 0);
+        assert_eq!(
+            p,
+            Pushed {
+                seq: None,
+                dropped: Some(Dropped::Channel)
+            }
+        );
+        assert_eq!((small.len(), small.dropped()), (0, (0, 1)));
     }
 
     #[test]
