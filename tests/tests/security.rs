@@ -415,3 +415,107 @@ async fn a_flood_of_1_mb_events_stays_within_the_agents_byte_bound() {
     assert!(held > limit / 2, "the buffer was used ({held} bytes)");
     assert!(dropped >= 120 - 32, "drops counted: {dropped}");
 }
+
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+/// True once the server has closed `s` (EOF or reset) within `within`.
+async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // A 408/431 reply before the close is fine.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_survives_half_open_and_idle_connections_and_token_guessing() {
+    use tokio::io::AsyncWriteExt;
+    let ca = switchy_controller::ca::new_ca().unwrap();
+    let pem = switchy_controller::ca::issue(&ca, "controller", &[]).unwrap();
+    let limits = switchy_controller::rest::serve::RestLimits {
+        max_connections: 64,
+        header_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let ctl = switchy_controller::Controller::prepare_with(
+        harness_cluster_config(),
+        limits,
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        TOKEN.into(),
+        ca.cert.as_bytes(),
+        pem.cert.as_bytes(),
+        pem.key.as_bytes(),
+    )
+    .await
+    .unwrap();
+    let addr = ctl.http_addr;
+    let (st, _) = http(addr, "GET", "/health", None, None).await;
+    assert_eq!(st, 200);
+    let idle_rss = rss_mib();
+    // 1. 1,000 half-sent requests with 12 KB of headers each.
+    let pad = "a".repeat(12 << 10);
+    let mut half = Vec::new();
+    for _ in 0..1_000 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = s
+            .write_all(format!("GET /api/v1/nodes HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}").as_bytes())
+            .await;
+        half.push(s);
+    }
+    let grown = rss_mib().saturating_sub(idle_rss);
+    assert!(
+        grown < 50,
+        "memory grew {grown} MiB under 1,000 half-open connections"
+    );
+    // Past the 64 the rest were closed at once; the 64 at the header timeout.
+    let mut closed = 0;
+    for s in &mut half {
+        if closed_by_server(s, Duration::from_secs(4)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1_000, "every half-open connection was closed");
+    drop(half);
+    let (st, _) = http(addr, "GET", "/health", None, None).await;
+    assert_eq!(st, 200, "the API still answers");
+    // 2. Idle connections (nothing sent) are closed too.
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    for s in &mut idle {
+        assert!(
+            closed_by_server(s, Duration::from_secs(4)).await,
+            "an idle connection was kept"
+        );
+    }
+    // 3. Guessing tokens: after 20 failures the client gets 429 for a while,
+    // even with the right token (a guess that succeeds must look no
+    // different).
+    for i in 0..20 {
+        let (st, _) = http(addr, "GET", "/api/v1/nodes", Some("wrong"), None).await;
+        assert_eq!(st, 401, "guess {i}");
+    }
+    let (st, r) = http(addr, "GET", "/api/v1/nodes", Some("wrong"), None).await;
+    assert_eq!(st, 429, "{r}");
+    let (st, _) = http(addr, "GET", "/api/v1/nodes", Some(TOKEN), None).await;
+    assert_eq!(st, 429);
+    drop(ctl);
+}

@@ -26,7 +26,7 @@ struct Args {
 enum Cmd {
     /// Run the controller: QUIC for agents, REST API. Settings: flags >
     /// SWITCHY_* environment > --config file > defaults.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// A load test: the Originator drives the nodes (`--mock N`: simulated
     /// nodes in this process) and CDRs go to --db.
     Run(Box<run::Run>),
@@ -105,6 +105,18 @@ struct Serve {
     /// REST API address.
     #[arg(long, env = "SWITCHY_HTTP", default_value = "127.0.0.1:9080")]
     http: SocketAddr,
+    /// Serve REST over TLS with this certificate (PEM; e.g. from `ca issue --name controller --san HOST`).
+    #[arg(long, env = "SWITCHY_HTTP_TLS_CERT", requires = "http_tls_key")]
+    http_tls_cert: Option<PathBuf>,
+    /// The key of --http-tls-cert (PEM).
+    #[arg(long, env = "SWITCHY_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    http_tls_key: Option<PathBuf>,
+    /// Open REST connections at most; more are closed as they arrive.
+    #[arg(long, env = "SWITCHY_HTTP_MAX_CONNECTIONS", default_value_t = 512)]
+    http_max_connections: usize,
+    /// A REST request's headers (and the next request on a kept-alive connection) must arrive within this many seconds.
+    #[arg(long, env = "SWITCHY_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    http_header_timeout_secs: u64,
     /// Directory with ca.pem, controller.pem and controller.key.
     #[arg(long, env = "SWITCHY_TLS_DIR", default_value = "/etc/switchy")]
     tls_dir: PathBuf,
@@ -292,7 +304,7 @@ async fn main() -> anyhow::Result<()> {
             let sub = matches
                 .subcommand_matches("serve")
                 .ok_or_else(|| anyhow::anyhow!("serve arguments missing"))?;
-            let s = merge(s, sub)?;
+            let s = merge(*s, sub)?;
             let token = match std::env::var("SWITCHY_API_TOKEN") {
                 Ok(t) => t,
                 Err(_) => match &s.token_file {
@@ -314,8 +326,32 @@ async fn main() -> anyhow::Result<()> {
                 job_timeout: Duration::from_secs(s.job_timeout_secs),
                 ..ClusterConfig::default()
             };
+            let tls = match (&s.http_tls_cert, &s.http_tls_key) {
+                (Some(c), Some(k)) => {
+                    let read = |p: &PathBuf| {
+                        std::fs::read(p).map_err(|e| {
+                            anyhow::anyhow!(
+                                "cannot read {}: {e} (check --http-tls-cert/--http-tls-key)",
+                                p.display()
+                            )
+                        })
+                    };
+                    Some(switchy_controller::rest::serve::tls_config(
+                        &read(c)?,
+                        &read(k)?,
+                    )?)
+                }
+                _ => None,
+            };
+            let limits = switchy_controller::rest::serve::RestLimits {
+                max_connections: s.http_max_connections.max(1),
+                header_timeout: Duration::from_secs(s.http_header_timeout_secs.max(1)),
+                tls,
+                ..Default::default()
+            };
             let mut c =
-                Controller::prepare_from_dir(config, s.listen, s.http, token, &s.tls_dir).await?;
+                Controller::prepare_from_dir(config, limits, s.listen, s.http, token, &s.tls_dir)
+                    .await?;
             for spec in &s.apps {
                 let (name, params) = parse_app_spec(spec)?;
                 let app = switchy_controller::apps::builtin::build(name, &params)?;

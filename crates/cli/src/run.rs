@@ -232,7 +232,15 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         if a.dest_url.is_none() {
             anyhow::bail!("--dest-url is required with real nodes");
         }
-        Controller::prepare_from_dir(config, a.listen, a.http, token.clone(), &a.tls_dir).await?
+        Controller::prepare_from_dir(
+            config,
+            Default::default(),
+            a.listen,
+            a.http,
+            token.clone(),
+            &a.tls_dir,
+        )
+        .await?
     };
     eprintln!(
         "switchy run: REST http://{} (token {token}), CDRs → {}",

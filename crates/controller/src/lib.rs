@@ -110,6 +110,31 @@ impl Controller {
         cert_pem: &[u8],
         key_pem: &[u8],
     ) -> Result<Controller, StartError> {
+        Self::prepare_with(
+            config,
+            rest::serve::RestLimits::default(),
+            listen,
+            http,
+            token,
+            ca_pem,
+            cert_pem,
+            key_pem,
+        )
+        .await
+    }
+
+    /// As [`Controller::prepare`], serving REST with `limits`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn prepare_with(
+        config: ClusterConfig,
+        limits: rest::serve::RestLimits,
+        listen: SocketAddr,
+        http: SocketAddr,
+        token: String,
+        ca_pem: &[u8],
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Controller, StartError> {
         if token.trim().is_empty() {
             return Err(StartError::NoToken);
         }
@@ -126,6 +151,7 @@ impl Controller {
         let l = tokio::net::TcpListener::bind(http).await.map_err(rest)?;
         let http_addr = l.local_addr().map_err(rest)?;
         let apps = AppManager::start(cluster.clone(), AppConfig::default());
+        let stats: Arc<rest::serve::RestStats> = Arc::default();
         let router: Arc<std::sync::RwLock<Option<Router>>> = Arc::default();
         let originator: Arc<std::sync::RwLock<Option<originator::Originator>>> = Arc::default();
         let app = rest::router(rest::Api {
@@ -134,13 +160,19 @@ impl Controller {
             apps: apps.clone(),
             router: router.clone(),
             originator: originator.clone(),
+            stats: stats.clone(),
+            throttle: Arc::default(),
         });
-        let http_task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                tracing::error!(error = %e, "REST server stopped");
-            }
-        });
-        tracing::info!(http = %http_addr, "controller REST up");
+        if !http_addr.ip().is_loopback() && limits.tls.is_none() {
+            tracing::warn!(http = %http_addr, "REST listens beyond loopback without TLS: the bearer token crosses the network in clear. Give --http-tls-cert and --http-tls-key, or bind 127.0.0.1 behind a TLS proxy");
+        }
+        let scheme = if limits.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let http_task = tokio::spawn(rest::serve::serve(l, app, limits, stats));
+        tracing::info!(http = %http_addr, scheme, "controller REST up");
         Ok(Controller {
             cluster,
             quic_addr,
@@ -191,14 +223,23 @@ impl Controller {
         token: String,
         dir: &Path,
     ) -> Result<Controller, StartError> {
-        let mut c = Self::prepare_from_dir(config, listen, http, token, dir).await?;
+        let mut c = Self::prepare_from_dir(
+            config,
+            rest::serve::RestLimits::default(),
+            listen,
+            http,
+            token,
+            dir,
+        )
+        .await?;
         c.accept_agents().await?;
         Ok(c)
     }
 
-    /// As [`Controller::prepare`], from a TLS directory.
+    /// As [`Controller::prepare_with`], from a TLS directory.
     pub async fn prepare_from_dir(
         config: ClusterConfig,
+        limits: rest::serve::RestLimits,
         listen: SocketAddr,
         http: SocketAddr,
         token: String,
@@ -211,8 +252,9 @@ impl Controller {
                 source,
             })
         };
-        Self::prepare(
+        Self::prepare_with(
             config,
+            limits,
             listen,
             http,
             token,

@@ -210,6 +210,39 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         "counter",
         vec![(String::new(), c.refused.load(Ordering::Relaxed))],
     );
+    for (name, help, kind, v) in [
+        (
+            "switchy_rest_connections_open",
+            "REST connections open.",
+            "gauge",
+            &api.stats.open,
+        ),
+        (
+            "switchy_rest_connections_rejected_total",
+            "REST connections closed at once: the connection limit was reached.",
+            "counter",
+            &api.stats.rejected,
+        ),
+        (
+            "switchy_rest_auth_failures_total",
+            "REST requests with a wrong or missing token.",
+            "counter",
+            &api.stats.auth_failures,
+        ),
+        (
+            "switchy_rest_auth_throttled_total",
+            "REST requests refused (429) because their client failed to authenticate too often.",
+            "counter",
+            &api.stats.auth_throttled,
+        ),
+    ] {
+        put(
+            name,
+            help,
+            kind,
+            vec![(String::new(), v.load(Ordering::Relaxed))],
+        );
+    }
     put(
         "switchy_agent_refusals_total",
         "Agent connections refused, by reason (tls, no_name, version, identity, duplicate_identity).",

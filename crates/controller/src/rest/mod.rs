@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 mod commands;
 mod control;
 mod metrics;
+pub mod serve;
 mod views;
 
 use commands::*;
@@ -38,6 +39,10 @@ pub struct Api {
     pub router: Arc<std::sync::RwLock<Option<crate::router::Router>>>,
     /// The Originator, if one is set.
     pub originator: Arc<std::sync::RwLock<Option<crate::originator::Originator>>>,
+    /// Connection and authentication counters.
+    pub stats: Arc<serve::RestStats>,
+    /// Failed authentications by client.
+    pub throttle: Arc<serve::AuthThrottle>,
 }
 
 /// A JSON error with a status code and a message saying what to fix.
@@ -75,12 +80,28 @@ fn body<T>(b: JsonBody<T>, example: &str) -> Result<T, ApiError> {
 }
 
 async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let ip = serve::peer(&req).map(|a| a.ip());
+    if let Some(wait) = ip.and_then(|ip| api.throttle.blocked(ip)) {
+        api.stats.auth_throttled.fetch_add(1, Ordering::Relaxed);
+        return ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed authentications from this address: retry in {} s with the right token",
+                wait.as_secs() + 1
+            ),
+        )
+        .into_response();
+    }
     let ok = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| constant_eq(t.as_bytes(), api.token.as_bytes()));
     if !ok {
+        api.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(ip) = ip {
+            api.throttle.failed(ip);
+        }
         return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token: send 'Authorization: Bearer <token>' (the controller's --token / SWITCHY_API_TOKEN)".into()).into_response();
     }
     next.run(req).await
