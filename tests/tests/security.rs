@@ -519,3 +519,82 @@ async fn rest_survives_half_open_and_idle_connections_and_token_guessing() {
     assert_eq!(st, 429);
     drop(ctl);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_flood_is_bounded_listed_in_pages_and_cleared_when_the_node_goes() {
+    let cfg = switchy_controller::ClusterConfig {
+        max_sessions_per_node: 500,
+        node_gone_grace: Duration::from_secs(1),
+        ..harness_cluster_config()
+    };
+    let mut h = Harness::start_configured(mock_relay::MockConfig::ephemeral(1), None, cfg)
+        .await
+        .unwrap();
+    h.wait_nodes_up().await.unwrap();
+    // A broken (or hostile) node announces 2,000 channels.
+    for i in 0..2_000 {
+        let req = serde_json::json!({
+            "node": 0,
+            "event": {"Event-Name": "CHANNEL_CREATE", "Unique-ID": format!("flood-{i:05}"), "Call-Direction": "inbound"},
+        })
+        .to_string();
+        let (st, r) = http(
+            h.mock.http_addr(),
+            "POST",
+            "/__mock__/push",
+            None,
+            Some(&req),
+        )
+        .await;
+        assert_eq!(st, 200, "{r}");
+    }
+    let c = h.ctl().cluster.clone();
+    wait_for(Duration::from_secs(20), || {
+        c.with_tracker(|t| t.len() + t.untracked.values().sum::<u64>() as usize >= 2_000)
+    })
+    .await
+    .expect("the flood reached the tracker");
+    assert_eq!(c.with_tracker(|t| t.len()), 500, "tracked up to the bound");
+    assert_eq!(
+        metric(&h, "switchy_tracker_untracked_sessions_total{node=\"fs1\"}").await,
+        1_500,
+        "the rest counted"
+    );
+    // Listed in pages of 128, every session once.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let (st, r) = http(
+            h.http(),
+            "GET",
+            &format!("/api/v1/sessions?limit=128&after={after}"),
+            Some(TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["total"], 500);
+        let page = r["sessions"].as_array().unwrap();
+        assert!(page.len() <= 128);
+        for s in page {
+            assert!(
+                seen.insert(s["uuid"].as_str().unwrap().to_owned()),
+                "listed twice"
+            );
+        }
+        match r["next"].as_str() {
+            Some(n) => after = n.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 500);
+    // The node leaves: after the grace period its sessions are closed out.
+    drop(h.agents.remove(0));
+    wait_for(Duration::from_secs(10), || c.with_tracker(|t| t.is_empty()))
+        .await
+        .expect("the gone node's sessions were closed out");
+    assert_eq!(
+        metric(&h, "switchy_tracker_corrections_total{kind=\"node_gone\"}").await,
+        500
+    );
+}

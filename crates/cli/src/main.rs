@@ -126,6 +126,12 @@ struct Serve {
     /// Channels older than this many seconds are reaped.
     #[arg(long, env = "SWITCHY_MAX_CHANNEL_AGE_SECS", default_value_t = 14_400)]
     max_channel_age_secs: u64,
+    /// Live sessions tracked per node at most; more are counted, not tracked.
+    #[arg(long, env = "SWITCHY_MAX_SESSIONS_PER_NODE", default_value_t = 100_000)]
+    max_sessions_per_node: usize,
+    /// Sessions of a node whose agent has been gone this many seconds are closed out.
+    #[arg(long, env = "SWITCHY_NODE_GONE_GRACE_SECS", default_value_t = 120)]
+    node_gone_grace_secs: u64,
     /// bgapi jobs time out after this many seconds.
     #[arg(long, env = "SWITCHY_JOB_TIMEOUT_SECS", default_value_t = 60)]
     job_timeout_secs: u64,
@@ -324,6 +330,8 @@ async fn main() -> anyhow::Result<()> {
                 tracking: s.tracking,
                 max_channel_age: Duration::from_secs(s.max_channel_age_secs),
                 job_timeout: Duration::from_secs(s.job_timeout_secs),
+                max_sessions_per_node: s.max_sessions_per_node,
+                node_gone_grace: Duration::from_secs(s.node_gone_grace_secs.max(1)),
                 ..ClusterConfig::default()
             };
             let tls = match (&s.http_tls_cert, &s.http_tls_key) {

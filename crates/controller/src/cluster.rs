@@ -61,6 +61,14 @@ pub struct ClusterConfig {
     pub command_timeout: Duration,
     /// What the tracker follows (and so subscribes on every node).
     pub tracking: Tracking,
+    /// Live sessions tracked per node at most (a bound on what a broken or
+    /// hostile node can make the controller hold).
+    pub max_sessions_per_node: usize,
+    /// Live sessions tracked in all at most.
+    pub max_sessions: usize,
+    /// A node whose agent has been gone this long has its sessions closed
+    /// out (`SWITCHY_NODE_GONE`); a reconnect within it keeps them.
+    pub node_gone_grace: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -71,6 +79,9 @@ impl Default for ClusterConfig {
             job_timeout: Duration::from_secs(60),
             command_timeout: Duration::from_secs(30),
             tracking: Tracking::Live,
+            max_sessions_per_node: 100_000,
+            max_sessions: 1_000_000,
+            node_gone_grace: Duration::from_secs(120),
         }
     }
 }
@@ -152,6 +163,8 @@ struct NodeEntry {
     conn: Option<quinn::Connection>,
     /// The link's protocol state (dedup of re-sent events).
     link: NodeLink,
+    /// Since when its agent is disconnected (None while connected).
+    gone_since: Option<std::time::Instant>,
 }
 
 /// Counters for `/metrics`.
@@ -390,7 +403,11 @@ impl Cluster {
         let tracking = config.tracking;
         Cluster {
             inner: Arc::new(Inner {
-                tracker: std::sync::Mutex::new(Tracker::new(&config.tracking_var)),
+                tracker: std::sync::Mutex::new({
+                    let mut t = Tracker::new(&config.tracking_var);
+                    t.set_limits(config.max_sessions_per_node, config.max_sessions);
+                    t
+                }),
                 config,
                 nodes: std::sync::RwLock::new(HashMap::new()),
                 jobs: std::sync::Mutex::new(HashMap::new()),
@@ -722,10 +739,30 @@ impl Cluster {
         // The reaper.
         let me = self.clone();
         let reaper = tokio::spawn(async move {
-            let every = (me.inner.config.max_channel_age / 10)
+            let cfg = &me.inner.config;
+            let every = (cfg.max_channel_age / 10)
+                .min(cfg.node_gone_grace / 4)
                 .clamp(Duration::from_millis(100), Duration::from_secs(60));
             loop {
                 tokio::time::sleep(every).await;
+                let gone: Vec<String> = me
+                    .inner
+                    .nodes
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter(|e| {
+                        e.gone_since
+                            .is_some_and(|t| t.elapsed() >= cfg.node_gone_grace)
+                    })
+                    .map(|e| e.info.id.clone())
+                    .collect();
+                for node in gone {
+                    let n = me.close_out(|t| t.node_gone(&node)).await;
+                    if n > 0 {
+                        tracing::warn!(node = %node, sessions = n, grace_s = cfg.node_gone_grace.as_secs(), "agent gone past the grace period: its sessions are closed out");
+                    }
+                }
                 let age = me.inner.config.max_channel_age.as_micros() as u64;
                 let reaped = me.close_out(|t| t.reap(age)).await;
                 if reaped > 0 {
@@ -806,6 +843,7 @@ impl Cluster {
                 },
                 conn: None,
                 link: NodeLink::default(),
+                gone_since: None,
             });
             // One live connection per identity: while the connection of
             // another agent process is healthy (keep-alives answered), a
@@ -826,6 +864,7 @@ impl Cluster {
                     // Checked above: only the instance can change here.
                     let _same_process = e.link.hello(&hello, &node_id).unwrap_or(false);
                     e.info.agent = AgentLink::Connected;
+                    e.gone_since = None;
                     e.info.connects += 1;
                     if hello.hostname.is_some() {
                         e.info.hostname = hello.hostname.clone();
@@ -928,6 +967,7 @@ impl Cluster {
         {
             e.conn = None;
             e.info.agent = AgentLink::Disconnected;
+            e.gone_since = Some(std::time::Instant::now());
         }
     }
 

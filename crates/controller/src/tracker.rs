@@ -168,8 +168,13 @@ pub struct Tracker {
     /// Corrections of what the events said, by kind (`/metrics`):
     /// `resync_closed` (a leg FreeSWITCH no longer has), `resync_added` (a
     /// live leg learned from a snapshot), `resync_linked` (such a leg linked
-    /// to its call by the tracking variable), `node_restarted`, `reaped`.
+    /// to its call by the tracking variable), `node_restarted`,
+    /// `node_gone`, `reaped`.
     pub corrections: std::collections::BTreeMap<&'static str, u64>,
+    /// Live sessions at most, per node and in all.
+    limits: (usize, usize),
+    /// Channels not tracked because a limit was reached, per node.
+    pub untracked: BTreeMap<String, u64>,
 }
 
 fn now_us() -> u64 {
@@ -191,7 +196,33 @@ impl Tracker {
             applied: 0,
             per_node: HashMap::new(),
             corrections: Default::default(),
+            limits: (usize::MAX, usize::MAX),
+            untracked: BTreeMap::new(),
         }
+    }
+
+    /// Tracks at most `per_node` live sessions per node and `total` in all:
+    /// a new channel beyond them is counted in [`Tracker::untracked`], not
+    /// tracked (its hangup still yields its CDR).
+    pub fn set_limits(&mut self, per_node: usize, total: usize) {
+        self.limits = (per_node.max(1), total.max(1));
+    }
+
+    /// Closes out every session of `node` (its agent has been gone longer
+    /// than the grace period).
+    pub fn node_gone(&mut self, node: &str) -> Vec<Finished> {
+        let gone: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.node == node)
+            .map(|s| s.uuid.clone())
+            .collect();
+        let out: Vec<Finished> = gone
+            .iter()
+            .filter_map(|u| self.finish(u, "SWITCHY_NODE_GONE"))
+            .collect();
+        self.count("node_gone", out.len());
+        out
     }
 
     /// Live sessions.
@@ -297,6 +328,19 @@ impl Tracker {
         let ts = e.timestamp().unwrap_or_else(now_us);
         if !self.sessions.contains_key(uuid) {
             if name == "CHANNEL_DESTROY" || self.dead.contains(uuid) {
+                return None;
+            }
+            // A bound on memory whatever a node sends. A hangup still
+            // builds its leg (it ends at once): nothing billed is lost.
+            let on_node = self.per_node.get(node).copied().unwrap_or(0);
+            if (on_node >= self.limits.0 || self.sessions.len() >= self.limits.1)
+                && name != "CHANNEL_HANGUP_COMPLETE"
+            {
+                let n = self.untracked.entry(node.to_owned()).or_default();
+                *n += 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(node = %node, untracked = *n, live = on_node, "session limit reached: new channels of this node are not tracked (raise --max-sessions-per-node if the node is real)");
+                }
                 return None;
             }
             let s = Session::new(

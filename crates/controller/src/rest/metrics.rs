@@ -101,16 +101,27 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         "gauge",
         vec![(String::new(), api.cluster.pipeline().undurable())],
     );
+    let untracked = api.cluster.with_tracker(|t| t.untracked.clone());
+    put(
+        "switchy_tracker_untracked_sessions_total",
+        "New channels not tracked because the node's (or the cluster's) session limit was reached.",
+        "counter",
+        untracked
+            .into_iter()
+            .map(|(n, v)| (format!("{{node=\"{n}\"}}"), v))
+            .collect(),
+    );
     let corrections = api.cluster.with_tracker(|t| t.corrections.clone());
     put(
         "switchy_tracker_corrections_total",
-        "Legs the tracker corrected without a hangup event: resync_closed (FreeSWITCH no longer has it), resync_added and resync_linked (learned from a snapshot, linked to its call), node_restarted, reaped.",
+        "Legs the tracker corrected without a hangup event: resync_closed (FreeSWITCH no longer has it), resync_added and resync_linked (learned from a snapshot, linked to its call), node_restarted, node_gone (agent gone past the grace period), reaped.",
         "counter",
         [
             "resync_closed",
             "resync_added",
             "resync_linked",
             "node_restarted",
+            "node_gone",
             "reaped",
         ]
         .iter()

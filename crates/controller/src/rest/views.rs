@@ -27,25 +27,76 @@ pub(super) struct SessionFilter {
     direction: Option<String>,
     call: Option<String>,
     answered: Option<bool>,
+    /// Page size (default 1,000, at most 10,000).
+    limit: Option<usize>,
+    /// The `next` of the previous page: sessions after this UUID.
+    after: Option<String>,
+}
+
+/// The fields a session list shows (copied under the tracker lock; the
+/// JSON is made after it is released).
+struct Row {
+    uuid: String,
+    node: String,
+    direction: String,
+    state: String,
+    call_state: String,
+    answer_state: String,
+    call: String,
+    dest: String,
+    cid_num: String,
+    created_us: u64,
+    answered_us: u64,
 }
 
 pub(super) async fn sessions(
     State(api): State<Api>,
     Query(f): Query<SessionFilter>,
 ) -> Json<Value> {
-    let list: Vec<Value> = api.cluster.with_tracker(|t| {
-        let mut v: Vec<_> = t
+    // One page in UUID order: under the lock only a scan and the copy of
+    // the page's rows, never the whole list or its JSON.
+    let limit = f.limit.unwrap_or(1000).clamp(1, 10_000);
+    let after = f.after.clone().unwrap_or_default();
+    let (rows, total, more) = api.cluster.with_tracker(|t| {
+        let mut m: Vec<&crate::tracker::Session> = t
             .sessions()
             .filter(|s| f.node.as_deref().is_none_or(|n| n == s.node))
             .filter(|s| f.direction.as_deref().is_none_or(|d| d == s.direction))
             .filter(|s| f.call.as_deref().is_none_or(|c| c == s.call))
             .filter(|s| f.answered.is_none_or(|a| a == (s.answered_us > 0)))
-            .map(|s| json!({"uuid": s.uuid, "node": s.node, "direction": s.direction, "state": s.state, "call_state": s.call_state, "answer_state": s.answer_state, "call": s.call, "dest": s.dest, "cid_num": s.cid_num, "created_us": s.created_us, "answered_us": s.answered_us}))
             .collect();
-        v.sort_by(|a, b| a["created_us"].as_u64().cmp(&b["created_us"].as_u64()));
-        v
+        let total = m.len();
+        m.retain(|s| s.uuid.as_str() > after.as_str());
+        let more = m.len() > limit;
+        if more {
+            m.select_nth_unstable_by(limit, |a, b| a.uuid.cmp(&b.uuid));
+            m.truncate(limit);
+        }
+        m.sort_unstable_by(|a, b| a.uuid.cmp(&b.uuid));
+        let rows: Vec<Row> = m
+            .iter()
+            .map(|s| Row {
+                uuid: s.uuid.clone(),
+                node: s.node.clone(),
+                direction: s.direction.clone(),
+                state: s.state.clone(),
+                call_state: s.call_state.clone(),
+                answer_state: s.answer_state.clone(),
+                call: s.call.clone(),
+                dest: s.dest.clone(),
+                cid_num: s.cid_num.clone(),
+                created_us: s.created_us,
+                answered_us: s.answered_us,
+            })
+            .collect();
+        (rows, total, more)
     });
-    Json(json!({"count": list.len(), "sessions": list}))
+    let next = more.then(|| rows.last().map(|r| r.uuid.clone())).flatten();
+    let list: Vec<Value> = rows
+        .into_iter()
+        .map(|s| json!({"uuid": s.uuid, "node": s.node, "direction": s.direction, "state": s.state, "call_state": s.call_state, "answer_state": s.answer_state, "call": s.call, "dest": s.dest, "cid_num": s.cid_num, "created_us": s.created_us, "answered_us": s.answered_us}))
+        .collect();
+    Json(json!({"count": list.len(), "total": total, "next": next, "sessions": list}))
 }
 
 pub(super) async fn session(
