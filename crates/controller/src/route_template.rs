@@ -8,8 +8,9 @@
 
 use regex::Regex;
 use regex_syntax::ast::{self, Ast};
-use std::collections::BTreeMap;
-use switchy_protocol::esl::args::{self, Class, Context, Refused};
+#[cfg(test)]
+use switchy_protocol::esl::args::Class;
+use switchy_protocol::esl::args::{self, Context};
 
 /// Capture numbers a template refers to (`$N`; `$$` is a literal `$`).
 pub fn capture_refs(t: &str) -> Vec<usize> {
@@ -99,59 +100,12 @@ pub fn can_hold_syntax(sub: &str, context: Context) -> bool {
     })
 }
 
-/// Fills a template for `context`: captures must be of their declared
-/// class, and every value filled in must be safe in `context`.
-pub fn expand_checked(
-    t: &str,
-    captures: &[Option<String>],
-    classes: &BTreeMap<usize, Class>,
-    context: Context,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, Refused> {
-    let mut out = String::with_capacity(t.len());
-    let mut rest = t;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(d) = after.chars().next().filter(char::is_ascii_digit) {
-            let n = d as usize - '0' as usize;
-            if let Some(Some(c)) = captures.get(n) {
-                if let Some(class) = classes.get(&n)
-                    && !class.admits(c)
-                {
-                    return Err(Refused {
-                        context,
-                        reason: "the capture is not of the class the route declares for it",
-                        shown: c.chars().take(64).collect(),
-                    });
-                }
-                args::check(context, c)?;
-                out.push_str(c);
-            }
-            rest = &after[1..];
-        } else if let Some(inner) = after.strip_prefix('{')
-            && let Some(end) = inner.find('}')
-        {
-            if let Some(v) = lookup(&inner[..end]) {
-                args::check(context, &v)?;
-                out.push_str(&v);
-            }
-            rest = &inner[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
+pub use switchy_protocol::esl::args::fill as expand_checked;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn groups_are_found_by_number_and_probed() {

@@ -152,6 +152,58 @@ impl Class {
     }
 }
 
+/// Fills a template for `context`: `$N` with capture N (which must be of
+/// its declared class), `${name}` with `lookup(name)`, `$$` with `$`; every
+/// value filled in must be safe in `context` ([`check`]). The template's own
+/// text is the operator's and stays syntax.
+pub fn fill(
+    t: &str,
+    captures: &[Option<String>],
+    classes: &std::collections::BTreeMap<usize, Class>,
+    context: Context,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Refused> {
+    let mut out = String::with_capacity(t.len());
+    let mut rest = t;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(d) = after.chars().next().filter(char::is_ascii_digit) {
+            let n = d as usize - '0' as usize;
+            if let Some(Some(c)) = captures.get(n) {
+                if let Some(class) = classes.get(&n)
+                    && !class.admits(c)
+                {
+                    return Err(Refused {
+                        context,
+                        reason: "the capture is not of the class the route declares for it",
+                        shown: c.chars().take(64).collect(),
+                    });
+                }
+                check(context, c)?;
+                out.push_str(c);
+            }
+            rest = &after[1..];
+        } else if let Some(inner) = after.strip_prefix('{')
+            && let Some(end) = inner.find('}')
+        {
+            if let Some(v) = lookup(&inner[..end]) {
+                check(context, &v)?;
+                out.push_str(&v);
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
