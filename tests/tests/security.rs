@@ -598,3 +598,68 @@ async fn a_channel_flood_is_bounded_listed_in_pages_and_cleared_when_the_node_go
         500
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_have_scopes_and_raw_api_commands_an_allowlist() {
+    use switchy_controller::rest::serve::{RestLimits, Scope};
+    let ca = switchy_controller::ca::new_ca().unwrap();
+    let pem = switchy_controller::ca::issue(&ca, "controller", &[]).unwrap();
+    let limits = RestLimits {
+        tokens: vec![
+            (Scope::Read, "read-tok".into()),
+            (Scope::Control, "ctl-tok".into()),
+        ],
+        ..Default::default()
+    };
+    let ctl = switchy_controller::Controller::prepare_with(
+        harness_cluster_config(),
+        limits,
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        TOKEN.into(),
+        ca.cert.as_bytes(),
+        pem.cert.as_bytes(),
+        pem.key.as_bytes(),
+    )
+    .await
+    .unwrap();
+    let a = ctl.http_addr;
+    let status = r#"{"command": "status"}"#;
+    let shell = r#"{"command": "system", "args": "id"}"#;
+    let orig = r#"{"endpoint": "sofia/external/1@h"}"#;
+    for (tok, method, path, body, want) in [
+        ("read-tok", "GET", "/api/v1/nodes", None, 200),
+        (
+            "read-tok",
+            "POST",
+            "/api/v1/nodes/fs1/originate",
+            Some(orig),
+            403,
+        ),
+        ("read-tok", "POST", "/api/v1/api", Some(status), 403),
+        // Control reaches call control (there is no node fs1: 404), not raw API.
+        (
+            "ctl-tok",
+            "POST",
+            "/api/v1/nodes/fs1/originate",
+            Some(orig),
+            404,
+        ),
+        ("ctl-tok", "POST", "/api/v1/api", Some(status), 403),
+        ("ctl-tok", "POST", "/api/v1/routes/reload", Some("{}"), 403),
+        (TOKEN, "POST", "/api/v1/api", Some(status), 200),
+        // `system` runs a shell on FreeSWITCH: not on the default list.
+        (TOKEN, "POST", "/api/v1/api", Some(shell), 403),
+    ] {
+        let (st, r) = http(a, method, path, Some(tok), body).await;
+        assert_eq!(st, want, "{tok} {method} {path}: {r}");
+        if st == 403 {
+            assert!(
+                r["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("scope") || e.contains("--api-allow")),
+                "{r}"
+            );
+        }
+    }
+}

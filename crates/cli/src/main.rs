@@ -111,6 +111,9 @@ struct Serve {
     /// The key of --http-tls-cert (PEM).
     #[arg(long, env = "SWITCHY_HTTP_TLS_KEY", requires = "http_tls_cert")]
     http_tls_key: Option<PathBuf>,
+    /// API commands `POST /api/v1/api` may run, comma-separated (`*`: any, which includes FreeSWITCH's `system`, a shell) [default: status,show,sofia,version,uptime,global_getvar,uuid_dump,uuid_exists,uuid_getvar,hupall,reloadxml,sofia_contact].
+    #[arg(long, env = "SWITCHY_API_ALLOW", value_delimiter = ',')]
+    api_allow: Vec<String>,
     /// Open REST connections at most; more are closed as they arrive.
     #[arg(long, env = "SWITCHY_HTTP_MAX_CONNECTIONS", default_value_t = 512)]
     http_max_connections: usize,
@@ -351,11 +354,32 @@ async fn main() -> anyhow::Result<()> {
                 }
                 _ => None,
             };
-            let limits = switchy_controller::rest::serve::RestLimits {
+            use switchy_controller::rest::serve::{RestLimits, Scope};
+            // Tokens with narrower scopes (the main token is admin).
+            let mut tokens = Vec::new();
+            for (var, scope) in [
+                ("SWITCHY_CONTROL_TOKEN", Scope::Control),
+                ("SWITCHY_READ_TOKEN", Scope::Read),
+            ] {
+                if let Ok(t) = std::env::var(var)
+                    && !t.trim().is_empty()
+                {
+                    tokens.push((scope, t.trim().to_owned()));
+                }
+            }
+            let defaults = RestLimits::default();
+            let api_allow = match s.api_allow.as_slice() {
+                [] => defaults.api_allow.clone(),
+                [one] if one == "*" => None,
+                list => Some(list.iter().map(|c| c.trim().to_owned()).collect()),
+            };
+            let limits = RestLimits {
                 max_connections: s.http_max_connections.max(1),
                 header_timeout: Duration::from_secs(s.http_header_timeout_secs.max(1)),
                 tls,
-                ..Default::default()
+                tokens,
+                api_allow,
+                ..defaults
             };
             let mut c =
                 Controller::prepare_from_dir(config, limits, s.listen, s.http, token, &s.tls_dir)

@@ -162,6 +162,8 @@ impl Controller {
             originator: originator.clone(),
             stats: stats.clone(),
             throttle: Arc::default(),
+            tokens: Arc::new(limits.tokens.clone()),
+            api_allow: limits.api_allow.clone().map(Arc::new),
         });
         if !http_addr.ip().is_loopback() && limits.tls.is_none() {
             tracing::warn!(http = %http_addr, "REST listens beyond loopback without TLS: the bearer token crosses the network in clear. Give --http-tls-cert and --http-tls-key, or bind 127.0.0.1 behind a TLS proxy");

@@ -227,6 +227,31 @@ pub(super) async fn api_fanout(
     b: JsonBody<ApiReq>,
 ) -> Result<Json<Value>, ApiError> {
     let r = body(b, r#"{"command": "status", "args": "", "nodes": ["fs1"]}"#)?;
+    if r.command.is_empty()
+        || r.command
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid command argument: command {:?} must be one word without spaces or control characters",
+                r.command
+            ),
+        ));
+    }
+    if let Some(allow) = &api.api_allow
+        && !allow.contains(&r.command)
+    {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "API command {:?} is not allowed here (allowed: {}); add it with serve --api-allow, or use the session actions",
+                r.command,
+                allow.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
     let targets: Vec<String> = match r.nodes {
         Some(n) if !n.is_empty() => n,
         _ => api.cluster.nodes().into_iter().map(|n| n.id).collect(),

@@ -43,6 +43,10 @@ pub struct Api {
     pub stats: Arc<serve::RestStats>,
     /// Failed authentications by client.
     pub throttle: Arc<serve::AuthThrottle>,
+    /// Tokens besides the admin `token`, with their scopes.
+    pub tokens: Arc<Vec<(serve::Scope, String)>>,
+    /// Commands `POST /api/v1/api` may run (None: any).
+    pub api_allow: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 /// A JSON error with a status code and a message saying what to fix.
@@ -92,11 +96,34 @@ async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Ne
         )
         .into_response();
     }
-    let ok = headers
+    let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_eq(t.as_bytes(), api.token.as_bytes()));
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Every token is compared (in constant time), whichever matches.
+    let scope = presented.and_then(|t| {
+        let mut found = None;
+        if constant_eq(t.as_bytes(), api.token.as_bytes()) {
+            found = Some(serve::Scope::Admin);
+        }
+        for (s, tok) in api.tokens.iter() {
+            if constant_eq(t.as_bytes(), tok.as_bytes()) {
+                found = found.max(Some(*s));
+            }
+        }
+        found
+    });
+    let ok = scope.is_some();
+    if let Some(have) = scope {
+        let need = serve::Scope::needed(req.method(), req.uri().path());
+        if have < need {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                format!("this token's scope is {have:?}; {} {} needs {need:?}: use a token with that scope", req.method(), req.uri().path()),
+            )
+            .into_response();
+        }
+    }
     if !ok {
         api.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
         if let Some(ip) = ip {

@@ -13,7 +13,50 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-/// How REST is served.
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// GET only: nodes, sessions, calls, metrics, routes.
+    Read,
+    /// Call control: originate, session actions, the Originator, apps.
+    Control,
+    /// Everything, including raw API commands (`POST /api/v1/api`) and
+    /// route reloads.
+    Admin,
+}
+
+impl Scope {
+    /// The scope a request needs.
+    pub fn needed(method: &axum::http::Method, path: &str) -> Scope {
+        if method == axum::http::Method::GET {
+            Scope::Read
+        } else if path == "/api/v1/api" || path == "/api/v1/routes/reload" {
+            Scope::Admin
+        } else {
+            Scope::Control
+        }
+    }
+}
+
+/// API commands `POST /api/v1/api` runs by default (`--api-allow` sets
+/// another list; `*` allows any, which on FreeSWITCH includes `system`, a
+/// shell).
+pub const DEFAULT_API_ALLOW: &[&str] = &[
+    "status",
+    "show",
+    "sofia",
+    "version",
+    "uptime",
+    "global_getvar",
+    "uuid_dump",
+    "uuid_exists",
+    "uuid_getvar",
+    "hupall",
+    "reloadxml",
+    "sofia_contact",
+];
+
+/// How REST is served and who may do what.
 #[derive(Clone)]
 pub struct RestLimits {
     /// Open connections at most; more are closed as they arrive.
@@ -25,6 +68,10 @@ pub struct RestLimits {
     pub max_header_bytes: usize,
     /// TLS, if set (`--http-tls-cert`, `--http-tls-key`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Tokens besides the admin token, with their scopes.
+    pub tokens: Vec<(Scope, String)>,
+    /// Commands `POST /api/v1/api` may run (None: any).
+    pub api_allow: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Default for RestLimits {
@@ -34,6 +81,8 @@ impl Default for RestLimits {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 16 << 10,
             tls: None,
+            tokens: Vec::new(),
+            api_allow: Some(DEFAULT_API_ALLOW.iter().map(|c| (*c).to_owned()).collect()),
         }
     }
 }
