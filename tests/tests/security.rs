@@ -663,3 +663,46 @@ async fn tokens_have_scopes_and_raw_api_commands_an_allowlist() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_disconnected_and_refused_until_unlisted() {
+    let mut h = Harness::start(1).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    let pem = switchy_controller::ca::issue(&h.ca, "fs1", &[]).unwrap();
+    let c = agent_config(&h.mock, 0, h.quic_addr, &h.ca, &pem);
+    drop(std::mem::replace(
+        &mut h.agents[0],
+        switchy_agent::Agent::start(c).unwrap(),
+    ));
+    let cluster = h.ctl().cluster.clone();
+    let connected = |c: &switchy_controller::Cluster| {
+        c.node_info("fs1")
+            .is_some_and(|n| n.agent == switchy_controller::cluster::AgentLink::Connected)
+    };
+    let c2 = cluster.clone();
+    wait_for(Duration::from_secs(10), || {
+        connected(&c2) && c2.node_info("fs1").is_some_and(|n| n.connects >= 2)
+    })
+    .await
+    .expect("the agent with the new certificate is connected");
+    let fp = switchy_controller::tls::pem_fingerprints(pem.cert.as_bytes());
+    assert_eq!(fp.len(), 1);
+    assert_eq!(
+        cluster.set_revoked(fp.clone()),
+        1,
+        "its connection is closed"
+    );
+    let c3 = cluster.clone();
+    wait_for(Duration::from_secs(10), || {
+        c3.counters().refused_by[5].load(std::sync::atomic::Ordering::Relaxed) >= 2
+    })
+    .await
+    .expect("its reconnects are refused");
+    assert!(!connected(&cluster));
+    assert!(metric(&h, "switchy_agent_refusals_total{reason=\"revoked\"}").await >= 2);
+    cluster.set_revoked(Vec::new());
+    let c4 = cluster.clone();
+    wait_for(Duration::from_secs(15), || connected(&c4))
+        .await
+        .expect("accepted again once unlisted");
+}

@@ -68,6 +68,11 @@ enum CdrCmd {
 
 #[derive(Subcommand, Debug)]
 enum CaCmd {
+    /// Print the SHA-256 fingerprint of each certificate in a PEM file (what a --revoked file lists).
+    Fingerprint {
+        /// PEM file (e.g. fs1.pem).
+        file: PathBuf,
+    },
     /// Create a CA (ca.pem, ca.key) in DIR.
     Init {
         /// Directory.
@@ -151,6 +156,10 @@ struct Serve {
     /// (every channel event). Apps and routes add what they listen to.
     #[arg(long, env = "SWITCHY_TRACKING", value_enum, default_value_t = Tracking::Live)]
     tracking: Tracking,
+    /// Revoked agent certificates: one SHA-256 fingerprint per line (`ca fingerprint FILE.pem`; # comments).
+    /// Re-read on SIGHUP; agents on it are disconnected and refused.
+    #[arg(long, env = "SWITCHY_REVOKED")]
+    revoked: Option<PathBuf>,
     /// Routes file (TOML, see deploy/routes.example.toml): parked channels
     /// are routed centrally. Reloaded on SIGHUP and POST /api/v1/routes/reload.
     #[arg(long, env = "SWITCHY_ROUTES")]
@@ -244,6 +253,19 @@ async fn main() -> anyhow::Result<()> {
     let matches = Args::command().get_matches();
     let args = Args::from_arg_matches(&matches)?;
     match args.cmd {
+        Cmd::Ca {
+            cmd: CaCmd::Fingerprint { file },
+        } => {
+            let pem = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let fps = switchy_controller::tls::pem_fingerprints(&pem);
+            if fps.is_empty() {
+                anyhow::bail!("no certificate in {}", file.display());
+            }
+            for f in fps {
+                println!("{f}  {}", file.display());
+            }
+        }
         Cmd::Ca {
             cmd: CaCmd::Init { dir },
         } => {
@@ -407,6 +429,11 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!(file = %path.display(), routes = router.table().len(), "central routing on");
                 c.use_router(router).await?;
             }
+            if let Some(p) = &s.revoked {
+                let list = load_revoked(p)?;
+                tracing::info!(revoked = list.len(), file = %p.display(), "revocation list loaded");
+                c.cluster.set_revoked(list);
+            }
             // Agents only once the CDR writer, the apps and the routes are
             // in place: nothing they send goes unrouted or unbilled.
             c.accept_agents().await?;
@@ -421,10 +448,24 @@ async fn main() -> anyhow::Result<()> {
             loop {
                 tokio::select! {
                     _ = &mut stop => break,
-                    _ = hup.recv() => match c.reload_routes() {
-                        Ok(n) => tracing::info!(routes = n, "SIGHUP: routes reloaded"),
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: routes file refused; the previous routes keep serving"),
-                    },
+                    _ = hup.recv() => {
+                        if s.routes.is_some() {
+                            match c.reload_routes() {
+                                Ok(n) => tracing::info!(routes = n, "SIGHUP: routes reloaded"),
+                                Err(e) => tracing::error!(error = %e, "SIGHUP: routes file refused; the previous routes keep serving"),
+                            }
+                        }
+                        if let Some(p) = &s.revoked {
+                            match load_revoked(p) {
+                                Ok(list) => {
+                                    let n = list.len();
+                                    let closed = c.cluster.set_revoked(list);
+                                    tracing::info!(revoked = n, disconnected = closed, "SIGHUP: revocation list reloaded");
+                                }
+                                Err(e) => tracing::error!(error = %e, "SIGHUP: revocation list unreadable; the previous list stays"),
+                            }
+                        }
+                    }
                 }
             }
             tracing::info!(
@@ -440,4 +481,28 @@ async fn main() -> anyhow::Result<()> {
     }
     telemetry.shutdown().await;
     Ok(())
+}
+
+/// A revocation file: one fingerprint per line (anything after it, and
+/// `#` comments, ignored).
+fn load_revoked(p: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| anyhow::anyhow!("cannot read --revoked {}: {e}", p.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let Some(f) = line.split_whitespace().next() else {
+            continue;
+        };
+        let f = f.replace(':', "").to_ascii_lowercase();
+        if f.len() != 64 || !f.bytes().all(|b| b.is_ascii_hexdigit()) {
+            anyhow::bail!(
+                "--revoked {} line {}: {f:?} is not a SHA-256 fingerprint (print one with `switchy-controller ca fingerprint FILE.pem`)",
+                p.display(),
+                i + 1
+            );
+        }
+        out.push(f);
+    }
+    Ok(out)
 }

@@ -207,16 +207,19 @@ pub enum RefusalKind {
     Identity,
     /// Another agent process is connected with this identity.
     DuplicateIdentity,
+    /// The certificate is on the revocation list.
+    Revoked,
 }
 
 impl RefusalKind {
     /// Every kind, in `/metrics` order.
-    pub const ALL: [RefusalKind; 5] = [
+    pub const ALL: [RefusalKind; 6] = [
         RefusalKind::Tls,
         RefusalKind::NoName,
         RefusalKind::Version,
         RefusalKind::Identity,
         RefusalKind::DuplicateIdentity,
+        RefusalKind::Revoked,
     ];
 
     /// Its `/metrics` label.
@@ -227,6 +230,7 @@ impl RefusalKind {
             RefusalKind::Version => "version",
             RefusalKind::Identity => "identity",
             RefusalKind::DuplicateIdentity => "duplicate_identity",
+            RefusalKind::Revoked => "revoked",
         }
     }
 }
@@ -299,6 +303,8 @@ pub(crate) struct Inner {
     verdict_counts: std::sync::Mutex<std::collections::BTreeMap<(String, bool), u64>>,
     /// The CDR writer's counters, while one runs (for `/metrics`).
     cdr_counters: std::sync::Mutex<Option<Arc<crate::cdr::CdrCounters>>>,
+    /// SHA-256 fingerprints of revoked agent certificates.
+    revoked: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// What an app concluded about a call it checks.
@@ -427,6 +433,7 @@ impl Cluster {
                 verdicts: std::sync::Mutex::new(HashMap::new()),
                 verdict_counts: std::sync::Mutex::new(Default::default()),
                 cdr_counters: std::sync::Mutex::new(None),
+                revoked: Default::default(),
             }),
         }
     }
@@ -453,6 +460,32 @@ impl Cluster {
         capacity: usize,
     ) -> (mpsc::Receiver<ClusterEvent>, crate::pipeline::Durability) {
         self.inner.pipeline.subscribe_durable(name, feed, capacity)
+    }
+
+    /// Replaces the revocation list (certificate SHA-256 fingerprints, hex)
+    /// and closes the connections of agents now on it; returns how many.
+    pub fn set_revoked(&self, fingerprints: impl IntoIterator<Item = String>) -> usize {
+        let set: std::collections::HashSet<String> = fingerprints
+            .into_iter()
+            .map(|f| f.trim().to_ascii_lowercase().replace(':', ""))
+            .filter(|f| !f.is_empty())
+            .collect();
+        *self
+            .inner
+            .revoked
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = set.clone();
+        let mut closed = 0;
+        let g = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner());
+        for e in g.values() {
+            if let Some(c) = &e.conn
+                && switchy_link::tls::peer_fingerprint(c).is_some_and(|f| set.contains(&f))
+            {
+                c.close(5u32.into(), b"revoked");
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Shows a CDR writer's counters in `/metrics`.
@@ -781,6 +814,22 @@ impl Cluster {
     }
 
     async fn agent_session(&self, conn: quinn::Connection) {
+        if let Some(f) = switchy_link::tls::peer_fingerprint(&conn)
+            && self
+                .inner
+                .revoked
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&f)
+        {
+            tracing::warn!(remote = %conn.remote_address(), fingerprint = %f, "agent certificate is revoked; closing");
+            self.count_refusal(RefusalKind::Revoked);
+            conn.close(
+                5u32.into(),
+                b"certificate revoked: issue a new one with `ca issue --force`",
+            );
+            return;
+        }
         let Some(node_id) = crate::tls::peer_node_id(&conn) else {
             tracing::warn!(remote = %conn.remote_address(), "agent certificate has no name; closing");
             self.count_refusal(RefusalKind::NoName);

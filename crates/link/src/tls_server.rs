@@ -42,6 +42,29 @@ pub fn peer_node_id(conn: &quinn::Connection) -> Option<String> {
     first_dns_name(leaf.as_ref())
 }
 
+/// The SHA-256 fingerprint (lowercase hex) of the peer's leaf certificate.
+pub fn peer_fingerprint(conn: &quinn::Connection) -> Option<String> {
+    let id = conn.peer_identity()?;
+    let certs = id.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    Some(fingerprint(certs.first()?.as_ref()))
+}
+
+/// The SHA-256 fingerprint (lowercase hex) of a DER certificate: what a
+/// revocation file lists (`switchy-controller ca fingerprint FILE.pem`).
+pub fn fingerprint(der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fingerprints of every certificate in a PEM text.
+pub fn pem_fingerprints(pem: &[u8]) -> Vec<String> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .map(|c| fingerprint(c.as_ref()))
+        .collect()
+}
+
 /// Extracts the first dNSName SAN from a DER certificate with a minimal
 /// scan (the SAN extension OID 2.5.29.17, then context tag [2] entries).
 fn first_dns_name(der: &[u8]) -> Option<String> {

@@ -256,7 +256,7 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
     }
     put(
         "switchy_agent_refusals_total",
-        "Agent connections refused, by reason (tls, no_name, version, identity, duplicate_identity).",
+        "Agent connections refused, by reason (tls, no_name, version, identity, duplicate_identity, revoked).",
         "counter",
         crate::cluster::RefusalKind::ALL
             .iter()
