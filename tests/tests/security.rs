@@ -588,6 +588,36 @@ async fn a_channel_flood_is_bounded_listed_in_pages_and_cleared_when_the_node_go
         }
     }
     assert_eq!(seen.len(), 500);
+    // Calls too (each flood channel is a call of its own).
+    let (st, r) = http(
+        h.http(),
+        "GET",
+        "/api/v1/calls?limit=100",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["count"].as_u64(), r["total"].as_u64()),
+        (Some(100), Some(500)),
+        "{}",
+        r["total"]
+    );
+    let next = r["next"].as_str().expect("a next page").to_owned();
+    let (_, r2) = http(
+        h.http(),
+        "GET",
+        &format!("/api/v1/calls?limit=100&after={next}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert!(
+        r2["calls"][0]["id"]
+            .as_str()
+            .is_some_and(|id| id > next.as_str())
+    );
     // The node leaves: after the grace period its sessions are closed out.
     drop(h.agents.remove(0));
     wait_for(Duration::from_secs(10), || c.with_tracker(|t| t.is_empty()))

@@ -225,6 +225,11 @@ impl Tracker {
         out
     }
 
+    /// Calls with a live leg.
+    pub fn len_calls(&self) -> usize {
+        self.calls.len()
+    }
+
     /// Live sessions.
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
         self.sessions.values()

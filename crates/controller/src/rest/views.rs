@@ -115,11 +115,37 @@ pub(super) async fn session(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no live session {uuid}")))
 }
 
-pub(super) async fn calls(State(api): State<Api>) -> Json<Value> {
-    let list: Vec<Value> = api
-        .cluster
-        .with_tracker(|t| t.calls().map(|c| json!(c)).collect());
-    Json(json!({"count": list.len(), "calls": list}))
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct Page {
+    /// Page size (default 1,000, at most 10,000).
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+}
+
+pub(super) async fn calls(State(api): State<Api>, Query(p): Query<Page>) -> Json<Value> {
+    // One page in call-id order, copied under the lock, serialized after.
+    let limit = p.limit.unwrap_or(1000).clamp(1, 10_000);
+    let after = p.after.unwrap_or_default();
+    let (page, total, more) = api.cluster.with_tracker(|t| {
+        let total = t.len_calls();
+        let mut m: Vec<&crate::tracker::Call> = t
+            .calls()
+            .filter(|c| c.id.as_str() > after.as_str())
+            .collect();
+        let more = m.len() > limit;
+        if more {
+            m.select_nth_unstable_by(limit, |a, b| a.id.cmp(&b.id));
+            m.truncate(limit);
+        }
+        m.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let page: Vec<crate::tracker::Call> = m.into_iter().cloned().collect();
+        (page, total, more)
+    });
+    let next = more.then(|| page.last().map(|c| c.id.clone())).flatten();
+    let list: Vec<Value> = page.iter().map(|c| json!(c)).collect();
+    Json(json!({"count": list.len(), "total": total, "next": next, "calls": list}))
 }
 
 pub(super) async fn call(

@@ -152,6 +152,20 @@ impl Class {
     }
 }
 
+/// In a dial string, a value placed before the template's own `@host`
+/// must not bring an `@` (or a `/`) of its own: `$1@pbx` with
+/// `1900@premium-gw` would name another host.
+fn host_kept(context: Context, v: &str, template_after: &str) -> Result<(), Refused> {
+    if context == Context::Dial && template_after.contains('@') && v.contains(['@', '/']) {
+        return Err(Refused {
+            context,
+            reason: "an `@` or `/` in a value before the template's `@host` would name another host",
+            shown: v.chars().take(64).collect(),
+        });
+    }
+    Ok(())
+}
+
 /// Fills a template for `context`: `$N` with capture N (which must be of
 /// its declared class), `${name}` with `lookup(name)`, `$$` with `$`; every
 /// value filled in must be safe in `context` ([`check`]). The template's own
@@ -184,6 +198,7 @@ pub fn fill(
                     });
                 }
                 check(context, c)?;
+                host_kept(context, c, &after[1..])?;
                 out.push_str(c);
             }
             rest = &after[1..];
@@ -192,6 +207,7 @@ pub fn fill(
         {
             if let Some(v) = lookup(&inner[..end]) {
                 check(context, &v)?;
+                host_kept(context, &v, &inner[end + 1..])?;
                 out.push_str(&v);
             }
             rest = &inner[end + 1..];
@@ -231,6 +247,20 @@ mod tests {
         assert!(check(Context::VarList, "1;hangup_after_bridge=true").is_err());
         let e = check(Context::Dial, "a,b").unwrap_err();
         assert!(e.to_string().contains("refused in a dial string"), "{e}");
+    }
+
+    #[test]
+    fn a_value_cannot_move_the_templates_host() {
+        let caps = vec![None, Some("1900@premium-gw".to_owned())];
+        let any: std::collections::BTreeMap<usize, Class> = [(1, Class::Any)].into();
+        let none = |_: &str| None;
+        assert!(fill("$1@pbx", &caps, &any, Context::Dial, &none).is_err());
+        assert!(fill("sofia/external/$1", &caps, &any, Context::Dial, &none).is_ok());
+        let ok = vec![None, Some("1900".to_owned())];
+        assert_eq!(
+            fill("$1@pbx", &ok, &any, Context::Dial, &none).unwrap(),
+            "1900@pbx"
+        );
     }
 
     #[test]
