@@ -84,10 +84,21 @@ pub async fn prepare_controller(
     controller: &Pem,
     quic: SocketAddr,
 ) -> anyhow::Result<Controller> {
+    prepare_controller_with(ca, controller, quic, harness_cluster_config()).await
+}
+
+/// As [`prepare_controller`] with other cluster settings.
+pub async fn prepare_controller_with(
+    ca: &Pem,
+    controller: &Pem,
+    quic: SocketAddr,
+    config: ClusterConfig,
+) -> anyhow::Result<Controller> {
     let mut last = None;
+    // The previous controller's UDP port may take a moment to be released.
     for _ in 0..40 {
         match Controller::prepare(
-            harness_cluster_config(),
+            config.clone(),
             quic,
             "127.0.0.1:0".parse()?,
             TOKEN.into(),
@@ -112,26 +123,21 @@ pub async fn start_controller_with(
     quic: SocketAddr,
     config: ClusterConfig,
 ) -> anyhow::Result<Controller> {
-    let mut last = None;
-    // The previous controller's UDP port may take a moment to be released.
-    for _ in 0..40 {
-        match Controller::start(
-            config.clone(),
-            quic,
-            "127.0.0.1:0".parse()?,
-            TOKEN.into(),
-            ca.cert.as_bytes(),
-            controller.cert.as_bytes(),
-            controller.key.as_bytes(),
-        )
-        .await
-        {
-            Ok(c) => return Ok(c),
-            Err(e) => last = Some(anyhow::Error::from(e)),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("controller did not start")))
+    let mut c = prepare_controller_with(ca, controller, quic, config).await?;
+    c.accept_agents().await?;
+    Ok(c)
+}
+
+/// A `/metrics` value (summed over its label sets).
+pub async fn metric(h: &Harness, name: &str) -> u64 {
+    let (_, body) = http(h.http(), "GET", "/metrics", Some(TOKEN), None).await;
+    let text = body.as_str().map(str::to_owned).unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 impl Harness {

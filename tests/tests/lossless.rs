@@ -32,18 +32,6 @@ async fn rig(nodes: usize, store: CdrStore, queue: usize, cfg: OriginatorConfig)
     .await
 }
 
-/// A `/metrics` value (summed over its label sets).
-async fn metric(h: &Harness, name: &str) -> u64 {
-    let (_, body) = http(h.http(), "GET", "/metrics", Some(TOKEN), None).await;
-    let text = body.as_str().map(str::to_owned).unwrap_or_default();
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// Waits until the tracker holds no channel, then closes the writer (it
 /// drains); the CDR rows.
 async fn finish(r: &mut Rig, within: Duration) -> Vec<switchy_controller::cdr::Cdr> {

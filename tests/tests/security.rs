@@ -291,18 +291,6 @@ async fn rest_fields_cannot_carry_command_syntax() {
     assert_eq!(st, 200, "{r}");
 }
 
-/// A `/metrics` value (summed over its label sets).
-async fn metric(h: &Harness, name: &str) -> u64 {
-    let (_, body) = http(h.http(), "GET", "/metrics", Some(TOKEN), None).await;
-    let text = body.as_str().map(str::to_owned).unwrap_or_default();
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_agent_with_the_same_identity_is_refused_while_the_first_is_healthy() {
     let mut h = Harness::start(2).await.unwrap();
@@ -416,6 +404,26 @@ async fn a_flood_of_1_mb_events_stays_within_the_agents_byte_bound() {
     assert!(dropped >= 120 - 32, "drops counted: {dropped}");
 }
 
+/// A controller with no agents, serving REST with `limits`.
+async fn rest_only_controller(
+    limits: switchy_controller::rest::serve::RestLimits,
+) -> switchy_controller::Controller {
+    let ca = switchy_controller::ca::new_ca().unwrap();
+    let pem = switchy_controller::ca::issue(&ca, "controller", &[]).unwrap();
+    switchy_controller::Controller::prepare_with(
+        harness_cluster_config(),
+        limits,
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        TOKEN.into(),
+        ca.cert.as_bytes(),
+        pem.cert.as_bytes(),
+        pem.key.as_bytes(),
+    )
+    .await
+    .unwrap()
+}
+
 fn rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -446,25 +454,12 @@ async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_survives_half_open_and_idle_connections_and_token_guessing() {
     use tokio::io::AsyncWriteExt;
-    let ca = switchy_controller::ca::new_ca().unwrap();
-    let pem = switchy_controller::ca::issue(&ca, "controller", &[]).unwrap();
     let limits = switchy_controller::rest::serve::RestLimits {
         max_connections: 64,
         header_timeout: Duration::from_secs(1),
         ..Default::default()
     };
-    let ctl = switchy_controller::Controller::prepare_with(
-        harness_cluster_config(),
-        limits,
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-        TOKEN.into(),
-        ca.cert.as_bytes(),
-        pem.cert.as_bytes(),
-        pem.key.as_bytes(),
-    )
-    .await
-    .unwrap();
+    let ctl = rest_only_controller(limits).await;
     let addr = ctl.http_addr;
     let (st, _) = http(addr, "GET", "/health", None, None).await;
     assert_eq!(st, 200);
@@ -632,8 +627,6 @@ async fn a_channel_flood_is_bounded_listed_in_pages_and_cleared_when_the_node_go
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_have_scopes_and_raw_api_commands_an_allowlist() {
     use switchy_controller::rest::serve::{RestLimits, Scope};
-    let ca = switchy_controller::ca::new_ca().unwrap();
-    let pem = switchy_controller::ca::issue(&ca, "controller", &[]).unwrap();
     let limits = RestLimits {
         tokens: vec![
             (Scope::Read, "read-tok".into()),
@@ -641,18 +634,7 @@ async fn tokens_have_scopes_and_raw_api_commands_an_allowlist() {
         ],
         ..Default::default()
     };
-    let ctl = switchy_controller::Controller::prepare_with(
-        harness_cluster_config(),
-        limits,
-        "127.0.0.1:0".parse().unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-        TOKEN.into(),
-        ca.cert.as_bytes(),
-        pem.cert.as_bytes(),
-        pem.key.as_bytes(),
-    )
-    .await
-    .unwrap();
+    let ctl = rest_only_controller(limits).await;
     let a = ctl.http_addr;
     let status = r#"{"command": "status"}"#;
     let shell = r#"{"command": "system", "args": "id"}"#;

@@ -280,20 +280,7 @@ const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 /// Largest `$N` referenced in the action strings.
 fn max_capture_ref(actions: &[Action]) -> usize {
     let s = serde_json::to_string(actions).unwrap_or_default();
-    let b = s.as_bytes();
-    let mut max = 0;
-    let mut i = 0;
-    while i + 1 < b.len() {
-        if b[i] == b'$' {
-            if b[i + 1].is_ascii_digit() {
-                max = max.max((b[i + 1] - b'0') as usize);
-            }
-            i += 2; // also skips the second `$` of `$$`
-        } else {
-            i += 1;
-        }
-    }
-    max
+    capture_refs(&s).into_iter().max().unwrap_or(0)
 }
 
 impl RouteTable {
@@ -755,52 +742,6 @@ fn run_table<'a>(
     })
 }
 
-/// Fills `$N` with captures and `${name}` with channel variables (or
-/// headers); unknown names become empty; `$$` is a literal `$`.
-pub fn expand(t: &str, captures: &[Option<String>], ctx: &Ctx) -> String {
-    expand_with(t, captures, |name| {
-        ctx.var(name)
-            .or_else(|| ctx.header(name))
-            .map(str::to_owned)
-    })
-}
-
-fn expand_with(
-    t: &str,
-    captures: &[Option<String>],
-    lookup: impl Fn(&str) -> Option<String>,
-) -> String {
-    let mut out = String::with_capacity(t.len());
-    let mut rest = t;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            // `$$` is a literal `$`.
-            out.push('$');
-            rest = tail;
-        } else if let Some(d) = after.chars().next().filter(char::is_ascii_digit) {
-            let n = d as usize - '0' as usize;
-            if let Some(Some(c)) = captures.get(n) {
-                out.push_str(c);
-            }
-            rest = &after[1..];
-        } else if let Some(inner) = after.strip_prefix('{')
-            && let Some(end) = inner.find('}')
-        {
-            if let Some(v) = lookup(&inner[..end]) {
-                out.push_str(&v);
-            }
-            rest = &inner[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// The dial string of a bridge action; `x` fills a template for a
 /// context (checking what it fills in).
 pub fn dial_string(
@@ -1037,12 +978,11 @@ mod tests {
             Some("8005551234".to_owned()),
         ];
         let look = |n: &str| (n == "domain").then(|| "example.org".to_owned());
-        assert_eq!(
-            expand_with("$1@${domain}", &caps, look),
-            "8005551234@example.org"
-        );
-        assert_eq!(expand_with("$2-${nope}-$", &caps, look), "--$");
-        assert_eq!(expand_with("cost $$5", &caps, look), "cost $5");
+        let none = BTreeMap::new();
+        let x = |t: &str| expand_checked(t, &caps, &none, Context::AppArg, &look).unwrap();
+        assert_eq!(x("$1@${domain}"), "8005551234@example.org");
+        assert_eq!(x("$2-${nope}-$"), "--$");
+        assert_eq!(x("cost $$5"), "cost $5");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub(crate) fn ca_roots(ca_pem: &[u8], file: &str) -> Result<rustls::RootCertStor
 }
 
 /// `who`'s certificate chain (from `file`) and key.
-pub(crate) fn identity(
+pub fn identity(
     cert_pem: &[u8],
     key_pem: &[u8],
     who: &str,

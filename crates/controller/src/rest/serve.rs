@@ -103,25 +103,7 @@ pub fn tls_config(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, switchy_link::TlsError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| switchy_link::TlsError::Unreadable {
-            what: "REST certificate".into(),
-            detail: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(switchy_link::TlsError::Missing {
-            what: "certificate",
-            file: "--http-tls-cert".into(),
-        });
-    }
-    let key =
-        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| switchy_link::TlsError::Unreadable {
-            what: "REST key".into(),
-            detail: e.to_string(),
-        })?;
+    let (chain, key) = switchy_link::tls::identity(cert_pem, key_pem, "REST", "--http-tls-cert")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
