@@ -1,8 +1,9 @@
 //! The cluster: the QUIC server agents connect to, the node registry, the
-//! tracker, jobs, and the Rust API (`Node`, `Session`, `Job`).
+//! state task that owns the tracker, jobs, and the Rust API (`Node`,
+//! `Session`, `Job`).
 
 use crate::pipeline::{Feed, Observer, Pipeline};
-use crate::tracker::{Finished, Tracker};
+use crate::tracker::{Finished, Tracker, TrackerView};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use switchy_protocol::wire::{
     self, AgentMsg, CommandKind, CommandRequest, CommandResponse, ControllerMsg, EslState, Profile,
     WIRE_VERSION,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use switchy_protocol::wire::{CORE_EVENTS, NodeLoad, TRACKER_LIVE, TRACKER_MINIMAL};
 
@@ -278,19 +279,44 @@ pub enum ClusterEvent {
     Mark(u64),
 }
 
+/// A change of the cluster's state, for its one owner (the state task).
+enum StateCmd {
+    /// Apply a batch of a node's events; answers with the pipeline mark
+    /// after which they are published.
+    Apply {
+        node: String,
+        batch: Vec<wire::WireEvent>,
+        done: oneshot::Sender<u64>,
+    },
+    /// Change the tracker (an announced leg, a resync, a close-out …) and
+    /// publish the sessions it ends; answers with how many.
+    Change {
+        f: Box<dyn FnOnce(&mut Tracker) -> Vec<Finished> + Send>,
+        done: oneshot::Sender<usize>,
+    },
+}
+
+/// Changes queued for the state task at most (each session's reads wait
+/// beyond it: backpressure up to the agents).
+const STATE_QUEUE: usize = 64;
+
+/// Batches each session may have queued for the state task whose Ack it
+/// coalesces into one.
+const ACK_COALESCE: usize = 64;
+
 pub(crate) struct Inner {
     pub(crate) config: ClusterConfig,
     nodes: std::sync::RwLock<HashMap<String, NodeEntry>>,
-    pub(crate) tracker: std::sync::Mutex<Tracker>,
+    /// The state task's queue: the one way to change the tracker.
+    state: mpsc::Sender<StateCmd>,
+    /// The tracker as of the last change the state task applied.
+    view: watch::Sender<Arc<TrackerView>>,
     jobs: std::sync::Mutex<HashMap<String, oneshot::Sender<JobDone>>>,
     next_cmd: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) instance: String,
     /// Where events and ends go, in tracker order.
     pub(crate) pipeline: Pipeline,
-    /// Held from applying events to the tracker until they are published,
-    /// so every consumer sees the tracker's order across nodes.
-    order: tokio::sync::Mutex<()>,
     /// Events each part of the controller needs (the tracker, the apps,
     /// …), by part; every agent subscribes their union.
     demand: std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>,
@@ -347,11 +373,21 @@ const ACKS_IN_FLIGHT: usize = 4096;
 async fn ack_loop(
     cluster: Cluster,
     mut send: quinn::SendStream,
-    mut rx: mpsc::Receiver<(u64, u64)>,
+    mut rx: mpsc::Receiver<(oneshot::Receiver<u64>, u64)>,
 ) {
-    while let Some((mut mark, mut upto)) = rx.recv().await {
-        // Batches read meanwhile ride along (marks only grow).
-        while let Ok((m, u)) = rx.try_recv() {
+    while let Some((applied, mut upto)) = rx.recv().await {
+        let Ok(mut mark) = applied.await else {
+            return;
+        };
+        // Batches read meanwhile ride along (marks only grow; the state
+        // task applies them in order, so each is soon done).
+        for _ in 0..ACK_COALESCE {
+            let Ok((applied, u)) = rx.try_recv() else {
+                break;
+            };
+            let Ok(m) = applied.await else {
+                return;
+            };
             (mark, upto) = (m, u);
         }
         cluster.inner.pipeline.wait_durable(mark).await;
@@ -360,6 +396,32 @@ async fn ack_loop(
         };
         if send.write_all(&b).await.is_err() {
             return;
+        }
+    }
+}
+
+/// The one owner of the tracker: applies batches and changes in the order
+/// they come, publishes a [`TrackerView`] after each, then their events and
+/// ends. Ends when the cluster is dropped.
+async fn state_task(
+    inner: std::sync::Weak<Inner>,
+    mut tracker: Tracker,
+    mut rx: mpsc::Receiver<StateCmd>,
+) {
+    while let Some(cmd) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let cluster = Cluster { inner };
+        match cmd {
+            StateCmd::Apply { node, batch, done } => {
+                let mark = cluster.apply_batch(&mut tracker, &node, batch).await;
+                let _ = done.send(mark);
+            }
+            StateCmd::Change { f, done } => {
+                let n = cluster.change(&mut tracker, f).await;
+                let _ = done.send(n);
+            }
         }
     }
 }
@@ -404,36 +466,40 @@ pub enum CommandError {
 }
 
 impl Cluster {
-    /// A cluster with no nodes yet.
+    /// A cluster with no nodes yet; starts its state task (call it inside
+    /// a tokio runtime).
     pub fn new(config: ClusterConfig) -> Cluster {
         let tracking = config.tracking;
+        let mut tracker = Tracker::new(&config.tracking_var);
+        tracker.set_limits(config.max_sessions_per_node, config.max_sessions);
+        let (view, _) = watch::channel(Arc::new(tracker.view()));
+        let (state, rx) = mpsc::channel(STATE_QUEUE);
         Cluster {
-            inner: Arc::new(Inner {
-                tracker: std::sync::Mutex::new({
-                    let mut t = Tracker::new(&config.tracking_var);
-                    t.set_limits(config.max_sessions_per_node, config.max_sessions);
-                    t
-                }),
-                config,
-                nodes: std::sync::RwLock::new(HashMap::new()),
-                jobs: std::sync::Mutex::new(HashMap::new()),
-                next_cmd: AtomicU64::new(1),
-                counters: Counters::default(),
-                instance: uuid::Uuid::new_v4().to_string(),
-                pipeline: Pipeline::default(),
-                order: tokio::sync::Mutex::new(()),
-                demand: std::sync::Mutex::new(
-                    [(
-                        "tracker".to_owned(),
-                        tracking.events().iter().map(|e| (*e).to_owned()).collect(),
-                    )]
-                    .into(),
-                ),
-                demand_push: tokio::sync::Mutex::new(()),
-                verdicts: std::sync::Mutex::new(HashMap::new()),
-                verdict_counts: std::sync::Mutex::new(Default::default()),
-                cdr_counters: std::sync::Mutex::new(None),
-                revoked: Default::default(),
+            inner: Arc::new_cyclic(|me| {
+                tokio::spawn(state_task(me.clone(), tracker, rx));
+                Inner {
+                    state,
+                    view,
+                    config,
+                    nodes: std::sync::RwLock::new(HashMap::new()),
+                    jobs: std::sync::Mutex::new(HashMap::new()),
+                    next_cmd: AtomicU64::new(1),
+                    counters: Counters::default(),
+                    instance: uuid::Uuid::new_v4().to_string(),
+                    pipeline: Pipeline::default(),
+                    demand: std::sync::Mutex::new(
+                        [(
+                            "tracker".to_owned(),
+                            tracking.events().iter().map(|e| (*e).to_owned()).collect(),
+                        )]
+                        .into(),
+                    ),
+                    demand_push: tokio::sync::Mutex::new(()),
+                    verdicts: std::sync::Mutex::new(HashMap::new()),
+                    verdict_counts: std::sync::Mutex::new(Default::default()),
+                    cdr_counters: std::sync::Mutex::new(None),
+                    revoked: Default::default(),
+                }
             }),
         }
     }
@@ -527,10 +593,16 @@ impl Cluster {
         &self.inner.config
     }
 
-    /// Runs `f` with the tracker locked.
-    pub fn with_tracker<R>(&self, f: impl FnOnce(&Tracker) -> R) -> R {
-        let g = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
-        f(&g)
+    /// The tracker as of the last change applied (no lock on the live
+    /// state: events go on being applied meanwhile). Every consumer of an
+    /// event finds the event's session in it.
+    pub fn view(&self) -> Arc<TrackerView> {
+        self.inner.view.borrow().clone()
+    }
+
+    /// Runs `f` on [`Cluster::view`].
+    pub fn with_tracker<R>(&self, f: impl FnOnce(&TrackerView) -> R) -> R {
+        f(&self.view())
     }
 
     /// All nodes, sorted by id.
@@ -620,23 +692,28 @@ impl Cluster {
             .clone()
     }
 
-    /// Announces a leg about to be originated (see [`Tracker::expect_leg`]).
-    pub fn expect_leg(&self, uuid: &str, node: &str, call: &str) {
-        self.inner
-            .tracker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .expect_leg(uuid, node, call);
+    /// Announces a leg about to be originated (see [`Tracker::expect_leg`]);
+    /// done once the tracker has it.
+    pub async fn expect_leg(&self, uuid: &str, node: &str, call: &str) {
+        let (uuid, node, call) = (uuid.to_owned(), node.to_owned(), call.to_owned());
+        self.close_out(move |t| {
+            t.expect_leg(&uuid, &node, &call);
+            Vec::new()
+        })
+        .await;
     }
 
     /// Drops an announced leg FreeSWITCH never reported; true if it was
     /// still pending.
-    pub fn forget_pending(&self, uuid: &str) -> bool {
-        self.inner
-            .tracker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .forget_pending(uuid)
+    pub async fn forget_pending(&self, uuid: &str) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let uuid = uuid.to_owned();
+        self.close_out(move |t| {
+            let _ = tx.send(t.forget_pending(&uuid));
+            Vec::new()
+        })
+        .await;
+        rx.await.unwrap_or(false)
     }
 
     /// The events every node must subscribe now: the union of what each
@@ -703,15 +780,32 @@ impl Cluster {
         }
     }
 
-    /// Changes the tracker with `f` and publishes the ends it returns,
-    /// holding the order lock throughout (synthetic ends: restart, resync,
-    /// reaper).
-    pub(crate) async fn close_out(&self, f: impl FnOnce(&mut Tracker) -> Vec<Finished>) -> usize {
-        let _order = self.inner.order.lock().await;
-        let fs = {
-            let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut t)
+    /// Has the state task change the tracker with `f` and publish the
+    /// ends it returns (synthetic ends: restart, resync, reaper), in order
+    /// with the events it applies; returns how many.
+    pub(crate) async fn close_out(
+        &self,
+        f: impl FnOnce(&mut Tracker) -> Vec<Finished> + Send + 'static,
+    ) -> usize {
+        let (done, rx) = oneshot::channel();
+        let cmd = StateCmd::Change {
+            f: Box::new(f),
+            done,
         };
+        if self.inner.state.send(cmd).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
+    /// The state task's side of [`Cluster::close_out`].
+    async fn change(
+        &self,
+        t: &mut Tracker,
+        f: Box<dyn FnOnce(&mut Tracker) -> Vec<Finished> + Send>,
+    ) -> usize {
+        let fs = f(t);
+        self.inner.view.send_replace(Arc::new(t.view()));
         let n = fs.len();
         let evs = fs
             .into_iter()
@@ -791,13 +885,14 @@ impl Cluster {
                     .map(|e| e.info.id.clone())
                     .collect();
                 for node in gone {
-                    let n = me.close_out(|t| t.node_gone(&node)).await;
+                    let id = node.clone();
+                    let n = me.close_out(move |t| t.node_gone(&id)).await;
                     if n > 0 {
                         tracing::warn!(node = %node, sessions = n, grace_s = cfg.node_gone_grace.as_secs(), "agent gone past the grace period: its sessions are closed out");
                     }
                 }
                 let age = me.inner.config.max_channel_age.as_micros() as u64;
-                let reaped = me.close_out(|t| t.reap(age)).await;
+                let reaped = me.close_out(move |t| t.reap(age)).await;
                 if reaped > 0 {
                     tracing::warn!(
                         count = reaped,
@@ -959,7 +1054,7 @@ impl Cluster {
         // Acknowledgements go out from their own task, each once the batch
         // it covers is durable, so reading the next batch never waits for
         // a commit.
-        let (ack_tx, ack_rx) = mpsc::channel::<(u64, u64)>(ACKS_IN_FLIGHT);
+        let (ack_tx, ack_rx) = mpsc::channel::<(oneshot::Receiver<u64>, u64)>(ACKS_IN_FLIGHT);
         let acker = tokio::spawn(ack_loop(self.clone(), send, ack_rx));
         let mut buf = Vec::with_capacity(1 << 20);
         loop {
@@ -972,18 +1067,29 @@ impl Cluster {
             };
             match msg {
                 AgentMsg::Events(batch) => {
+                    // The state task applies it; this session reads on
+                    // (the state queue bounds how far ahead).
                     let upto = batch.last().map(|e| e.seq).unwrap_or(0);
-                    let mark = self.apply_batch(&node_id, batch).await;
-                    if ack_tx.send((mark, upto)).await.is_err() {
+                    let (done, applied) = oneshot::channel();
+                    let cmd = StateCmd::Apply {
+                        node: node_id.clone(),
+                        batch,
+                        done,
+                    };
+                    if self.inner.state.send(cmd).await.is_err()
+                        || ack_tx.send((applied, upto)).await.is_err()
+                    {
                         break;
                     }
                 }
                 AgentMsg::Snapshot(s) => {
                     self.core_seen(&node_id, &s.core_uuid).await;
+                    let channels = s.channels.len();
+                    let (node, core) = (node_id.clone(), s.core_uuid.clone());
                     let closed = self
-                        .close_out(|t| t.resync(&node_id, &s.core_uuid, &s.channels))
+                        .close_out(move |t| t.resync(&node, &core, &s.channels))
                         .await;
-                    tracing::info!(node = %node_id, channels = s.channels.len(), closed, "resynced from snapshot");
+                    tracing::info!(node = %node_id, channels, closed, "resynced from snapshot");
                 }
                 AgentMsg::Status(st) => self.status(&node_id, st).await,
                 AgentMsg::Heartbeat {
@@ -1064,7 +1170,9 @@ impl Cluster {
         };
         if changed {
             tracing::warn!(node = %node, core_uuid = %core, "FreeSWITCH restarted (new Core-UUID): closing out its old channels");
-            self.close_out(|t| t.node_restarted(node, core)).await;
+            let (node, core) = (node.to_owned(), core.to_owned());
+            self.close_out(move |t| t.node_restarted(&node, &core))
+                .await;
         }
     }
 
@@ -1098,8 +1206,7 @@ impl Cluster {
     /// Applies a batch to the tracker and publishes it; returns, once every
     /// lossless consumer has taken it, the mark to acknowledge it after
     /// (see [`Pipeline::wait_durable`]).
-    async fn apply_batch(&self, node: &str, batch: Vec<wire::WireEvent>) -> u64 {
-        let order = self.inner.order.lock().await;
+    async fn apply_batch(&self, t: &mut Tracker, node: &str, batch: Vec<wire::WireEvent>) -> u64 {
         let mut out = Vec::with_capacity(batch.len() + 4);
         let mut jobs = Vec::new();
         let accepted = {
@@ -1124,13 +1231,10 @@ impl Cluster {
                     continue;
                 }
             };
-            {
-                let mut t = self.inner.tracker.lock().unwrap_or_else(|p| p.into_inner());
-                let finished = t.apply(node, &e);
-                out.push(ClusterEvent::Event(node.to_owned(), e.clone()));
-                if let Some(f) = finished {
-                    out.push(ClusterEvent::Finished(Arc::new(f)));
-                }
+            let finished = t.apply(node, &e);
+            out.push(ClusterEvent::Event(node.to_owned(), e.clone()));
+            if let Some(f) = finished {
+                out.push(ClusterEvent::Finished(Arc::new(f)));
             }
             let now = now_us();
             let c = &self.inner.counters;
@@ -1155,8 +1259,10 @@ impl Cluster {
                 jobs.push((e.clone(), rx_us));
             }
         }
-        // Consumers see the batch (a job's channel events included) before
-        // anyone waiting for a job of it learns the result.
+        // Readers of the view see the batch's sessions before any consumer
+        // gets its events; consumers see the batch (a job's channel events
+        // included) before anyone waiting for a job of it learns the result.
+        self.inner.view.send_replace(Arc::new(t.view()));
         let mark = self.inner.pipeline.publish(out).await;
         self.inner
             .counters
@@ -1169,7 +1275,6 @@ impl Cluster {
                 e.info.events += count;
             }
         }
-        drop(order);
         for (e, rx_us) in jobs {
             if let Some(job) = e.job_uuid() {
                 let tx = self
@@ -1855,5 +1960,100 @@ impl Session {
     /// `sched_del <uuid>`: drop the session's scheduled tasks.
     pub async fn clear_tasks(&self) -> Result<String, CommandError> {
         self.api("sched_del", self.uuid.clone()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(seq: u64, name: &str, uuid: &str) -> wire::WireEvent {
+        wire::WireEvent {
+            seq,
+            received_us: now_us(),
+            headers: format!("Event-Name: {name}\nUnique-ID: {uuid}\nCall-Direction: inbound\n\n")
+                .into_bytes(),
+            body: None,
+            plain: true,
+        }
+    }
+
+    async fn apply(c: &Cluster, node: &str, batch: Vec<wire::WireEvent>) -> u64 {
+        let (done, rx) = oneshot::channel();
+        let cmd = StateCmd::Apply {
+            node: node.to_owned(),
+            batch,
+            done,
+        };
+        c.inner.state.send(cmd).await.unwrap();
+        rx.await.unwrap()
+    }
+
+    /// A consumer that gets an event finds its session in the cluster's
+    /// view (the state task publishes the view first); a view taken
+    /// earlier stays as it was while the state task goes on; a stalled
+    /// consumer holds the state task up, never a reader of the view.
+    #[tokio::test]
+    async fn views_are_snapshots_published_before_the_events() {
+        let c = Cluster::new(ClusterConfig::default());
+        let mut rx = c.subscribe("probe", Feed::Everything, 1);
+        let before = c.view();
+        let checker = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut seen = 0;
+                while let Some(ev) = rx.recv().await {
+                    if let ClusterEvent::Event(_, e) = ev {
+                        let uuid = e.unique_id().unwrap_or_default().to_owned();
+                        assert!(
+                            c.view().session(&uuid).is_some(),
+                            "{uuid} not in the view when its event arrived"
+                        );
+                        seen += 1;
+                        if seen == 200 {
+                            return seen;
+                        }
+                    }
+                }
+                seen
+            })
+        };
+        let events: Vec<_> = (1..=200)
+            .map(|i| plain(i, "CHANNEL_CREATE", &format!("u{i:03}")))
+            .collect();
+        for chunk in events.chunks(10) {
+            apply(&c, "n1", chunk.to_vec()).await;
+        }
+        assert_eq!(checker.await.unwrap(), 200);
+        assert!(before.is_empty(), "an old view changed");
+        let now = c.view();
+        assert_eq!(now.len(), 200);
+        assert_eq!(now.node_sessions("n1"), 200);
+        let page: Vec<&str> = now
+            .sessions_after("u100")
+            .take(3)
+            .map(|s| s.uuid.as_str())
+            .collect();
+        assert_eq!(page, ["u101", "u102", "u103"]);
+
+        // A consumer that stops reading stalls the state task (lossless),
+        // while the view stays readable and current.
+        let _stalled = c.subscribe("stalled", Feed::Everything, 1);
+        let c2 = c.clone();
+        let pushing = tokio::spawn(async move {
+            for i in 201..=210u64 {
+                apply(
+                    &c2,
+                    "n1",
+                    vec![plain(i, "CHANNEL_CREATE", &format!("u{i:03}"))],
+                )
+                .await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!pushing.is_finished(), "a stalled consumer lost events");
+        let v = c.view();
+        assert!(v.len() > 200 && v.len() < 210, "{}", v.len());
+        pushing.abort();
     }
 }

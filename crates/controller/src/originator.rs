@@ -1086,10 +1086,10 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
     );
     // The caller leg is known before FreeSWITCH reports it, however few
     // events are subscribed.
-    i.cluster.expect_leg(&call, &node, &call);
     let i = i.clone();
     i.in_flight.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
+        i.cluster.expect_leg(&call, &node, &call).await;
         let t0 = Instant::now();
         let job = i.cluster.node(&node).bgapi("originate", &args).await;
         i.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -1158,7 +1158,7 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
                         // call or writes its CDR (the CDR builder takes the
                         // launch entry when it writes one).
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                        if i.cluster.forget_pending(&call) {
+                        if i.cluster.forget_pending(&call).await {
                             no_channel_cdr(&i, &call, &node, &cause).await;
                         }
                     }
@@ -1167,7 +1167,7 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
             Err(e) => {
                 tracing::warn!(node = %node, error = %e, "originate not sent");
                 fail(&i, &call, "SWITCHY_COMMAND_FAILED");
-                i.cluster.forget_pending(&call);
+                i.cluster.forget_pending(&call).await;
                 no_channel_cdr(&i, &call, &node, "SWITCHY_COMMAND_FAILED").await;
             }
         }

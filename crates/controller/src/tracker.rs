@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 use switchy_protocol::esl::Event;
 
@@ -149,32 +150,114 @@ pub struct Finished {
     pub call_ended: bool,
 }
 
-/// The tracker.
-#[derive(Debug)]
-pub struct Tracker {
-    /// Variable carrying the call id (without `variable_`).
-    pub tracking_var: String,
-    sessions: HashMap<String, Session>,
-    calls: HashMap<String, Call>,
-    finished: VecDeque<Finished>,
-    /// Recently ended UUIDs: late events (the CS_DESTROY state after
-    /// CHANNEL_DESTROY) must not bring them back.
-    dead: std::collections::HashSet<String>,
-    dead_order: VecDeque<String>,
+/// What the tracker knows at one moment, for readers (REST, apps, the
+/// Originator): cheap to clone, since its maps are persistent and share
+/// every node the tracker has not changed since. The cluster's state task
+/// publishes one after each batch it applies, before the batch's events
+/// reach any consumer, so a consumer of an event finds its session here.
+#[derive(Clone, Debug, Default)]
+pub struct TrackerView {
+    sessions: imbl::OrdMap<Arc<str>, Arc<Session>>,
+    calls: imbl::OrdMap<Arc<str>, Arc<Call>>,
+    per_node: Arc<HashMap<String, usize>>,
     /// Channel events applied.
     pub applied: u64,
-    /// Live sessions per node.
-    per_node: HashMap<String, usize>,
     /// Corrections of what the events said, by kind (`/metrics`):
     /// `resync_closed` (a leg FreeSWITCH no longer has), `resync_added` (a
     /// live leg learned from a snapshot), `resync_linked` (such a leg linked
     /// to its call by the tracking variable), `node_restarted`,
     /// `node_gone`, `reaped`.
-    pub corrections: std::collections::BTreeMap<&'static str, u64>,
+    pub corrections: Arc<BTreeMap<&'static str, u64>>,
+    /// Channels not tracked because a limit was reached, per node.
+    pub untracked: Arc<BTreeMap<String, u64>>,
+    /// Recently finished sessions, oldest first (without their last raw
+    /// event).
+    finished: imbl::Vector<Arc<Finished>>,
+}
+
+impl TrackerView {
+    /// Calls with a live leg.
+    pub fn len_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Live sessions, in UUID order.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values().map(|s| &**s)
+    }
+
+    /// Live sessions with a UUID after `after`, in UUID order (a page's
+    /// start, without a scan of what comes before).
+    pub fn sessions_after<'a>(&'a self, after: &str) -> impl Iterator<Item = &'a Session> + 'a {
+        self.sessions
+            .range::<_, str>((Bound::Excluded(after), Bound::Unbounded))
+            .map(|(_, s)| &**s)
+    }
+
+    /// One session.
+    pub fn session(&self, uuid: &str) -> Option<&Session> {
+        self.sessions.get(uuid).map(|s| &**s)
+    }
+
+    /// Live calls, in id order.
+    pub fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values().map(|c| &**c)
+    }
+
+    /// Live calls with an id after `after`, in id order.
+    pub fn calls_after<'a>(&'a self, after: &str) -> impl Iterator<Item = &'a Call> + 'a {
+        self.calls
+            .range::<_, str>((Bound::Excluded(after), Bound::Unbounded))
+            .map(|(_, c)| &**c)
+    }
+
+    /// One call.
+    pub fn call(&self, id: &str) -> Option<&Call> {
+        self.calls.get(id).map(|c| &**c)
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// True when no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Live sessions on `node`.
+    pub fn node_sessions(&self, node: &str) -> usize {
+        self.per_node.get(node).copied().unwrap_or(0)
+    }
+
+    /// Recently finished sessions, oldest first.
+    pub fn finished(&self) -> &imbl::Vector<Arc<Finished>> {
+        &self.finished
+    }
+}
+
+/// The tracker: owned by one task (the cluster's state task), read by
+/// everyone else through [`TrackerView`]s.
+#[derive(Debug)]
+pub struct Tracker {
+    /// Variable carrying the call id (without `variable_`).
+    pub tracking_var: String,
+    live: TrackerView,
+    /// Recently ended UUIDs: late events (the CS_DESTROY state after
+    /// CHANNEL_DESTROY) must not bring them back.
+    dead: std::collections::HashSet<String>,
+    dead_order: VecDeque<String>,
     /// Live sessions at most, per node and in all.
     limits: (usize, usize),
-    /// Channels not tracked because a limit was reached, per node.
-    pub untracked: BTreeMap<String, u64>,
+}
+
+impl std::ops::Deref for Tracker {
+    type Target = TrackerView;
+
+    fn deref(&self) -> &TrackerView {
+        &self.live
+    }
 }
 
 fn now_us() -> u64 {
@@ -188,22 +271,57 @@ impl Tracker {
     pub fn new(tracking_var: &str) -> Self {
         Tracker {
             tracking_var: tracking_var.trim_start_matches("variable_").to_owned(),
-            sessions: HashMap::new(),
-            calls: HashMap::new(),
-            finished: VecDeque::new(),
+            live: TrackerView::default(),
             dead: std::collections::HashSet::new(),
             dead_order: VecDeque::new(),
-            applied: 0,
-            per_node: HashMap::new(),
-            corrections: Default::default(),
             limits: (usize::MAX, usize::MAX),
-            untracked: BTreeMap::new(),
         }
     }
 
+    /// What the tracker knows now (shares its maps: O(1)).
+    pub fn view(&self) -> TrackerView {
+        self.live.clone()
+    }
+
+    /// A live session, to change (copied first if a view shares it).
+    pub(crate) fn session_mut(&mut self, uuid: &str) -> Option<&mut Session> {
+        self.live.sessions.get_mut(uuid).map(Arc::make_mut)
+    }
+
+    fn insert_session(&mut self, s: Session) {
+        *Arc::make_mut(&mut self.live.per_node)
+            .entry(s.node.clone())
+            .or_default() += 1;
+        self.live
+            .sessions
+            .insert(Arc::from(s.uuid.as_str()), Arc::new(s));
+    }
+
+    /// Removes a session from the live maps (not from its call).
+    fn remove_session(&mut self, uuid: &str) -> Option<Session> {
+        let s = Arc::unwrap_or_clone(self.live.sessions.remove(uuid)?);
+        if let Some(n) = Arc::make_mut(&mut self.live.per_node).get_mut(&s.node) {
+            *n = n.saturating_sub(1);
+        }
+        Some(s)
+    }
+
+    /// Takes `uuid` out of its call's legs; true if the call has legs left.
+    fn leave_call(&mut self, call: &str, uuid: &str) -> bool {
+        let Some(c) = self.live.calls.get_mut(call).map(Arc::make_mut) else {
+            return false;
+        };
+        c.legs.retain(|(_, u)| u != uuid);
+        if c.legs.is_empty() {
+            self.live.calls.remove(call);
+            return false;
+        }
+        true
+    }
+
     /// Tracks at most `per_node` live sessions per node and `total` in all:
-    /// a new channel beyond them is counted in [`Tracker::untracked`], not
-    /// tracked (its hangup still yields its CDR).
+    /// a new channel beyond them is counted in [`TrackerView::untracked`],
+    /// not tracked (its hangup still yields its CDR).
     pub fn set_limits(&mut self, per_node: usize, total: usize) {
         self.limits = (per_node.max(1), total.max(1));
     }
@@ -212,6 +330,7 @@ impl Tracker {
     /// than the grace period).
     pub fn node_gone(&mut self, node: &str) -> Vec<Finished> {
         let gone: Vec<String> = self
+            .live
             .sessions
             .values()
             .filter(|s| s.node == node)
@@ -225,46 +344,6 @@ impl Tracker {
         out
     }
 
-    /// Calls with a live leg.
-    pub fn len_calls(&self) -> usize {
-        self.calls.len()
-    }
-
-    /// Live sessions.
-    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
-        self.sessions.values()
-    }
-
-    /// One session.
-    pub fn session(&self, uuid: &str) -> Option<&Session> {
-        self.sessions.get(uuid)
-    }
-
-    /// Live calls.
-    pub fn calls(&self) -> impl Iterator<Item = &Call> {
-        self.calls.values()
-    }
-
-    /// One call.
-    pub fn call(&self, id: &str) -> Option<&Call> {
-        self.calls.get(id)
-    }
-
-    /// Recently finished sessions, oldest first.
-    pub fn finished(&self) -> &VecDeque<Finished> {
-        &self.finished
-    }
-
-    /// Number of live sessions.
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// True when no session is live.
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
     fn call_key(&self, e: &Event) -> Option<String> {
         if let Some(v) = e
             .variable(&self.tracking_var)
@@ -273,35 +352,42 @@ impl Tracker {
             return Some(v.to_owned());
         }
         let other = e.get("Other-Leg-Unique-ID")?;
-        self.sessions.get(other).map(|s| s.call.clone())
+        self.live.sessions.get(other).map(|s| s.call.clone())
     }
 
     fn join_call(&mut self, uuid: &str, node: &str, key: String, created_us: u64) {
-        let Some(s) = self.sessions.get_mut(uuid) else {
+        let Some(s) = self.session_mut(uuid) else {
             return;
         };
         if s.call == key {
             return;
         }
         let old = std::mem::replace(&mut s.call, key.clone());
-        if let Some(c) = self.calls.get_mut(&old) {
-            c.legs.retain(|(_, u)| u != uuid);
-            if c.legs.is_empty() {
-                self.calls.remove(&old);
-            }
+        self.leave_call(&old, uuid);
+        if !self.live.calls.contains_key(key.as_str()) {
+            self.live.calls.insert(
+                Arc::from(key.as_str()),
+                Arc::new(Call {
+                    id: key.clone(),
+                    legs: Vec::new(),
+                    created_us,
+                }),
+            );
         }
-        let call = self.calls.entry(key.clone()).or_insert_with(|| Call {
-            id: key,
-            legs: Vec::new(),
-            created_us,
-        });
+        let Some(call) = self.live.calls.get_mut(key.as_str()).map(Arc::make_mut) else {
+            return;
+        };
         if !call.legs.iter().any(|(_, u)| u == uuid) {
             // Legs in creation order (events of two nodes arrive in any order).
-            let sessions = &self.sessions;
+            let sessions = &self.live.sessions;
             let at = call
                 .legs
                 .iter()
-                .position(|(_, u)| sessions.get(u).is_some_and(|s| s.created_us > created_us))
+                .position(|(_, u)| {
+                    sessions
+                        .get(u.as_str())
+                        .is_some_and(|s| s.created_us > created_us)
+                })
                 .unwrap_or(call.legs.len());
             call.legs.insert(at, (node.to_owned(), uuid.to_owned()));
             call.created_us = call.created_us.min(created_us);
@@ -329,19 +415,21 @@ impl Tracker {
         {
             return None;
         }
-        self.applied += 1;
+        self.live.applied += 1;
         let ts = e.timestamp().unwrap_or_else(now_us);
-        if !self.sessions.contains_key(uuid) {
+        if !self.live.sessions.contains_key(uuid) {
             if name == "CHANNEL_DESTROY" || self.dead.contains(uuid) {
                 return None;
             }
             // A bound on memory whatever a node sends. A hangup still
             // builds its leg (it ends at once): nothing billed is lost.
-            let on_node = self.per_node.get(node).copied().unwrap_or(0);
-            if (on_node >= self.limits.0 || self.sessions.len() >= self.limits.1)
+            let on_node = self.node_sessions(node);
+            if (on_node >= self.limits.0 || self.live.sessions.len() >= self.limits.1)
                 && name != "CHANNEL_HANGUP_COMPLETE"
             {
-                let n = self.untracked.entry(node.to_owned()).or_default();
+                let n = Arc::make_mut(&mut self.live.untracked)
+                    .entry(node.to_owned())
+                    .or_default();
                 *n += 1;
                 if n.is_power_of_two() {
                     tracing::warn!(node = %node, untracked = *n, live = on_node, "session limit reached: new channels of this node are not tracked (raise --max-sessions-per-node if the node is real)");
@@ -355,12 +443,11 @@ impl Tracker {
                 ts,
                 e.core_uuid().unwrap_or(""),
             );
-            self.sessions.insert(uuid.to_owned(), s);
-            *self.per_node.entry(node.to_owned()).or_default() += 1;
+            self.insert_session(s);
             self.join_call(uuid, node, uuid.to_owned(), ts);
         }
         let key = self.call_key(e);
-        let s = self.sessions.get_mut(uuid)?;
+        let s = self.session_mut(uuid)?;
         s.seen_us = now_us();
         if s.pending {
             s.pending = false;
@@ -424,6 +511,7 @@ impl Tracker {
         // it and finds the session gone.
         if name == "CHANNEL_HANGUP_COMPLETE" || name == "CHANNEL_DESTROY" {
             let cause = self
+                .live
                 .sessions
                 .get(uuid)
                 .and_then(|s| s.hangup_cause.clone())
@@ -438,14 +526,13 @@ impl Tracker {
     /// call whose other leg ends first is not taken as over, however few
     /// events are subscribed.
     pub fn expect_leg(&mut self, uuid: &str, node: &str, call: &str) {
-        if self.sessions.contains_key(uuid) || self.dead.contains(uuid) {
+        if self.live.sessions.contains_key(uuid) || self.dead.contains(uuid) {
             return;
         }
         let now = now_us();
         let mut s = Session::new(uuid, node, "outbound", now, "");
         s.pending = true;
-        self.sessions.insert(uuid.to_owned(), s);
-        *self.per_node.entry(node.to_owned()).or_default() += 1;
+        self.insert_session(s);
         self.join_call(uuid, node, call.to_owned(), now);
     }
 
@@ -453,19 +540,11 @@ impl Tracker {
     /// failed before a channel existed); true if it was still pending.
     /// Late events of it are ignored.
     pub fn forget_pending(&mut self, uuid: &str) -> bool {
-        if !self.sessions.get(uuid).is_some_and(|s| s.pending) {
+        if !self.live.sessions.get(uuid).is_some_and(|s| s.pending) {
             return false;
         }
-        if let Some(s) = self.sessions.remove(uuid) {
-            if let Some(n) = self.per_node.get_mut(&s.node) {
-                *n = n.saturating_sub(1);
-            }
-            if let Some(c) = self.calls.get_mut(&s.call) {
-                c.legs.retain(|(_, u)| u != uuid);
-                if c.legs.is_empty() {
-                    self.calls.remove(&s.call);
-                }
-            }
+        if let Some(s) = self.remove_session(uuid) {
+            self.leave_call(&s.call, uuid);
             self.mark_dead(uuid);
         }
         true
@@ -481,14 +560,9 @@ impl Tracker {
         self.dead_order.push_back(uuid.to_owned());
     }
 
-    /// Live sessions on `node`.
-    pub fn node_sessions(&self, node: &str) -> usize {
-        self.per_node.get(node).copied().unwrap_or(0)
-    }
-
     /// Ends a session (removing it and, with its last leg, its call).
     pub fn finish(&mut self, uuid: &str, cause: &str) -> Option<Finished> {
-        let mut s = self.sessions.remove(uuid)?;
+        let mut s = self.remove_session(uuid)?;
         // Closed out by switchy (resync, restart, reaper), not by a hangup
         // event: the best known end is when the leg was last known alive
         // (its last event or snapshot, controller clock), which never
@@ -496,31 +570,20 @@ impl Tracker {
         if s.hangup_us == 0 && cause.starts_with("SWITCHY_") {
             s.hangup_us = s.seen_us.max(s.answered_us).max(s.created_us);
         }
-        if let Some(n) = self.per_node.get_mut(&s.node) {
-            *n = n.saturating_sub(1);
-        }
         self.mark_dead(uuid);
-        let mut call_ended = true;
-        if let Some(c) = self.calls.get_mut(&s.call) {
-            c.legs.retain(|(_, u)| u != uuid);
-            if c.legs.is_empty() {
-                self.calls.remove(&s.call);
-            } else {
-                call_ended = false;
-            }
-        }
+        let call_ended = !self.leave_call(&s.call.clone(), uuid);
         let f = Finished {
             session: s,
             cause: cause.to_owned(),
             call_ended,
         };
-        if self.finished.len() >= FINISHED {
-            self.finished.pop_front();
+        if self.live.finished.len() >= FINISHED {
+            self.live.finished.pop_front();
         }
         // The kept copy drops the latest raw event (its variables stay).
         let mut kept = f.clone();
         kept.session.last_event = None;
-        self.finished.push_back(kept);
+        self.live.finished.push_back(Arc::new(kept));
         Some(f)
     }
 
@@ -528,6 +591,7 @@ impl Tracker {
     /// closed out.
     pub fn node_restarted(&mut self, node: &str, new_core: &str) -> Vec<Finished> {
         let old: Vec<String> = self
+            .live
             .sessions
             .values()
             .filter(|s| s.node == node && s.core_uuid != new_core)
@@ -543,7 +607,9 @@ impl Tracker {
 
     fn count(&mut self, kind: &'static str, n: usize) {
         if n > 0 {
-            *self.corrections.entry(kind).or_default() += n as u64;
+            *Arc::make_mut(&mut self.live.corrections)
+                .entry(kind)
+                .or_default() += n as u64;
         }
     }
 
@@ -572,6 +638,7 @@ impl Tracker {
         let live: std::collections::HashSet<String> =
             channels.iter().map(|r| get(r, "uuid")).collect();
         let gone: Vec<String> = self
+            .live
             .sessions
             .values()
             .filter(|s| {
@@ -598,7 +665,7 @@ impl Tracker {
             // (uuid_dump) to `show channels`' columns.
             let us = |k: &str| get(row, k).parse::<u64>().ok().filter(|&v| v > 0);
             let key = Some(get(row, &tracking)).filter(|v| !v.is_empty() && v != "_undef_");
-            if let Some(s) = self.sessions.get_mut(&uuid) {
+            if let Some(s) = self.session_mut(&uuid) {
                 // Known: only fill in what its events did not say (an
                 // announced leg is now confirmed by FreeSWITCH).
                 s.seen_us = now_us();
@@ -634,8 +701,7 @@ impl Tracker {
             s.dest = get(row, "dest");
             s.cid_num = get(row, "cid_num");
             s.seen_us = now_us();
-            self.sessions.insert(uuid.clone(), s);
-            *self.per_node.entry(node.to_owned()).or_default() += 1;
+            self.insert_session(s);
             added += 1;
             match key {
                 Some(k) => {
@@ -655,6 +721,7 @@ impl Tracker {
     pub fn reap(&mut self, max_age_us: u64) -> Vec<Finished> {
         let now = now_us();
         let stale: Vec<String> = self
+            .live
             .sessions
             .values()
             .filter(|s| s.created_us > 0 && now.saturating_sub(s.created_us) > max_age_us)
@@ -738,7 +805,7 @@ mod tests {
         // A just-seen session the snapshot lacks is kept: FreeSWITCH's
         // `show channels` lags.
         assert!(t.resync("n1", "c1", &[row("b")]).is_empty());
-        t.sessions.get_mut("a").unwrap().seen_us = 0;
+        t.session_mut("a").unwrap().seen_us = 0;
         let gone = t.resync("n1", "c1", &[row("b"), row("z")]);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].cause, "SWITCHY_RESYNC_GONE");
@@ -816,7 +883,7 @@ mod tests {
         // A known leg the next snapshot lacks is closed out, with the time
         // it was last seen as its end.
         t.apply("n1", &ev("CHANNEL_CREATE", "x", &[("Core-UUID", "c1")]));
-        t.sessions.get_mut("x").unwrap().seen_us = 42;
+        t.session_mut("x").unwrap().seen_us = 42;
         let gone = t.resync("n1", "c1", &[]);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].cause, "SWITCHY_RESYNC_GONE");

@@ -101,7 +101,7 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         "gauge",
         vec![(String::new(), api.cluster.pipeline().undurable())],
     );
-    let untracked = api.cluster.with_tracker(|t| t.untracked.clone());
+    let untracked = api.cluster.with_tracker(|t| (*t.untracked).clone());
     put(
         "switchy_tracker_untracked_sessions_total",
         "New channels not tracked because the node's (or the cluster's) session limit was reached.",
@@ -111,7 +111,7 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
             .map(|(n, v)| (format!("{{node=\"{n}\"}}"), v))
             .collect(),
     );
-    let corrections = api.cluster.with_tracker(|t| t.corrections.clone());
+    let corrections = api.cluster.with_tracker(|t| (*t.corrections).clone());
     put(
         "switchy_tracker_corrections_total",
         "Legs the tracker corrected without a hangup event: resync_closed (FreeSWITCH no longer has it), resync_added and resync_linked (learned from a snapshot, linked to its call), node_restarted, node_gone (agent gone past the grace period), reaped.",

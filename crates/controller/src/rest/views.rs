@@ -33,8 +33,7 @@ pub(super) struct SessionFilter {
     after: Option<String>,
 }
 
-/// The fields a session list shows (copied under the tracker lock; the
-/// JSON is made after it is released).
+/// The fields a session list shows (copied from a tracker view).
 struct Row {
     uuid: String,
     node: String,
@@ -53,44 +52,47 @@ pub(super) async fn sessions(
     State(api): State<Api>,
     Query(f): Query<SessionFilter>,
 ) -> Json<Value> {
-    // One page in UUID order: under the lock only a scan and the copy of
-    // the page's rows, never the whole list or its JSON.
+    // One page in UUID order, read from the tracker's latest view (the
+    // event path goes on meanwhile); JSON is made after the page is copied.
     let limit = f.limit.unwrap_or(1000).clamp(1, 10_000);
     let after = f.after.clone().unwrap_or_default();
-    let (rows, total, more) = api.cluster.with_tracker(|t| {
-        let mut m: Vec<&crate::tracker::Session> = t
-            .sessions()
-            .filter(|s| f.node.as_deref().is_none_or(|n| n == s.node))
-            .filter(|s| f.direction.as_deref().is_none_or(|d| d == s.direction))
-            .filter(|s| f.call.as_deref().is_none_or(|c| c == s.call))
-            .filter(|s| f.answered.is_none_or(|a| a == (s.answered_us > 0)))
-            .collect();
-        let total = m.len();
-        m.retain(|s| s.uuid.as_str() > after.as_str());
-        let more = m.len() > limit;
-        if more {
-            m.select_nth_unstable_by(limit, |a, b| a.uuid.cmp(&b.uuid));
-            m.truncate(limit);
-        }
-        m.sort_unstable_by(|a, b| a.uuid.cmp(&b.uuid));
-        let rows: Vec<Row> = m
-            .iter()
-            .map(|s| Row {
-                uuid: s.uuid.clone(),
-                node: s.node.clone(),
-                direction: s.direction.clone(),
-                state: s.state.clone(),
-                call_state: s.call_state.clone(),
-                answer_state: s.answer_state.clone(),
-                call: s.call.clone(),
-                dest: s.dest.clone(),
-                cid_num: s.cid_num.clone(),
-                created_us: s.created_us,
-                answered_us: s.answered_us,
-            })
-            .collect();
-        (rows, total, more)
-    });
+    let keep = |s: &&crate::tracker::Session| {
+        f.node.as_deref().is_none_or(|n| n == s.node)
+            && f.direction.as_deref().is_none_or(|d| d == s.direction)
+            && f.call.as_deref().is_none_or(|c| c == s.call)
+            && f.answered.is_none_or(|a| a == (s.answered_us > 0))
+    };
+    let view = api.cluster.view();
+    let unfiltered =
+        f.node.is_none() && f.direction.is_none() && f.call.is_none() && f.answered.is_none();
+    let total = if unfiltered {
+        view.len()
+    } else {
+        view.sessions().filter(keep).count()
+    };
+    let mut m: Vec<&crate::tracker::Session> = view
+        .sessions_after(&after)
+        .filter(keep)
+        .take(limit + 1)
+        .collect();
+    let more = m.len() > limit;
+    m.truncate(limit);
+    let rows: Vec<Row> = m
+        .iter()
+        .map(|s| Row {
+            uuid: s.uuid.clone(),
+            node: s.node.clone(),
+            direction: s.direction.clone(),
+            state: s.state.clone(),
+            call_state: s.call_state.clone(),
+            answer_state: s.answer_state.clone(),
+            call: s.call.clone(),
+            dest: s.dest.clone(),
+            cid_num: s.cid_num.clone(),
+            created_us: s.created_us,
+            answered_us: s.answered_us,
+        })
+        .collect();
     let next = more.then(|| rows.last().map(|r| r.uuid.clone())).flatten();
     let list: Vec<Value> = rows
         .into_iter()
@@ -125,24 +127,14 @@ pub(super) struct Page {
 }
 
 pub(super) async fn calls(State(api): State<Api>, Query(p): Query<Page>) -> Json<Value> {
-    // One page in call-id order, copied under the lock, serialized after.
+    // One page in call-id order, from the tracker's latest view.
     let limit = p.limit.unwrap_or(1000).clamp(1, 10_000);
     let after = p.after.unwrap_or_default();
-    let (page, total, more) = api.cluster.with_tracker(|t| {
-        let total = t.len_calls();
-        let mut m: Vec<&crate::tracker::Call> = t
-            .calls()
-            .filter(|c| c.id.as_str() > after.as_str())
-            .collect();
-        let more = m.len() > limit;
-        if more {
-            m.select_nth_unstable_by(limit, |a, b| a.id.cmp(&b.id));
-            m.truncate(limit);
-        }
-        m.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let page: Vec<crate::tracker::Call> = m.into_iter().cloned().collect();
-        (page, total, more)
-    });
+    let view = api.cluster.view();
+    let total = view.len_calls();
+    let mut page: Vec<&crate::tracker::Call> = view.calls_after(&after).take(limit + 1).collect();
+    let more = page.len() > limit;
+    page.truncate(limit);
     let next = more.then(|| page.last().map(|c| c.id.clone())).flatten();
     let list: Vec<Value> = page.iter().map(|c| json!(c)).collect();
     Json(json!({"count": list.len(), "total": total, "next": next, "calls": list}))
