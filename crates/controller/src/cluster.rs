@@ -279,6 +279,9 @@ pub enum ClusterEvent {
     Mark(u64),
 }
 
+/// A change of the tracker that returns the sessions it ended.
+type TrackerChange = Box<dyn FnOnce(&mut Tracker) -> Vec<Finished> + Send>;
+
 /// A change of the cluster's state, for its one owner (the state task).
 enum StateCmd {
     /// Apply a batch of a node's events; answers with the pipeline mark
@@ -291,7 +294,7 @@ enum StateCmd {
     /// Change the tracker (an announced leg, a resync, a close-out …) and
     /// publish the sessions it ends; answers with how many.
     Change {
-        f: Box<dyn FnOnce(&mut Tracker) -> Vec<Finished> + Send>,
+        f: TrackerChange,
         done: oneshot::Sender<usize>,
     },
 }
@@ -799,11 +802,7 @@ impl Cluster {
     }
 
     /// The state task's side of [`Cluster::close_out`].
-    async fn change(
-        &self,
-        t: &mut Tracker,
-        f: Box<dyn FnOnce(&mut Tracker) -> Vec<Finished> + Send>,
-    ) -> usize {
+    async fn change(&self, t: &mut Tracker, f: TrackerChange) -> usize {
         let fs = f(t);
         self.inner.view.send_replace(Arc::new(t.view()));
         let n = fs.len();
