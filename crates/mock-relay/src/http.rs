@@ -162,7 +162,13 @@ struct PushReq {
     conn: Option<u64>,
     event: BTreeMap<String, Value>,
     body: Option<String>,
+    /// Push the event this many times (a flood), with `{n}` in header
+    /// values replaced by 0, 1, 2, …
+    count: Option<u32>,
 }
+
+/// Events one push may repeat at most.
+const MAX_PUSH_COUNT: u32 = 1_000_000;
 
 fn to_event(headers: &BTreeMap<String, Value>, body: Option<String>) -> Event {
     let mut e = Event::default();
@@ -221,10 +227,33 @@ async fn push(State(c): State<Shared>, body: Body<PushReq>) -> Response {
         Some(n) => vec![n],
         None => (0..c.infos.len()).collect(),
     };
-    let event = to_event(&req.event, req.body);
+    let count = req.count.unwrap_or(1);
+    if count == 0 || count > MAX_PUSH_COUNT {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("count must be 1 to {MAX_PUSH_COUNT}"),
+        );
+    }
+    let event = to_event(&req.event, req.body.clone());
     let mut delivered = 0;
-    for n in nodes {
-        delivered += push_event(&c, n, req.conn, event.clone()).await;
+    for i in 0..count {
+        let event = if req.count.is_some() {
+            let n = i.to_string();
+            let headers: BTreeMap<String, Value> = req
+                .event
+                .iter()
+                .map(|(k, v)| match v.as_str() {
+                    Some(t) if t.contains("{n}") => (k.clone(), Value::from(t.replace("{n}", &n))),
+                    _ => (k.clone(), v.clone()),
+                })
+                .collect();
+            to_event(&headers, req.body.clone())
+        } else {
+            event.clone()
+        };
+        for &node in &nodes {
+            delivered += push_event(&c, node, req.conn, event.clone()).await;
+        }
     }
     Json(json!({"delivered": delivered})).into_response()
 }
