@@ -2,6 +2,8 @@
 //! (mock-relay), one real agent per node, a real controller, a cluster CA,
 //! all on loopback with ephemeral ports.
 
+pub mod fidelity;
+
 use mock_relay::{MockCluster, MockConfig};
 use std::net::SocketAddr;
 use std::time::Duration;

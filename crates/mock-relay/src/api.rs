@@ -27,7 +27,12 @@ pub const API_COMMANDS: &[&str] = &[
     "uuid_dump",
     "uuid_exists",
     "uuid_hold",
+    "uuid_pre_answer",
+    "uuid_display",
     "sched_hangup",
+    "sched_del",
+    "fsctl",
+    "console",
     "sched_api",
     "hupall",
     "status",
@@ -259,6 +264,38 @@ impl Node {
                     "-ERROR\n".into()
                 }
             }
+            "uuid_pre_answer" => {
+                if exists(self, arg(0)) {
+                    self.pre_answer(arg(0));
+                    "+OK\n".into()
+                } else {
+                    "-ERROR\n".into()
+                }
+            }
+            "uuid_display" => {
+                if exists(self, arg(0)) && a.len() >= 2 {
+                    "+OK Success\n".into()
+                } else {
+                    "-ERR Operation failed\n".into()
+                }
+            }
+            "fsctl" => {
+                let v: Vec<&str> = a.iter().map(String::as_str).collect();
+                self.fsctl(&v)
+            }
+            "console" => match (arg(0), arg(1)) {
+                ("loglevel", lvl) => {
+                    if let Some(l) = log_level(lvl) {
+                        self.console_level = l;
+                    }
+                    format!(
+                        "+OK console log level set to {}\n",
+                        LOG_LEVELS[self.console_level as usize]
+                    )
+                }
+                ("colorize", _) => "+OK console color enabled\n".into(),
+                _ => "-USAGE: loglevel [level]|colorize [on|toggle|off]|uuid [on|toggle|off]|json [on|toggle|off]\n".into(),
+            },
             "uuid_exists" => {
                 if exists(self, arg(0)) {
                     "true".into()
@@ -522,10 +559,12 @@ impl Node {
                 } else {
                     arg(0)
                 };
-                if exists(self, u) {
-                    "+OK Success\n".into()
+                if u.is_empty() {
+                    "-USAGE: [off|toggle] <uuid> [<display>]\n".into()
                 } else {
-                    "-ERR Operation failed\n".into()
+                    // FreeSWITCH 1.11 says +OK Success for an unknown
+                    // uuid too.
+                    "+OK Success\n".into()
                 }
             }
             "uuid_dump" => {
@@ -578,6 +617,24 @@ impl Node {
                 );
                 "+OK\n".into()
             }
+            "sched_del" => {
+                if arg(0).is_empty() {
+                    return "-USAGE: <task_id>|<group_id>\n".into();
+                }
+                let ids: Vec<u64> = self
+                    .timer_payloads
+                    .iter()
+                    .filter(|(id, t)| match t {
+                        Timer::Hangup(u, _) => u == arg(0) || id.to_string() == arg(0),
+                        _ => false,
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &ids {
+                    self.timer_payloads.remove(id);
+                }
+                format!("+OK Deleted: {}\n", ids.len())
+            }
             "sched_api" => {
                 if a.len() < 3 {
                     return "-ERR Invalid syntax. USAGE: [+@]<time> <group_name> <command_string>[&]\n".into();
@@ -600,6 +657,48 @@ impl Node {
                 String::new()
             }
             other => format!("-ERR {other} Command not found!\n"),
+        }
+    }
+
+    /// `fsctl`: the read and set forms third-party tools send at start.
+    fn fsctl(&mut self, a: &[&str]) -> String {
+        let arg = |i: usize| a.get(i).copied().unwrap_or("");
+        match arg(0) {
+            "max_sessions" => {
+                if let Ok(n) = arg(1).parse::<usize>() {
+                    self.knobs.max_sessions = n;
+                }
+                format!("+OK max sessions: {}\n", self.knobs.max_sessions)
+            }
+            "sps" => {
+                if let Ok(n) = arg(1).parse::<u32>() {
+                    self.knobs.sessions_per_second = n;
+                }
+                format!("+OK sessions per second: {}\n", self.knobs.sessions_per_second)
+            }
+            "last_sps" => format!("+OK last sessions per second: {}\n", self.sps_window.1),
+            "verbose_events" => {
+                match arg(1) {
+                    "" => {}
+                    v => self.verbose_events = matches!(v, "on" | "true" | "yes" | "1"),
+                }
+                format!(
+                    "+OK verbose_events is {}\n",
+                    if self.verbose_events { "on" } else { "off" }
+                )
+            }
+            "loglevel" => {
+                // As in FreeSWITCH, no level given sets DISABLE.
+                let (name, n) = match log_level(arg(1)) {
+                    Some(l) => (LOG_LEVELS[l as usize], l as i32),
+                    None => ("DISABLE", -1),
+                };
+                format!("+OK log level: {name} [{n}]\n")
+            }
+            "debug_level" => format!("+OK DEBUG level: {}\n", arg(1).parse::<u32>().unwrap_or(0)),
+            "pause" | "resume" | "pause_check" | "ready_check" | "flush_db_handles"
+            | "calibrate_clock" | "sync_clock" | "sync_clock_when_idle" => "+OK\n".into(),
+            _ => "-ERR INVALID COMMAND\nUSAGE: fsctl [recover|send_sighup|hupall|pause [inbound|outbound]|resume [inbound|outbound]|shutdown [cancel|elegant|asap|now|restart]|sps|sps_peak_reset|sync_clock|sync_clock_when_idle|reclaim_mem|max_sessions|min_dtmf_duration [num]|max_dtmf_duration [num]|default_dtmf_duration [num]|min_idle_cpu|loglevel [level]|debug_level [level]|mdns_resolve [enable|disable]]\n".into(),
         }
     }
 
@@ -761,12 +860,34 @@ impl Node {
     }
 }
 
+/// FreeSWITCH reads the time with `atol`: its leading digits count, the
+/// rest is ignored (`+2.998` is 2 s, `abc` is 0).
 fn sched_secs(t: &str) -> u64 {
+    let atol = |s: &str| -> u64 {
+        let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap_or(0)
+    };
     match t.strip_prefix('+') {
-        Some(rel) => rel.parse().unwrap_or(0),
-        None => {
-            let abs: u64 = t.trim_start_matches('@').parse().unwrap_or(0);
-            abs.saturating_sub(util::now_us() / 1_000_000)
-        }
+        Some(rel) => atol(rel),
+        None => atol(t.trim_start_matches('@')).saturating_sub(util::now_us() / 1_000_000),
     }
+}
+
+/// FreeSWITCH's log levels, by number.
+const LOG_LEVELS: &[&str] = &[
+    "CONSOLE", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG",
+];
+
+/// A log level by name or number (`switch_log_str2level`).
+fn log_level(s: &str) -> Option<u8> {
+    if let Ok(n) = s.parse::<u8>() {
+        return (n < LOG_LEVELS.len() as u8).then_some(n);
+    }
+    let u = s.to_ascii_uppercase();
+    let u = match u.as_str() {
+        "ERROR" => "ERR",
+        "WARN" => "WARNING",
+        other => other,
+    };
+    LOG_LEVELS.iter().position(|l| *l == u).map(|i| i as u8)
 }

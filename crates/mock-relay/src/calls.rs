@@ -885,6 +885,11 @@ impl Node {
         }
     }
 
+    /// `uuid_pre_answer`: early media.
+    pub(crate) fn pre_answer(&mut self, uuid: &str) {
+        self.progress(uuid, true);
+    }
+
     fn progress(&mut self, uuid: &str, media: bool) {
         let Some(c) = self.channels.get_mut(uuid) else {
             return;

@@ -607,6 +607,10 @@ pub struct Node {
     pub(crate) timer_seq: u64,
     /// What this node's work would cost a FreeSWITCH (see [`crate::cost`]).
     pub(crate) meter: crate::cost::Meter,
+    /// `console loglevel` (a FreeSWITCH log level number).
+    pub(crate) console_level: u8,
+    /// `fsctl verbose_events`.
+    pub(crate) verbose_events: bool,
 }
 
 pub(crate) fn new_uuid() -> String {
@@ -645,6 +649,8 @@ impl Node {
             timer_payloads: HashMap::new(),
             timer_seq: 0,
             meter: crate::cost::Meter::default(),
+            console_level: 4,
+            verbose_events: false,
         }
     }
 
