@@ -439,11 +439,14 @@ fn empty_seqs() -> BTreeSet<Vec<String>> {
 
 /// mock-relay set up as the FreeSWITCH the recordings were made on (one
 /// node; max-sessions 2000 and 500 sessions per second, as
-/// `../shared/tools/freeswitch/build.sh` configures it).
+/// `../shared/tools/freeswitch/build.sh` configures it; early media when a
+/// self-call's inbound leg is answered, which the FreeSWITCH of
+/// shared/fixtures' captures does not show).
 pub fn mock_config() -> mock_relay::MockConfig {
     let mut c = mock_relay::MockConfig::ephemeral(1);
     c.knobs.max_sessions = 2000;
     c.knobs.sessions_per_second = 500;
+    c.knobs.early_media_on_answer = true;
     c
 }
 
@@ -586,10 +589,10 @@ struct Run {
 impl Run {
     fn role_of(&mut self, e: &Event) -> Option<String> {
         let uuid = e.unique_id()?.to_owned();
-        if let Some(r) = self.roles.get(&uuid) {
-            if !r.starts_with("leg") {
-                return Some(r.clone());
-            }
+        if let Some(r) = self.roles.get(&uuid)
+            && !r.starts_with("leg")
+        {
+            return Some(r.clone());
         }
         // An inbound leg whose X-Fid names a known role.
         if let Some(fid) = e.variable("sip_h_X-Fid")

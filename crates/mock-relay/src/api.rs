@@ -326,7 +326,7 @@ impl Node {
                     return "-ERR Invalid uuid\n".into();
                 }
                 let (x, y) = (arg(0).to_owned(), arg(1).to_owned());
-                self.bridge_legs(&x, &y);
+                self.uuid_bridge(&x, &y);
                 format!("+OK {y}\n")
             }
             "uuid_broadcast" => {
@@ -467,7 +467,9 @@ impl Node {
                     return "-ERR No such channel!\n".into();
                 }
                 let u = arg(0).to_owned();
-                if !self.channels.get(&u).is_some_and(|c| c.parked) {
+                if self.uuid_bridged(&u) {
+                    self.uuid_unbridge_park(&u);
+                } else if !self.channels.get(&u).is_some_and(|c| c.parked) {
                     self.app_complete(&u, None);
                     self.set_state(&u, "CS_PARK");
                     self.start_park(&u);
@@ -493,7 +495,14 @@ impl Node {
                 if let Some(c) = self.channels.get_mut(&u) {
                     c.dest = dest;
                 }
+                // The leg routes again: RINGING while it does, then back to
+                // ACTIVE if it was answered.
+                let answered = self.channels.get(&u).is_some_and(|c| c.answered());
+                self.set_call_state(&u, "RINGING");
                 self.set_state(&u, "CS_ROUTING");
+                if answered {
+                    self.set_call_state(&u, "ACTIVE");
+                }
                 self.set_state(&u, "CS_EXECUTE");
                 self.start_park(&u);
                 "+OK\n".into()
@@ -506,12 +515,15 @@ impl Node {
                     return "-ERR Cannot locate session!\n".into();
                 }
                 let u = arg(0).to_owned();
-                let digits = arg(1).to_owned();
+                // `1234 @100` (or `1234@100`): digits, then each tone's
+                // duration; the reply repeats what was asked.
+                let asked = a[1..].join(" ");
+                let digits = arg(1).split('@').next().unwrap_or("").to_owned();
                 let sent = scenario
                     .and_then(|s| s.dtmf.clone())
                     .unwrap_or_else(|| digits.clone());
                 self.send_dtmf(&u, &sent);
-                format!("+OK {u} sent DTMF {digits}.\n")
+                format!("+OK {u} sent DTMF {asked}.\n")
             }
             "uuid_break" => {
                 if a.is_empty() {

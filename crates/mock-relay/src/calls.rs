@@ -48,6 +48,7 @@ impl Node {
             external: false,
             unreachable: None,
             bridged: None,
+            bridge_owner: false,
             originate: None,
             parked: false,
             recordings: Vec::new(),
@@ -388,6 +389,12 @@ impl Node {
         c.peer_node = inv.from_node;
         c.external = inv.from_node.is_none();
         c.vars = inv.vars.clone();
+        // A self-call's inbound leg carries the park dialplan's `^(.*)$`
+        // match on the FreeSWITCH of tests/fidelity (see the knob).
+        if inv.from_node.is_some() && self.knobs.early_media_on_answer {
+            let dp_match = format!("ARRAY::{}|:{}", inv.user, inv.user);
+            c.set_var("DP_MATCH", &dp_match);
+        }
         self.insert_channel(c);
         self.emit("CHANNEL_STATE", Some(&uuid), &[], &[], None);
         self.emit_codecs(&uuid);
@@ -436,6 +443,13 @@ impl Node {
             return;
         };
         if c.app.is_none() {
+            if c.parked {
+                // Parked by uuid_park from a bridge: no application ran.
+                self.emit("CHANNEL_UNPARK", Some(uuid), &[], &[], None);
+                if let Some(c) = self.channels.get_mut(uuid) {
+                    c.parked = false;
+                }
+            }
             return;
         }
         if c.parked {
@@ -467,6 +481,22 @@ impl Node {
         if c.answered() || c.hangup_cause.is_some() {
             return c.answered();
         }
+        // Answering the inbound leg of a self-call goes through early media
+        // first on the FreeSWITCH of tests/fidelity (the caller sees only
+        // the 200 OK; see the knob).
+        if c.dir == Dir::Inbound
+            && c.peer_node.is_some()
+            && self.knobs.early_media_on_answer
+            && c.progress_media_us == 0
+        {
+            c.progress_media_us = util::now_us();
+            c.answer_state = "early";
+            self.emit("CHANNEL_PROGRESS_MEDIA", Some(uuid), &[], &[], None);
+            self.set_call_state(uuid, "EARLY");
+        }
+        let Some(c) = self.channels.get_mut(uuid) else {
+            return false;
+        };
         c.answered_us = util::now_us();
         c.answer_state = "answered";
         let (dir, peer, call_id, external) = (c.dir, c.peer_node, c.call_id.clone(), c.external);
@@ -575,6 +605,16 @@ impl Node {
                 None,
             );
         }
+        let uuid_bridged = self.uuid_bridged(uuid);
+        if uuid_bridged {
+            let owner = self.channels.get(uuid).is_some_and(|c| c.bridge_owner);
+            if owner {
+                self.uuid_bridge_end(uuid);
+            } else if let Some(c) = self.channels.get_mut(uuid) {
+                // The owner reports the end when it goes.
+                c.app = None;
+            }
+        }
         self.app_complete(uuid, None);
         self.set_state(uuid, "CS_HANGUP");
         let recs = self
@@ -640,7 +680,21 @@ impl Node {
             }
         }
         if let Some(other) = bridged {
-            self.unbridge(uuid, &other);
+            if uuid_bridged {
+                // The bridge's end is the owner's to report; the survivor
+                // has nothing left to run and hangs up (the owner back in
+                // CS_EXECUTE first), as FreeSWITCH does.
+                if self.channels.get(&other).is_some_and(|c| c.bridge_owner) {
+                    self.uuid_bridge_end(&other);
+                    self.set_state(&other, "CS_EXECUTE");
+                } else if let Some(c) = self.channels.get_mut(&other) {
+                    c.bridged = None;
+                    c.app = None;
+                }
+                self.hangup(&other, "NORMAL_CLEARING", true);
+            } else {
+                self.unbridge(uuid, &other);
+            }
         }
     }
 
@@ -680,7 +734,109 @@ impl Node {
         }
     }
 
-    /// Bridges two legs of this node (uuid_bridge, or the bridge app).
+    /// True while `uuid` is in a bridge made by `uuid_bridge`.
+    pub(crate) fn uuid_bridged(&self, uuid: &str) -> bool {
+        self.channels
+            .get(uuid)
+            .is_some_and(|c| c.bridged.is_some() && c.app.as_deref() == Some("uuid_bridge"))
+    }
+
+    /// `uuid_bridge a b`, as FreeSWITCH plays it: each leg leaves its
+    /// application (UNPARK, EXECUTE_COMPLETE), goes through CS_HIBERNATE,
+    /// CS_RESET and CS_SOFT_EXECUTE and runs `uuid_bridge`; only `a`
+    /// reports CHANNEL_BRIDGE (and later CHANNEL_UNBRIDGE); no
+    /// EXECUTE_COMPLETE of the bridge follows.
+    pub(crate) fn uuid_bridge(&mut self, a: &str, b: &str) {
+        for leg in [a, b] {
+            self.app_complete(leg, None);
+            if !self.channels.get(leg).is_some_and(|c| c.answered()) {
+                self.answer(leg);
+            }
+            for st in ["CS_HIBERNATE", "CS_RESET", "CS_SOFT_EXECUTE"] {
+                self.set_state(leg, st);
+            }
+            if let Some(c) = self.channels.get_mut(leg) {
+                c.app = Some("uuid_bridge".into());
+                c.app_data = None;
+                c.app_uuid = Some(new_uuid());
+                c.last_app = c.app.clone();
+                c.last_app_data = None;
+            }
+            self.emit("CHANNEL_EXECUTE", Some(leg), &[], &[], None);
+        }
+        let now = util::now_us();
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(c) = self.channels.get_mut(x) {
+                c.bridged = Some(y.to_owned());
+                c.bridged_us = now;
+                c.bridge_owner = x == a;
+            }
+        }
+        self.emit(
+            "CHANNEL_BRIDGE",
+            Some(a),
+            &[("bridge_a", a.to_owned()), ("bridge_b", b.to_owned())],
+            &[],
+            None,
+        );
+        self.emit("CALL_UPDATE", Some(a), &[], &[], None);
+        self.set_state(b, "CS_EXCHANGE_MEDIA");
+        self.emit("CALL_UPDATE", Some(b), &[], &[], None);
+    }
+
+    /// Ends a `uuid_bridge` bridge on `uuid`'s side: the owner reports
+    /// CHANNEL_UNBRIDGE; neither leg hangs up because of it.
+    fn uuid_bridge_end(&mut self, uuid: &str) {
+        let Some(c) = self.channels.get_mut(uuid) else {
+            return;
+        };
+        let Some(other) = c.bridged.take() else {
+            return;
+        };
+        let owner = std::mem::take(&mut c.bridge_owner);
+        c.app = None;
+        c.app_uuid = None;
+        if let Some(o) = self.channels.get_mut(&other) {
+            o.bridged = None;
+            o.app = None;
+            o.app_uuid = None;
+        }
+        let (a, b) = if owner {
+            (uuid.to_owned(), other.clone())
+        } else {
+            (other.clone(), uuid.to_owned())
+        };
+        if let Some(o) = self.channels.get_mut(&a) {
+            o.bridge_owner = false;
+        }
+        self.emit(
+            "CHANNEL_UNBRIDGE",
+            Some(&a),
+            &[("bridge_a", a.clone()), ("bridge_b", b.clone())],
+            &[],
+            None,
+        );
+    }
+
+    /// `uuid_park` of a leg in a `uuid_bridge` bridge: it parks (no
+    /// EXECUTE of park); the other leg, its bridge gone, goes back to
+    /// CS_EXECUTE.
+    pub(crate) fn uuid_unbridge_park(&mut self, uuid: &str) {
+        let other = self.channels.get(uuid).and_then(|c| c.bridged.clone());
+        self.set_state(uuid, "CS_PARK");
+        self.uuid_bridge_end(uuid);
+        if let Some(c) = self.channels.get_mut(uuid) {
+            c.parked = true;
+        }
+        self.emit("CHANNEL_PARK", Some(uuid), &[], &[], None);
+        if let Some(o) = other {
+            // Nothing is left for it to run: FreeSWITCH hangs it up.
+            self.set_state(&o, "CS_EXECUTE");
+            self.hangup(&o, "NORMAL_CLEARING", true);
+        }
+    }
+
+    /// Bridges two legs of this node (the bridge app).
     pub(crate) fn bridge_legs(&mut self, a: &str, b: &str) {
         for leg in [a, b] {
             self.app_complete(leg, None);
@@ -730,6 +886,7 @@ impl Node {
                 | "ring_ready"
                 | "pre_answer"
                 | "answer"
+                | "respond"
                 | "bert"
         );
         if was_parked && !keeps_park && app_l != "park" {
@@ -798,7 +955,16 @@ impl Node {
                         self.answer(uuid);
                         self.exec_complete(uuid, "_none_");
                     }
-                    _ => self.hangup(uuid, sip_cause(code), true),
+                    // A rejection runs inside the park, as in FreeSWITCH:
+                    // HANGUP, its EXECUTE_COMPLETE, then UNPARK and the
+                    // park's EXECUTE_COMPLETE.
+                    _ => {
+                        if self.hangup_start(uuid, sip_cause(code)) {
+                            self.exec_complete(uuid, "_none_");
+                            restore(self);
+                            self.hangup_finish(uuid, true);
+                        }
+                    }
                 }
             }
             "deflect" | "redirect" => {

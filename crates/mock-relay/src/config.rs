@@ -50,6 +50,13 @@ pub struct Knobs {
     /// refuse calls) when it exceeds the node's cores (`None`: free, as
     /// before; see [`crate::cost`]).
     pub cost: Option<crate::cost::CostModel>,
+    /// The inbound leg of a self-call goes through early media when
+    /// answered (CHANNEL_PROGRESS_MEDIA, CALLSTATE EARLY before
+    /// CHANNEL_ANSWER) and carries the park dialplan's `DP_MATCH`, as on
+    /// the FreeSWITCH tests/fidelity was recorded on; off, as in the
+    /// captures of shared/fixtures (another FreeSWITCH build).
+    #[serde(default)]
+    pub early_media_on_answer: bool,
 }
 
 impl Default for Knobs {
@@ -65,6 +72,7 @@ impl Default for Knobs {
             playback_ms: 1000,
             originate_timeout_s: 60,
             cost: None,
+            early_media_on_answer: false,
         }
     }
 }

@@ -432,6 +432,9 @@ pub struct Channel {
     pub(crate) unreachable: Option<&'static str>,
     /// Leg bridged to inside this node.
     pub(crate) bridged: Option<String>,
+    /// Bridged by `uuid_bridge` as its first leg: it alone reports the
+    /// bridge (CHANNEL_BRIDGE, then CHANNEL_UNBRIDGE when it ends).
+    pub(crate) bridge_owner: bool,
     /// The originate waiting on this outbound leg.
     pub(crate) originate: Option<u64>,
     pub(crate) parked: bool,
