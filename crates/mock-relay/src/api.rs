@@ -394,8 +394,19 @@ impl Node {
                                 c.set_var("record_seconds", "1");
                                 c.set_var("record_ms", "1000");
                                 c.set_var("record_samples", "8000");
+                                c.set_var("record_completion_cause", "success");
+                                c.set_var("record_file_size", "44");
                             }
-                            self.emit("RECORD_STOP", Some(&u), &[("record_file_path", r.clone())], &[], None);
+                            self.emit(
+                                "RECORD_STOP",
+                                Some(&u),
+                                &[
+                                    ("record_file_path", r.clone()),
+                                    ("record_completion_cause", "success".into()),
+                                ],
+                                &[],
+                                None,
+                            );
                             self.emit("MEDIA_BUG_STOP", Some(&u), &[("media_bug_function", "session_record".into()), ("media_bug_target", r)], &[], None);
                         }
                         "+OK Success\n".into()
@@ -519,6 +530,13 @@ impl Node {
                 // duration; the reply repeats what was asked.
                 let asked = a[1..].join(" ");
                 let digits = arg(1).split('@').next().unwrap_or("").to_owned();
+                let ms: u64 = a[1..]
+                    .iter()
+                    .find_map(|x| x.split_once('@').and_then(|(_, d)| d.parse().ok()))
+                    .unwrap_or(250);
+                if let Some(c) = self.channels.get_mut(&u) {
+                    c.set_var("last_dtmf_duration", &(ms * 8).to_string());
+                }
                 let sent = scenario
                     .and_then(|s| s.dtmf.clone())
                     .unwrap_or_else(|| digits.clone());
@@ -623,9 +641,14 @@ impl Node {
                 } else {
                     util::cause(arg(2))
                 };
+                let task = self.next_id;
+                self.next_id += 1;
+                let runtime = util::now_us() / 1_000_000 + secs;
+                let u = arg(1).to_owned();
+                self.emit_task("ADD_SCHEDULE", task, &u, runtime);
                 self.schedule(
                     Duration::from_secs(secs),
-                    Timer::Hangup(arg(1).to_owned(), cause.to_owned()),
+                    Timer::Hangup(u, cause.to_owned(), task, runtime),
                 );
                 "+OK\n".into()
             }
@@ -637,7 +660,9 @@ impl Node {
                     .timer_payloads
                     .iter()
                     .filter(|(id, t)| match t {
-                        Timer::Hangup(u, _) => u == arg(0) || id.to_string() == arg(0),
+                        Timer::Hangup(u, _, task, _) => {
+                            u == arg(0) || task.to_string() == arg(0) || id.to_string() == arg(0)
+                        }
                         _ => false,
                     })
                     .map(|(id, _)| *id)
@@ -670,6 +695,22 @@ impl Node {
             }
             other => format!("-ERR {other} Command not found!\n"),
         }
+    }
+
+    /// ADD_SCHEDULE / DEL_SCHEDULE of a `sched_hangup` task.
+    pub(crate) fn emit_task(&mut self, name: &str, task: u64, uuid: &str, runtime: u64) {
+        self.emit(
+            name,
+            None,
+            &[
+                ("task_id", task.to_string()),
+                ("task_desc", "switch_ivr_schedule_hangup".into()),
+                ("task_group", uuid.to_owned()),
+                ("task_runtime", runtime.to_string()),
+            ],
+            &[],
+            None,
+        );
     }
 
     /// `fsctl`: the read and set forms third-party tools send at start.

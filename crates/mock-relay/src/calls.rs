@@ -49,6 +49,9 @@ impl Node {
             unreachable: None,
             bridged: None,
             bridge_owner: false,
+            other_leg: None,
+            playback_started_us: 0,
+            early_won: false,
             originate: None,
             parked: false,
             recordings: Vec::new(),
@@ -76,6 +79,10 @@ impl Node {
 
     pub(crate) fn set_call_state(&mut self, uuid: &str, cs: &'static str) {
         if let Some(c) = self.channels.get_mut(uuid) {
+            // As switch_channel_set_callstate: no event when unchanged.
+            if c.call_state == cs {
+                return;
+            }
             c.orig_call_state = c.call_state;
             c.call_state = cs;
         }
@@ -226,6 +233,19 @@ impl Node {
                 fs_path,
             } => {
                 if !self.info.profiles.iter().any(|(p, _)| p == profile) {
+                    // FreeSWITCH made the session before it looked the
+                    // profile up: it reports the destroy of a channel it
+                    // never announced.
+                    let ghost = new_uuid();
+                    let ch = self.new_channel(
+                        ghost.clone(),
+                        Dir::Outbound,
+                        format!("sofia/{profile}/{user}"),
+                    );
+                    self.channels.insert(ghost.clone(), ch);
+                    self.emit("CHANNEL_DESTROY", Some(&ghost), &[], &[], None);
+                    self.set_state(&ghost, "CS_DESTROY");
+                    self.channels.remove(&ghost);
                     let o = self.originates.get_mut(&id).expect("originate exists");
                     return fail(o, "INVALID_PROFILE");
                 }
@@ -481,6 +501,15 @@ impl Node {
         if c.answered() || c.hangup_cause.is_some() {
             return c.answered();
         }
+        if c.early_won {
+            // Already past its originate on early media: FreeSWITCH
+            // reports nothing more for the 200 OK.
+            c.answered_us = util::now_us();
+            c.answer_state = "answered";
+            c.orig_call_state = c.call_state;
+            c.call_state = "ACTIVE";
+            return true;
+        }
         // Answering the inbound leg of a self-call goes through early media
         // first on the FreeSWITCH of tests/fidelity (the caller sees only
         // the 200 OK; see the knob).
@@ -504,6 +533,10 @@ impl Node {
             self.emit_codecs(uuid);
         }
         self.emit("CHANNEL_ANSWER", Some(uuid), &[], &[], None);
+        // The 200 OK's dialog data shows from the next event on.
+        if let Some(c) = self.channels.get_mut(uuid) {
+            sip_dialog_vars(c);
+        }
         self.set_call_state(uuid, "ACTIVE");
         if dir == Dir::Outbound {
             self.emit("CALL_UPDATE", Some(uuid), &[], &[], None);
@@ -567,6 +600,12 @@ impl Node {
         }
         c.hangup_cause = Some(cause);
         c.hangup_us = util::now_us();
+        if let Some(other) = c.bridged.clone() {
+            let (name, num) = (c.cid_name.clone(), c.cid_num.clone());
+            c.set_var("last_bridge_to", &other);
+            c.set_var("last_sent_callee_id_name", &name);
+            c.set_var("last_sent_callee_id_number", &num);
+        }
         let media_s = if c.answered_us > 0 {
             c.hangup_us.saturating_sub(c.answered_us) as f64 / 1e6
         } else {
@@ -623,10 +662,17 @@ impl Node {
             .map(|c| std::mem::take(&mut c.recordings))
             .unwrap_or_default();
         for r in recs {
+            if let Some(c) = self.channels.get_mut(uuid) {
+                c.set_var("record_completion_cause", "success");
+                c.set_var("record_file_size", "44");
+            }
             self.emit(
                 "RECORD_STOP",
                 Some(uuid),
-                &[("record_file_path", r.clone())],
+                &[
+                    ("record_file_path", r.clone()),
+                    ("record_completion_cause", "success".into()),
+                ],
                 &[],
                 None,
             );
@@ -734,6 +780,132 @@ impl Node {
         }
     }
 
+    /// `other`'s caller profile as FreeSWITCH copies it into a bridged
+    /// leg's events (`Other-Type`, then `Other-Leg-*` in its order; an
+    /// outbound other leg has no Username, Dialplan, Orig-Caller-ID-Name or
+    /// Callee-ID-Name).
+    fn other_leg_profile(
+        &self,
+        other: &str,
+        originatee: bool,
+    ) -> Option<Vec<(&'static str, String)>> {
+        let o = self.channels.get(other)?;
+        let inbound = o.dir == Dir::Inbound;
+        let n = |v: u64| v.to_string();
+        let mut v: Vec<(&'static str, String)> = vec![
+            (
+                "Other-Type",
+                if originatee {
+                    "originatee"
+                } else {
+                    "originator"
+                }
+                .into(),
+            ),
+            ("Other-Leg-Direction", o.dir.as_str().into()),
+            ("Other-Leg-Logical-Direction", "inbound".into()),
+        ];
+        if inbound {
+            v.push(("Other-Leg-Username", o.cid_num.clone()));
+            v.push(("Other-Leg-Dialplan", "XML".into()));
+        }
+        v.push(("Other-Leg-Caller-ID-Name", o.cid_name.clone()));
+        v.push(("Other-Leg-Caller-ID-Number", o.cid_num.clone()));
+        if inbound {
+            v.push(("Other-Leg-Orig-Caller-ID-Name", o.cid_num.clone()));
+        }
+        v.push(("Other-Leg-Orig-Caller-ID-Number", o.cid_num.clone()));
+        if inbound {
+            v.push(("Other-Leg-Callee-ID-Name", o.cid_num.clone()));
+        }
+        v.push(("Other-Leg-Callee-ID-Number", o.cid_num.clone()));
+        v.extend([
+            ("Other-Leg-Network-Addr", o.network_addr.clone()),
+            ("Other-Leg-ANI", o.cid_num.clone()),
+            ("Other-Leg-Destination-Number", o.dest.clone()),
+            ("Other-Leg-Unique-ID", o.uuid.clone()),
+            (
+                "Other-Leg-Source",
+                if inbound {
+                    "mod_sofia"
+                } else {
+                    "src/switch_ivr_originate.c"
+                }
+                .into(),
+            ),
+            ("Other-Leg-Context", o.context.clone()),
+            ("Other-Leg-Channel-Name", o.name.clone()),
+            ("Other-Leg-Profile-Created-Time", n(o.created_us)),
+            ("Other-Leg-Channel-Created-Time", n(o.created_us)),
+            ("Other-Leg-Channel-Answered-Time", n(o.answered_us)),
+            ("Other-Leg-Channel-Progress-Time", n(o.progress_us)),
+            (
+                "Other-Leg-Channel-Progress-Media-Time",
+                n(o.progress_media_us),
+            ),
+            ("Other-Leg-Channel-Hangup-Time", "0".into()),
+            ("Other-Leg-Channel-Transfer-Time", "0".into()),
+            ("Other-Leg-Channel-Resurrect-Time", "0".into()),
+            ("Other-Leg-Channel-Bridged-Time", "0".into()),
+            ("Other-Leg-Channel-Last-Hold", "0".into()),
+            ("Other-Leg-Channel-Hold-Accum", "0".into()),
+            ("Other-Leg-Screen-Bit", "true".into()),
+            ("Other-Leg-Privacy-Hide-Name", "false".into()),
+            ("Other-Leg-Privacy-Hide-Number", "false".into()),
+        ]);
+        Some(v)
+    }
+
+    /// What a bridge sets on both legs: each other's profile and the bridge
+    /// variables FreeSWITCH keeps (`bridge_uuid`, `signal_bond`, …).
+    fn mark_bridged(&mut self, a: &str, b: &str, how: &str) {
+        let now = util::now_us();
+        for (x, y, originatee) in [(a, b, true), (b, a, false)] {
+            let profile = self.other_leg_profile(y, originatee);
+            let other_name = self
+                .channels
+                .get(y)
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            if let Some(c) = self.channels.get_mut(x) {
+                c.other_leg = profile;
+                let (cid_name, cid_num, dest) =
+                    (c.cid_name.clone(), c.cid_num.clone(), c.dest.clone());
+                let history = format!("{}:{}:{how}:{y}", now / 1_000_000, new_uuid());
+                for (k, v) in [
+                    ("bridge_channel", other_name.as_str()),
+                    ("bridge_uuid", y),
+                    ("signal_bond", y),
+                    ("original_caller_id_name", cid_name.as_str()),
+                    ("original_caller_id_number", cid_num.as_str()),
+                    ("original_destination_number", dest.as_str()),
+                    ("transfer_history", history.as_str()),
+                    ("transfer_source", history.as_str()),
+                ] {
+                    c.set_var(k, v);
+                }
+            }
+        }
+    }
+
+    /// What a bridge's end leaves on a leg.
+    fn mark_unbridged(&mut self, uuid: &str, other: &str, cause: &str, role: &str) {
+        let stamp = util::now_us().to_string();
+        if let Some(c) = self.channels.get_mut(uuid) {
+            let (cid_name, cid_num) = (c.cid_name.clone(), c.cid_num.clone());
+            for (k, v) in [
+                ("last_bridge_to", other),
+                ("bridge_hangup_cause", cause),
+                ("last_sent_callee_id_name", cid_name.as_str()),
+                ("last_sent_callee_id_number", cid_num.as_str()),
+                ("last_bridge_role", role),
+                ("bridge_stamp", stamp.as_str()),
+            ] {
+                c.set_var(k, v);
+            }
+        }
+    }
+
     /// True while `uuid` is in a bridge made by `uuid_bridge`.
     pub(crate) fn uuid_bridged(&self, uuid: &str) -> bool {
         self.channels
@@ -747,6 +919,9 @@ impl Node {
     /// reports CHANNEL_BRIDGE (and later CHANNEL_UNBRIDGE); no
     /// EXECUTE_COMPLETE of the bridge follows.
     pub(crate) fn uuid_bridge(&mut self, a: &str, b: &str) {
+        // The legs carry each other's profile from the start (their UNPARK
+        // already shows it).
+        self.mark_bridged(a, b, "uuid_br");
         for leg in [a, b] {
             self.app_complete(leg, None);
             if !self.channels.get(leg).is_some_and(|c| c.answered()) {
@@ -779,8 +954,16 @@ impl Node {
             &[],
             None,
         );
+        // Legs of self-calls tell their SIP peers the new display (INFO).
+        let info = |n: &Node, u: &str| n.channels.get(u).is_some_and(|c| c.peer_node.is_some());
         self.emit("CALL_UPDATE", Some(a), &[], &[], None);
+        if info(self, a) {
+            self.emit("RECV_INFO", Some(a), &[], &[], None);
+        }
         self.set_state(b, "CS_EXCHANGE_MEDIA");
+        if info(self, b) {
+            self.emit("RECV_INFO", Some(b), &[], &[], None);
+        }
         self.emit("CALL_UPDATE", Some(b), &[], &[], None);
     }
 
@@ -809,11 +992,25 @@ impl Node {
         if let Some(o) = self.channels.get_mut(&a) {
             o.bridge_owner = false;
         }
+        let cause = self
+            .channels
+            .get(uuid)
+            .and_then(|c| c.hangup_cause)
+            .unwrap_or("NORMAL_CLEARING");
+        self.mark_unbridged(&a, &b, cause, "originator");
+        self.mark_unbridged(&b, &a, cause, "originatee");
+        let tail: Vec<(String, String)> = self
+            .channels
+            .get(&a)
+            .and_then(|c| c.hangup_cause)
+            .map(|h| ("Hangup-Cause".to_owned(), h.to_owned()))
+            .into_iter()
+            .collect();
         self.emit(
             "CHANNEL_UNBRIDGE",
             Some(&a),
             &[("bridge_a", a.clone()), ("bridge_b", b.clone())],
-            &[],
+            &tail,
             None,
         );
     }
@@ -856,6 +1053,7 @@ impl Node {
                 c.app_data = Some(y.to_owned());
             }
         }
+        self.mark_bridged(a, b, "bridge");
         self.emit(
             "CHANNEL_BRIDGE",
             Some(a),
@@ -897,6 +1095,9 @@ impl Node {
             .get(uuid)
             .map(|c| (c.app.clone(), c.app_data.clone(), c.app_uuid.clone()));
         if let Some(c) = self.channels.get_mut(uuid) {
+            if !arg.is_empty() {
+                c.set_var("current_application_data", arg);
+            }
             c.app = Some(app.to_owned());
             c.app_data = (!arg.is_empty()).then(|| arg.to_owned());
             c.app_uuid = Some(event_uuid.unwrap_or_else(new_uuid));
@@ -1064,12 +1265,17 @@ impl Node {
             return;
         }
         let now = util::now_us();
+        let stamp = util::date_local(now);
         if media {
             c.progress_media_us = now;
             c.answer_state = "early";
+            c.set_var("progress_media_stamp", &stamp);
+            c.set_var("endpoint_disposition", "EARLY MEDIA");
         } else {
             c.progress_us = now;
+            c.set_var("progress_stamp", &stamp);
         }
+        sip_dialog_vars(c);
         let (dir, peer, call_id) = (c.dir, c.peer_node, c.call_id.clone());
         let name = if media {
             "CHANNEL_PROGRESS_MEDIA"
@@ -1095,6 +1301,9 @@ impl Node {
             };
             c.generation += 1;
             c.playback = Some(file.to_owned());
+            c.playback_started_us = util::now_us();
+            c.set_var("current_loop", "1");
+            c.set_var("total_loops", "1");
             c.generation
         };
         self.emit(
@@ -1131,6 +1340,15 @@ impl Node {
         let Some(file) = self.channels.get_mut(uuid).and_then(|c| c.playback.take()) else {
             return false;
         };
+        // What FreeSWITCH reports of the played part (8 kHz samples).
+        if let Some(c) = self.channels.get_mut(uuid) {
+            let ms = util::now_us().saturating_sub(c.playback_started_us) / 1000;
+            let samples = (ms * 8).to_string();
+            c.set_var("playback_ms", &ms.to_string());
+            c.set_var("playback_samples", &samples);
+            c.set_var("playback_seconds", &(ms / 1000).to_string());
+            c.set_var("playback_last_offset_pos", &samples);
+        }
         self.emit(
             "PLAYBACK_STOP",
             Some(uuid),
@@ -1376,7 +1594,10 @@ impl Node {
                     }
                 }
             }
-            Timer::Hangup(u, cause) => self.hangup(&u, util::cause(&cause), true),
+            Timer::Hangup(u, cause, task, runtime) => {
+                self.emit_task("DEL_SCHEDULE", task, &u, runtime);
+                self.hangup(&u, util::cause(&cause), true)
+            }
             Timer::Api(cmd) => {
                 let (c, a) = cmd.split_once(' ').unwrap_or((&cmd, ""));
                 let (c, a) = (c.to_owned(), a.to_owned());
@@ -1400,6 +1621,19 @@ impl Node {
             PeerMsg::Progress { call_id, media } => {
                 if let Some(u) = self.dialogs.get(&(call_id, Dir::Outbound)).cloned() {
                     self.progress(&u, media);
+                    // Early media ends the originate as an answer would
+                    // (unless ignore_early_media).
+                    let wins = media
+                        && self.channels.get(&u).is_some_and(|c| {
+                            c.originate.is_some() && c.var("ignore_early_media") != Some("true")
+                        });
+                    if wins {
+                        self.emit("CALL_UPDATE", Some(&u), &[], &[], None);
+                        if let Some(c) = self.channels.get_mut(&u) {
+                            c.early_won = true;
+                        }
+                        self.outbound_answered(&u);
+                    }
                 }
             }
             PeerMsg::Rejected { call_id, cause } => {
@@ -1435,6 +1669,24 @@ impl Node {
 }
 
 /// FreeSWITCH's SIP response → hangup cause mapping (section 11).
+/// What sofia keeps of a SIP dialog once the far end replied (a self-call's
+/// legs): its To tag, CSeq and the media address it advertised.
+fn sip_dialog_vars(c: &mut Channel) {
+    if c.peer_node.is_none() || c.var("sip_to_tag").is_some() {
+        return;
+    }
+    let tag: String = new_uuid()
+        .chars()
+        .filter(|ch| ch.is_ascii_alphanumeric())
+        .take(13)
+        .collect();
+    c.set_var("sip_to_tag", &tag);
+    let cseq = c.created_seq.to_string();
+    c.set_var("sip_cseq", &cseq);
+    let ip = c.network_addr.clone();
+    c.set_var("advertised_media_ip", &ip);
+}
+
 pub(crate) fn sip_cause(code: u32) -> &'static str {
     match code {
         404 => "UNALLOCATED_NUMBER",

@@ -229,8 +229,8 @@ pub enum Timer {
     External(String),
     /// A playback finished (uuid, generation).
     PlaybackDone(String, u64),
-    /// `sched_hangup`.
-    Hangup(String, String),
+    /// `sched_hangup`: uuid, cause, task id, when (epoch s).
+    Hangup(String, String, u64, u64),
     /// `sched_api`.
     Api(String),
     /// A `sleep` application finished (uuid, generation).
@@ -435,6 +435,15 @@ pub struct Channel {
     /// Bridged by `uuid_bridge` as its first leg: it alone reports the
     /// bridge (CHANNEL_BRIDGE, then CHANNEL_UNBRIDGE when it ends).
     pub(crate) bridge_owner: bool,
+    /// The other leg's caller profile as FreeSWITCH copies it at a bridge
+    /// (`Other-Type`, `Other-Leg-*`): on every event with variables from
+    /// then on, the bridge's end included.
+    pub(crate) other_leg: Option<Vec<(&'static str, String)>>,
+    /// This outbound leg's originate succeeded on early media (183 with
+    /// SDP): FreeSWITCH reports no CHANNEL_ANSWER for it afterwards.
+    pub(crate) early_won: bool,
+    /// When the current playback started, µs.
+    pub(crate) playback_started_us: u64,
     /// The originate waiting on this outbound leg.
     pub(crate) originate: Option<u64>,
     pub(crate) parked: bool,
@@ -1192,9 +1201,47 @@ impl Node {
             }
         }
         let split = t.after_variables().unwrap_or(t.headers.len());
+        // The other leg's profile goes before the variables, as in FreeSWITCH.
+        let other_at = chan.and_then(|c| c.other_leg.as_ref()).and_then(|o| {
+            t.first_variable()
+                .or_else(|| {
+                    t.headers
+                        .iter()
+                        .rposition(|h| h.name.starts_with("Caller-"))
+                        .map(|i| i + 1)
+                })
+                .map(|at| (at, o))
+        });
+        // A bridged leg's own profile gains its callee and transfer source.
+        let bridged_profile = chan.filter(|c| c.other_leg.is_some()).map(|c| {
+            let has = |n: &str| t.headers.iter().any(|h| h.name == n);
+            (
+                c,
+                !has("Caller-Callee-ID-Name"),
+                !has("Caller-Transfer-Source"),
+            )
+        });
         let mut out = Vec::with_capacity(8192);
         let mut value = Vec::with_capacity(128);
         for (i, h) in t.headers.iter().enumerate() {
+            if let Some((c, callee, transfer)) = bridged_profile {
+                if callee && h.name == "Caller-Network-Addr" {
+                    let v = c.var("last_sent_callee_id_number").unwrap_or(&c.cid_num);
+                    write_header(&mut out, "Caller-Callee-ID-Name", v.as_bytes());
+                    write_header(&mut out, "Caller-Callee-ID-Number", v.as_bytes());
+                }
+                if transfer && h.name == "Caller-Context" {
+                    let v = c.var("transfer_source").unwrap_or("");
+                    write_header(&mut out, "Caller-Transfer-Source", v.as_bytes());
+                }
+            }
+            if let Some((at, other)) = other_at
+                && i == at
+            {
+                for (k, v) in other {
+                    write_header(&mut out, k, v.as_bytes());
+                }
+            }
             if i == split {
                 for (k, v) in &extra_vars {
                     write_header(&mut out, k, v.as_bytes());
@@ -1231,6 +1278,13 @@ impl Node {
                 out.extend_from_slice(&value);
             }
             out.push(b'\n');
+        }
+        if let Some((at, other)) = other_at
+            && at >= t.headers.len()
+        {
+            for (k, v) in other {
+                write_header(&mut out, k, v.as_bytes());
+            }
         }
         if split >= t.headers.len() {
             for (k, v) in &extra_vars {

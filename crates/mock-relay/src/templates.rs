@@ -74,7 +74,10 @@ impl Templates {
                     &["Playback-File-Path", "Playback-Status"][..],
                 ),
                 ("RECORD_START", &["Record-File-Path"][..]),
-                ("RECORD_STOP", &["Record-File-Path"][..]),
+                (
+                    "RECORD_STOP",
+                    &["Record-File-Path", "Record-Completion-Cause"][..],
+                ),
                 (
                     "MEDIA_BUG_START",
                     &["Media-Bug-Function", "Media-Bug-Target"][..],
@@ -97,6 +100,30 @@ impl Templates {
             dtmf.push("DTMF-Duration", TValue::Lit("2000"));
             dtmf.push("DTMF-Source", TValue::Lit("RTP"));
             map.insert(key("DTMF", dir, "*"), Arc::new(dtmf));
+            // RECV_INFO (a SIP INFO, e.g. the display update a bridged
+            // self-call's legs send each other): the SIP headers after the
+            // core ones, then the channel data without variables.
+            let mut info = state_t.derive("RECV_INFO", &[], true);
+            let seq = info
+                .headers
+                .iter()
+                .position(|h| h.name == "Event-Sequence")
+                .map_or(0, |i| i + 1);
+            for (i, (h, v)) in [
+                ("SIP-Content-Type", TValue::Lit("message/update_display")),
+                ("SIP-From-User", TValue::Var("cid_num")),
+                ("SIP-From-Host", TValue::Var("network_addr")),
+                ("SIP-To-User", TValue::Var("dest")),
+                ("SIP-To-Host", TValue::Var("network_addr")),
+                ("SIP-Contact-User", TValue::Var("cid_num")),
+                ("SIP-Contact-Host", TValue::Var("network_addr")),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                info.insert(seq + i, h, v);
+            }
+            map.insert(key("RECV_INFO", dir, "*"), Arc::new(info));
         }
         let api = get(&map, &key("API", "-", "-"))?;
         let core: Vec<&str> = api
@@ -105,6 +132,19 @@ impl Templates {
             .map(|h| h.name.as_str())
             .filter(|n| n.starts_with("API-"))
             .collect();
+        // The scheduler's events (sched_hangup): core headers, then the task.
+        for e in ["ADD_SCHEDULE", "DEL_SCHEDULE"] {
+            let mut t = api.derive(e, &core, false);
+            for (h, v) in [
+                ("Task-ID", "task_id"),
+                ("Task-Desc", "task_desc"),
+                ("Task-Group", "task_group"),
+                ("Task-Runtime", "task_runtime"),
+            ] {
+                t.push(h, TValue::Var(v));
+            }
+            map.insert(key(e, "-", "-"), Arc::new(t));
+        }
         let mut hb = api.derive("HEARTBEAT", &core, false);
         for (h, v) in [
             ("Event-Info", TValue::Lit("System Ready")),
