@@ -824,6 +824,12 @@ async fn run_actions(
                 Action::Bridge(b) => {
                     let dial = dial_string(b, &x)?;
                     if last {
+                        // The call ends with its bridge: without this a
+                        // caller whose callee hangs up first goes back to
+                        // its park and stays (recorded on FreeSWITCH 1.11:
+                        // tests/fidelity/flows/bridge_app_callee_ends.json).
+                        ctx.execute_nowait("set", "hangup_after_bridge=true")
+                            .await?;
                         ctx.execute_nowait("bridge", &dial).await?;
                     } else {
                         ctx.execute("bridge", &dial, LONG).await?;

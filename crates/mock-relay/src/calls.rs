@@ -197,10 +197,14 @@ impl Node {
             return;
         };
         if let Some(from) = &o.bridge_from {
-            // The bridge application failed.
+            // The bridge application failed: it hangs the caller up with the
+            // cause, then ends (and the park it ran in).
             let from = from.clone();
-            self.app_complete(&from, Some(cause));
-            self.hangup(&from, util::cause(cause), true);
+            if self.hangup_start(&from, util::cause(cause)) {
+                self.exec_complete(&from, cause);
+                self.resume_park(&from);
+                self.hangup_finish(&from, true);
+            }
             return;
         }
         let text = format!("-ERR {cause}\n");
@@ -539,7 +543,17 @@ impl Node {
         }
         self.set_call_state(uuid, "ACTIVE");
         if dir == Dir::Outbound {
-            self.emit("CALL_UPDATE", Some(uuid), &[], &[], None);
+            // The callee of a bridge application reports its CALL_UPDATE
+            // with the bridge (after CS_EXCHANGE_MEDIA).
+            let of_bridge = self
+                .channels
+                .get(uuid)
+                .and_then(|c| c.originate)
+                .and_then(|id| self.originates.get(&id))
+                .is_some_and(|o| o.bridge_from.is_some());
+            if !of_bridge {
+                self.emit("CALL_UPDATE", Some(uuid), &[], &[], None);
+            }
             self.outbound_answered(uuid);
         } else if let Some(n) = peer {
             self.send_peer(n, PeerMsg::Answered { call_id });
@@ -645,6 +659,14 @@ impl Node {
             );
         }
         let uuid_bridged = self.uuid_bridged(uuid);
+        let app_bridged = self.bridge_app_caller(uuid);
+        if app_bridged {
+            // The caller of a bridge application goes: it reports the
+            // bridge's end, the application's, then its park's.
+            self.bridge_app_unbridge(uuid);
+            self.exec_complete(uuid, "_none_");
+            self.resume_park(uuid);
+        }
         if uuid_bridged {
             let owner = self.channels.get(uuid).is_some_and(|c| c.bridge_owner);
             if owner {
@@ -738,9 +760,115 @@ impl Node {
                     c.app = None;
                 }
                 self.hangup(&other, "NORMAL_CLEARING", true);
+            } else if app_bridged {
+                // The callee of a bridge application hangs up after its
+                // caller (no UNBRIDGE of its own).
+                if let Some(c) = self.channels.get_mut(&other) {
+                    c.bridged = None;
+                }
+                self.hangup(&other, "NORMAL_CLEARING", true);
+            } else if self.bridge_app_caller(&other) {
+                self.bridge_app_callee_gone(&other);
             } else {
                 self.unbridge(uuid, &other);
             }
+        }
+    }
+
+    /// True when `uuid` is the caller of a bridge application and bridged.
+    fn bridge_app_caller(&self, uuid: &str) -> bool {
+        self.channels.get(uuid).is_some_and(|c| {
+            c.bridged.is_some() && c.bridge_owner && c.app.as_deref() == Some("bridge")
+        })
+    }
+
+    /// CHANNEL_UNBRIDGE on a bridge application's caller.
+    fn bridge_app_unbridge(&mut self, caller: &str) {
+        let Some(c) = self.channels.get_mut(caller) else {
+            return;
+        };
+        let Some(callee) = c.bridged.take() else {
+            return;
+        };
+        c.bridge_owner = false;
+        // What the BYE that ends it says, as sofia keeps it.
+        let reason = "Q.850;cause=16;text=\"NORMAL_CLEARING\"";
+        let vars: &[(&str, &str)] = if c.hangup_cause.is_some() {
+            &[
+                ("proto_specific_hangup_cause", "sip:200"),
+                ("sip_hangup_disposition", "recv_bye"),
+                ("sip_reason", reason),
+                ("sip_term_cause", "16"),
+                ("sip_term_status", "200"),
+            ]
+        } else {
+            &[
+                ("last_bridge_hangup_cause", "NORMAL_CLEARING"),
+                ("last_bridge_proto_specific_hangup_cause", "sip:200"),
+                ("sip_hangup_phrase", "OK"),
+                ("sip_reason", reason),
+            ]
+        };
+        for (k, v) in vars {
+            c.set_var(k, v);
+        }
+        let cause = c.hangup_cause.unwrap_or("NORMAL_CLEARING");
+        let tail: Vec<(String, String)> = c
+            .hangup_cause
+            .map(|h| ("Hangup-Cause".to_owned(), h.to_owned()))
+            .into_iter()
+            .collect();
+        self.mark_unbridged(caller, &callee, cause, "originator");
+        self.emit(
+            "CHANNEL_UNBRIDGE",
+            Some(caller),
+            &[("bridge_a", caller.to_owned()), ("bridge_b", callee)],
+            &tail,
+            None,
+        );
+    }
+
+    /// A bridge application's callee hung up first: the caller reports the
+    /// bridge's end and the application's; then `hangup_after_bridge=true`
+    /// hangs it up, `park_after_bridge=true` parks it, a park it ran in
+    /// resumes (FreeSWITCH keeps such a caller parked), and otherwise its
+    /// dialplan is over and it hangs up.
+    fn bridge_app_callee_gone(&mut self, caller: &str) {
+        self.bridge_app_unbridge(caller);
+        let Some(c) = self.channels.get(caller) else {
+            return;
+        };
+        let hangup_after = c.var("hangup_after_bridge").is_some_and(util_true);
+        let park_after = c.var("park_after_bridge").is_some_and(util_true);
+        let parked = c.parked;
+        if hangup_after {
+            if self.hangup_start(caller, "NORMAL_CLEARING") {
+                self.exec_complete(caller, "_none_");
+                self.resume_park(caller);
+                self.hangup_finish(caller, true);
+            }
+            return;
+        }
+        self.exec_complete(caller, "_none_");
+        if parked {
+            self.resume_park(caller);
+        } else if park_after {
+            self.set_state(caller, "CS_PARK");
+            self.start_park(caller);
+        } else {
+            self.hangup(caller, "NORMAL_CLEARING", true);
+        }
+    }
+
+    /// After an application that ran inside a park: the park is the
+    /// running application again.
+    fn resume_park(&mut self, uuid: &str) {
+        if let Some(c) = self.channels.get_mut(uuid)
+            && c.parked
+        {
+            c.app = Some("park".into());
+            c.app_data = None;
+            c.app_uuid = Some(new_uuid());
         }
     }
 
@@ -788,9 +916,12 @@ impl Node {
         &self,
         other: &str,
         originatee: bool,
+        full: bool,
     ) -> Option<Vec<(&'static str, String)>> {
         let o = self.channels.get(other)?;
-        let inbound = o.dir == Dir::Inbound;
+        // A leg made by `originate` has a bare profile; an inbound leg, or
+        // one a bridge dialled (it inherits its caller's), a full one.
+        let inbound = o.dir == Dir::Inbound || full;
         let n = |v: u64| v.to_string();
         let mut v: Vec<(&'static str, String)> = vec![
             (
@@ -861,7 +992,8 @@ impl Node {
     fn mark_bridged(&mut self, a: &str, b: &str, how: &str) {
         let now = util::now_us();
         for (x, y, originatee) in [(a, b, true), (b, a, false)] {
-            let profile = self.other_leg_profile(y, originatee);
+            let full = how == "bridge" && y == b;
+            let profile = self.other_leg_profile(y, originatee, full);
             let other_name = self
                 .channels
                 .get(y)
@@ -1033,27 +1165,43 @@ impl Node {
         }
     }
 
-    /// Bridges two legs of this node (the bridge app).
+    /// The bridge application's callee answered: the caller reports the
+    /// bridge (its call state back to ACTIVE, CHANNEL_BRIDGE, CALL_UPDATE),
+    /// the callee goes to CS_EXCHANGE_MEDIA; the SIP peers of self-calls
+    /// get the display update (INFO).
     pub(crate) fn bridge_legs(&mut self, a: &str, b: &str) {
-        for leg in [a, b] {
-            self.app_complete(leg, None);
-            if !self.channels.get(leg).is_some_and(|c| c.answered()) {
-                self.answer(leg);
-            }
+        if !self.channels.get(a).is_some_and(|c| c.answered()) {
+            self.answer(a);
         }
-        for leg in [a, b] {
-            self.set_state(leg, "CS_EXCHANGE_MEDIA");
-        }
+        self.mark_bridged(a, b, "bridge");
         let now = util::now_us();
         for (x, y) in [(a, b), (b, a)] {
             if let Some(c) = self.channels.get_mut(x) {
                 c.bridged = Some(y.to_owned());
                 c.bridged_us = now;
-                c.app = Some("bridge".into());
-                c.app_data = Some(y.to_owned());
+                c.bridge_owner = x == a;
             }
         }
-        self.mark_bridged(a, b, "bridge");
+        let callee = self
+            .channels
+            .get(b)
+            .map(|c| format!("{};{};{}", c.uuid, c.name, c.cid_num))
+            .unwrap_or_default();
+        let causes = format!("{b};NONE");
+        if let Some(c) = self.channels.get_mut(a) {
+            c.app = Some("bridge".into());
+            for (k, v) in [
+                ("DIALSTATUS", "SUCCESS"),
+                ("originate_disposition", "SUCCESS"),
+                ("originated_legs", callee.as_str()),
+                ("originate_causes", causes.as_str()),
+                ("current_loop", "1"),
+                ("total_loops", "1"),
+            ] {
+                c.set_var(k, v);
+            }
+        }
+        self.set_call_state(a, "ACTIVE");
         self.emit(
             "CHANNEL_BRIDGE",
             Some(a),
@@ -1061,6 +1209,28 @@ impl Node {
             &[],
             None,
         );
+        self.emit("CALL_UPDATE", Some(a), &[], &[], None);
+        self.set_state(b, "CS_EXCHANGE_MEDIA");
+        self.emit("CALL_UPDATE", Some(b), &[], &[], None);
+        if let Some(p) = self.sip_peer_here(a) {
+            self.emit("CALL_UPDATE", Some(&p), &[], &[], None);
+            self.emit("RECV_INFO", Some(&p), &[], &[], None);
+        }
+        if let Some(p) = self.sip_peer_here(b) {
+            self.emit("RECV_INFO", Some(&p), &[], &[], None);
+        }
+    }
+
+    /// The other end of `uuid`'s SIP dialog when it is a channel of this
+    /// node (a self-call).
+    fn sip_peer_here(&self, uuid: &str) -> Option<String> {
+        let c = self.channels.get(uuid)?;
+        if c.peer_node != Some(self.info.index) {
+            return None;
+        }
+        self.dialogs
+            .get(&(c.call_id.clone(), c.dir.other()))
+            .cloned()
     }
 
     /// Starts an application on a channel (sendmsg execute, uuid_broadcast,
@@ -1085,6 +1255,7 @@ impl Node {
                 | "pre_answer"
                 | "answer"
                 | "respond"
+                | "bridge"
                 | "bert"
         );
         if was_parked && !keeps_park && app_l != "park" {
@@ -1227,7 +1398,13 @@ impl Node {
                 self.set_state(uuid, "CS_EXECUTE");
                 self.start_park(uuid);
             }
-            "bridge" => self.start_bridge(uuid, arg),
+            "bridge" => {
+                // The caller waits in RING_WAIT while the callee is dialled.
+                if self.channels.get(uuid).is_some_and(|c| c.answered()) {
+                    self.set_call_state(uuid, "RING_WAIT");
+                }
+                self.start_bridge(uuid, arg)
+            }
             _ => {
                 // An application that does not exist hangs the channel up.
                 self.hangup(uuid, "DESTINATION_OUT_OF_ORDER", true);
@@ -1685,6 +1862,15 @@ fn sip_dialog_vars(c: &mut Channel) {
     c.set_var("sip_cseq", &cseq);
     let ip = c.network_addr.clone();
     c.set_var("advertised_media_ip", &ip);
+}
+
+/// FreeSWITCH's switch_true: yes, on, true, enabled, active, allow, or a
+/// non-zero number.
+fn util_true(v: &str) -> bool {
+    matches!(
+        v.to_ascii_lowercase().as_str(),
+        "yes" | "on" | "true" | "t" | "enabled" | "active" | "allow"
+    ) || v.parse::<i64>().is_ok_and(|n| n != 0)
 }
 
 pub(crate) fn sip_cause(code: u32) -> &'static str {
