@@ -568,3 +568,57 @@ async fn media_apps_run_their_flows_to_the_end() {
     no_sessions(&h).await;
     assert_eq!(h.ctl().apps.stats().errors, 0, "{:?}", h.ctl().apps.stats());
 }
+
+/// A route's final bridge ends the call when the callee hangs up first:
+/// FreeSWITCH (recorded in tests/fidelity/flows/bridge_app_callee_ends.json)
+/// would put the caller back in its park, so the router sets
+/// hangup_after_bridge=true before it bridges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_bridge_ends_the_caller_when_the_callee_hangs_up_first() {
+    let h = Harness::start(1).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    let dir = tmpdir("callee-first");
+    let path = write_routes(&dir, ROUTES);
+    h.ctl()
+        .use_router(Router::from_file(&path).unwrap())
+        .await
+        .unwrap();
+    inbound(&h, 0, "4321", "{}").await;
+    let caller = wait_execute(
+        &h,
+        "bridge",
+        "sofia/external/4321@support-pbx.example.net;fs_path=sip:10.0.40.10:5060",
+    )
+    .await;
+    assert!(
+        executes(&h)
+            .iter()
+            .any(|(u, a, g)| *u == caller && a == "set" && g == "hangup_after_bridge=true"),
+        "{:?}",
+        executes(&h)
+    );
+    let cluster = h.ctl().cluster.clone();
+    let mut callee = None;
+    wait_for(Duration::from_secs(10), || {
+        callee = cluster.with_tracker(|t| {
+            t.sessions()
+                .find(|s| s.uuid != caller && s.direction == "outbound" && s.answered_us > 0)
+                .map(|s| s.uuid.clone())
+        });
+        callee.is_some()
+    })
+    .await
+    .expect("the callee answered");
+    let callee = callee.unwrap_or_default();
+    // The callee hangs up first.
+    cluster
+        .node("fs1")
+        .api("uuid_kill", &callee)
+        .await
+        .expect("uuid_kill");
+    wait_for(Duration::from_secs(10), || {
+        cluster.with_tracker(|t| t.session(&caller).is_none())
+    })
+    .await
+    .expect("the caller ended with its callee (not left in its park)");
+}
