@@ -57,6 +57,11 @@ pub struct Knobs {
     /// captures of shared/fixtures (another FreeSWITCH build).
     #[serde(default)]
     pub early_media_on_answer: bool,
+    /// Write each frame to the socket on its own, as FreeSWITCH does,
+    /// instead of coalescing what is queued (up to 1 MiB) into one write.
+    /// Clients whose parser cannot take a frame split across reads
+    /// (switchio 0.1) need it; it costs a write per event.
+    pub frame_per_write: bool,
 }
 
 impl Default for Knobs {
@@ -73,6 +78,7 @@ impl Default for Knobs {
             originate_timeout_s: 60,
             cost: None,
             early_media_on_answer: false,
+            frame_per_write: false,
         }
     }
 }

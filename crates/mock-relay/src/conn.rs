@@ -56,12 +56,14 @@ async fn serve(
     {
         return;
     }
+    let per_frame = info.frame_per_write.load(Ordering::Relaxed);
     let writer = tokio::spawn(async move {
         let mut buf = Vec::with_capacity(64 * 1024);
         while let Some(first) = rx.recv().await {
             let mut close = first.append_to(&mut buf);
-            // Coalesce whatever else is queued into one write.
-            while !close && buf.len() < 1 << 20 {
+            // Coalesce whatever else is queued into one write (unless each
+            // frame goes on its own, as FreeSWITCH writes them).
+            while !close && !per_frame && buf.len() < 1 << 20 {
                 match rx.try_recv() {
                     Ok(out) => close = out.append_to(&mut buf),
                     Err(_) => break,

@@ -113,6 +113,7 @@ impl MockCluster {
                 password: config.password.clone(),
                 refuse_until_ms: AtomicU64::new(0),
                 reply_delay_ms: AtomicU64::new(0),
+                frame_per_write: std::sync::atomic::AtomicBool::new(config.knobs.frame_per_write),
             }));
             listeners.push(l);
         }

@@ -62,6 +62,9 @@ struct Args {
     /// Directory of the JSON Schemas [default: relay-protocol/esl of the source tree].
     #[arg(long)]
     schemas: Option<PathBuf>,
+    /// Write each frame on its own, as FreeSWITCH does [default: coalesce queued frames into one write].
+    #[arg(long)]
+    frame_per_write: bool,
 }
 
 fn parse_external(s: &str) -> anyhow::Result<ExternalOutcome> {
@@ -103,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
             max_sessions: a.max_sessions,
             sessions_per_second: a.sessions_per_second,
             playback_ms: a.playback_ms,
+            frame_per_write: a.frame_per_write,
             ..Knobs::default()
         },
     };

@@ -152,6 +152,8 @@ pub struct NodeInfo {
     pub profiles: Vec<(String, u16)>,
     /// ESL password.
     pub password: String,
+    /// Write each frame on its own (see [`crate::Knobs::frame_per_write`]).
+    pub frame_per_write: std::sync::atomic::AtomicBool,
     /// Fault: refuse new connections until this time (ms since the epoch).
     pub refuse_until_ms: AtomicU64,
     /// Fault: delay every reply by this many ms.
