@@ -2,7 +2,7 @@
 //! (section 12 of the ESL reference).
 
 use crate::dial::split_args;
-use crate::node::{Dir, Node, Timer};
+use crate::node::{Dir, Node, Timer, new_uuid};
 use crate::util;
 use std::time::Duration;
 use switchy_protocol::esl::{Event, EventFormat};
@@ -28,6 +28,7 @@ pub const API_COMMANDS: &[&str] = &[
     "uuid_exists",
     "uuid_hold",
     "uuid_pre_answer",
+    "create_uuid",
     "uuid_display",
     "sched_hangup",
     "sched_del",
@@ -279,6 +280,8 @@ impl Node {
                     "-ERR Operation failed\n".into()
                 }
             }
+            // genesis asks for the UUID it then originates with.
+            "create_uuid" => new_uuid(),
             "fsctl" => {
                 let v: Vec<&str> = a.iter().map(String::as_str).collect();
                 self.fsctl(&v)
