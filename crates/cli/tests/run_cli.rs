@@ -69,3 +69,51 @@ async fn sigterm_mid_run_loses_no_cdr() {
     assert_eq!(store.count().await.expect("count") as u64, offered);
     store.close().await;
 }
+
+/// Logs go to stderr, without colour codes when stderr is not a terminal;
+/// stdout carries only what the command prints (its summary).
+#[test]
+fn logs_go_to_stderr_without_colour_when_piped() {
+    let db = std::env::temp_dir().join(format!("switchy-logs-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let url = format!("sqlite://{}", db.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_switchy-controller"))
+        .args([
+            "run",
+            "--mock",
+            "1",
+            "--rate",
+            "20",
+            "--max-offered",
+            "5",
+            "--duration",
+            "0.2",
+            "--http",
+            "127.0.0.1:0",
+            "--db",
+            &url,
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run switchy-controller run");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(" INFO "),
+        "no log line on stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in piped logs:\n{stderr}"
+    );
+    assert!(
+        !stdout
+            .lines()
+            .any(|l| l.contains(" INFO ") || l.contains(" WARN ")),
+        "log lines on stdout:\n{stdout}"
+    );
+    assert!(stdout.contains("== switchy run summary"), "{stdout}");
+}

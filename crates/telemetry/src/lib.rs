@@ -35,7 +35,11 @@ pub fn init(service: &'static str) -> Telemetry {
         .add_directive("hyper=off".parse().expect("static directive"))
         .add_directive("reqwest=off".parse().expect("static directive"))
         .add_directive("h2=off".parse().expect("static directive"));
-    let fmt = tracing_subscriber::fmt::layer();
+    // Logs are diagnostics: stderr, so stdout keeps only what a command
+    // prints (summaries, tables); colour only on a terminal.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty());

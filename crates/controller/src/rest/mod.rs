@@ -129,7 +129,7 @@ async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Ne
         if let Some(ip) = ip {
             api.throttle.failed(ip);
         }
-        return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token: send 'Authorization: Bearer <token>' (the controller's --token / SWITCHY_API_TOKEN)".into()).into_response();
+        return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token: send 'Authorization: Bearer <token>' (the controller's SWITCHY_API_TOKEN, --token-file or token_file; SWITCHY_CONTROL_TOKEN / SWITCHY_READ_TOKEN for scoped ones)".into()).into_response();
     }
     next.run(req).await
 }
