@@ -301,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
                     out.display()
                 );
             }
-            let store = switchy_controller::cdr::CdrStore::connect(&db).await?;
+            let store = switchy_controller::cdr::CdrStore::open_existing(&db).await?;
             let cdrs = store.all().await?;
             switchy_controller::cdr_stats::plot_svg(
                 &cdrs,
@@ -313,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Cdr {
             cmd: CdrCmd::Export { db, format },
         } => {
-            let store = switchy_controller::cdr::CdrStore::connect(&db).await?;
+            let store = switchy_controller::cdr::CdrStore::open_existing(&db).await?;
             let cdrs = store.all().await?;
             let text = match format.as_str() {
                 "csv" => switchy_controller::cdr_stats::to_csv(&cdrs),

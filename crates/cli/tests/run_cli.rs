@@ -117,3 +117,32 @@ fn logs_go_to_stderr_without_colour_when_piped() {
     );
     assert!(stdout.contains("== switchy run summary"), "{stdout}");
 }
+
+/// `cdr export` and `plot` on a database that does not exist say so and
+/// create no empty file.
+#[test]
+fn reading_commands_do_not_create_a_missing_database() {
+    let db = std::env::temp_dir().join(format!("switchy-missing-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let url = format!("sqlite://{}", db.display());
+    let svg = std::env::temp_dir().join(format!("switchy-missing-{}.svg", std::process::id()));
+    for args in [
+        vec!["cdr", "export", "--db", url.as_str()],
+        vec![
+            "plot",
+            "--db",
+            url.as_str(),
+            "--out",
+            svg.to_str().unwrap_or("x.svg"),
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchy-controller"))
+            .args(&args)
+            .output()
+            .expect("run switchy-controller");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains("no CDR database at"), "{args:?}: {stderr}");
+        assert!(!db.exists(), "{args:?} created {}", db.display());
+    }
+}

@@ -156,6 +156,21 @@ fn elide(url: &str) -> String {
 }
 
 impl CdrStore {
+    /// As [`CdrStore::connect`], for commands that only read CDRs: a
+    /// SQLite file that does not exist is an error, not created empty.
+    pub async fn open_existing(url: &str) -> Result<CdrStore, crate::CdrError> {
+        if let Some(rest) = url.strip_prefix("sqlite:")
+            && !url.contains("memory")
+        {
+            let path = rest.trim_start_matches("//");
+            let path = path.split('?').next().unwrap_or(path);
+            if !std::path::Path::new(path).exists() {
+                return Err(crate::CdrError::Missing(path.to_owned()));
+            }
+        }
+        Self::connect(url).await
+    }
+
     /// Connects (`sqlite://file.db`, `sqlite::memory:`, `postgres://…`),
     /// creates the SQLite file if missing, enables WAL, and runs the
     /// embedded migrations.

@@ -75,6 +75,12 @@ pub enum CdrError {
         /// Why.
         source: sqlx::migrate::MigrateError,
     },
+    /// A command that only reads CDRs was pointed at a SQLite file that
+    /// does not exist (it is not created).
+    #[error(
+        "no CDR database at {0}: check --db (a load test writes one: switchy-controller run --db sqlite://FILE)"
+    )]
+    Missing(String),
     /// A query failed.
     #[error(transparent)]
     Query(#[from] sqlx::Error),
