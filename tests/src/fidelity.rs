@@ -380,7 +380,7 @@ pub fn compare(rec: &Recording, var: &Variation, t: &Trace) -> Report {
         .chain(by_class.keys().copied())
         .collect();
     let empty = BTreeSet::new();
-    let no_seqs = empty_seqs();
+    let no_seqs = BTreeSet::new();
     for c in classes {
         let legs = by_class.get(c).map(Vec::as_slice).unwrap_or_default();
         let counts = rec.leg_counts.get(c).unwrap_or(&empty);
@@ -431,10 +431,6 @@ pub fn compare(rec: &Recording, var: &Variation, t: &Trace) -> Report {
         });
     }
     r
-}
-
-fn empty_seqs() -> BTreeSet<Vec<String>> {
-    BTreeSet::new()
 }
 
 /// mock-relay set up as the FreeSWITCH the recordings were made on (one

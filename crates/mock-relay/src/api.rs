@@ -201,10 +201,7 @@ impl Node {
             "show" => self.show(&a),
             "log" => {
                 let (lvl, msg) = args.split_once(' ').unwrap_or((args, ""));
-                let names = [
-                    "CONSOLE", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG",
-                ];
-                let level = names
+                let level = LOG_LEVELS
                     .iter()
                     .position(|n| n.eq_ignore_ascii_case(lvl))
                     .map(|p| p as u8)

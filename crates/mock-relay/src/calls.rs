@@ -813,16 +813,24 @@ impl Node {
             c.set_var(k, v);
         }
         let cause = c.hangup_cause.unwrap_or("NORMAL_CLEARING");
-        let tail: Vec<(String, String)> = c
-            .hangup_cause
+        self.mark_unbridged(caller, &callee, cause, "originator");
+        self.emit_unbridge(caller, &callee);
+    }
+
+    /// CHANNEL_UNBRIDGE on `a` (the leg that reported the bridge to `b`),
+    /// with its Hangup-Cause when `a` is the one going.
+    fn emit_unbridge(&mut self, a: &str, b: &str) {
+        let tail: Vec<(String, String)> = self
+            .channels
+            .get(a)
+            .and_then(|c| c.hangup_cause)
             .map(|h| ("Hangup-Cause".to_owned(), h.to_owned()))
             .into_iter()
             .collect();
-        self.mark_unbridged(caller, &callee, cause, "originator");
         self.emit(
             "CHANNEL_UNBRIDGE",
-            Some(caller),
-            &[("bridge_a", caller.to_owned()), ("bridge_b", callee)],
+            Some(a),
+            &[("bridge_a", a.to_owned()), ("bridge_b", b.to_owned())],
             &tail,
             None,
         );
@@ -1020,6 +1028,18 @@ impl Node {
         }
     }
 
+    /// The two legs now bridged to each other; `a` reports the bridge.
+    fn link_bridged(&mut self, a: &str, b: &str) {
+        let now = util::now_us();
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(c) = self.channels.get_mut(x) {
+                c.bridged = Some(y.to_owned());
+                c.bridged_us = now;
+                c.bridge_owner = x == a;
+            }
+        }
+    }
+
     /// What a bridge's end leaves on a leg.
     fn mark_unbridged(&mut self, uuid: &str, other: &str, cause: &str, role: &str) {
         let stamp = util::now_us().to_string();
@@ -1071,14 +1091,7 @@ impl Node {
             }
             self.emit("CHANNEL_EXECUTE", Some(leg), &[], &[], None);
         }
-        let now = util::now_us();
-        for (x, y) in [(a, b), (b, a)] {
-            if let Some(c) = self.channels.get_mut(x) {
-                c.bridged = Some(y.to_owned());
-                c.bridged_us = now;
-                c.bridge_owner = x == a;
-            }
-        }
+        self.link_bridged(a, b);
         self.emit(
             "CHANNEL_BRIDGE",
             Some(a),
@@ -1131,20 +1144,7 @@ impl Node {
             .unwrap_or("NORMAL_CLEARING");
         self.mark_unbridged(&a, &b, cause, "originator");
         self.mark_unbridged(&b, &a, cause, "originatee");
-        let tail: Vec<(String, String)> = self
-            .channels
-            .get(&a)
-            .and_then(|c| c.hangup_cause)
-            .map(|h| ("Hangup-Cause".to_owned(), h.to_owned()))
-            .into_iter()
-            .collect();
-        self.emit(
-            "CHANNEL_UNBRIDGE",
-            Some(&a),
-            &[("bridge_a", a.clone()), ("bridge_b", b.clone())],
-            &tail,
-            None,
-        );
+        self.emit_unbridge(&a, &b);
     }
 
     /// `uuid_park` of a leg in a `uuid_bridge` bridge: it parks (no
@@ -1174,14 +1174,7 @@ impl Node {
             self.answer(a);
         }
         self.mark_bridged(a, b, "bridge");
-        let now = util::now_us();
-        for (x, y) in [(a, b), (b, a)] {
-            if let Some(c) = self.channels.get_mut(x) {
-                c.bridged = Some(y.to_owned());
-                c.bridged_us = now;
-                c.bridge_owner = x == a;
-            }
-        }
+        self.link_bridged(a, b);
         let callee = self
             .channels
             .get(b)
