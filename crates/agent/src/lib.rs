@@ -196,6 +196,16 @@ impl Agent {
         while !self.state.outbox.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The send loop sees the empty outbox and closes the connection
+        // with "agent stopping"; give it a moment.
+        self.state.outbox.notify.notify_one();
+        self.state.status_changed.notify_waiters();
+        let close_by = tokio::time::Instant::now() + Duration::from_millis(500);
+        while self.tasks.get(1).is_some_and(|t| !t.is_finished())
+            && tokio::time::Instant::now() < close_by
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.state.outbox.len()
     }
 }
@@ -435,6 +445,9 @@ async fn controller_loop(st: Arc<AgentState>, client: quinn::ClientConfig) {
     let c = &st.config;
     loop {
         let r = session(&st, &client).await;
+        if *st.stopping.borrow() {
+            return;
+        }
         // The link decides the delay: the minimum after a welcomed session.
         let delay = st.outbox.with(|l| l.closed());
         match r {
@@ -527,7 +540,12 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> Result<(
     let result = send_loop(st, &mut send, &conn).await;
     acks.abort();
     commands.abort();
-    conn.close(0u32.into(), b"agent reconnecting");
+    let reason: &[u8] = if *st.stopping.borrow() {
+        b"agent stopping"
+    } else {
+        b"agent reconnecting"
+    };
+    conn.close(0u32.into(), reason);
     endpoint.wait_idle().await;
     result
 }
@@ -548,6 +566,10 @@ async fn send_loop(
     loop {
         if let Some(reason) = conn.close_reason() {
             return Err(SessionError::Gone(format!("connection closed: {reason}")));
+        }
+        // Stopping, and the controller has every event: close cleanly.
+        if *st.stopping.borrow() && st.outbox.is_empty() {
+            return Ok(());
         }
         // Armed before polling, so a push between the poll and the wait
         // still wakes us.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use switchy_controller::cluster::Tracking;
 use switchy_controller::{ClusterConfig, Controller, ca};
 
+mod panel;
 mod run;
 
 /// Controls a cluster of FreeSWITCH nodes through their switchy-agents.
@@ -249,9 +250,18 @@ fn parse_app_spec(spec: &str) -> anyhow::Result<(&str, switchy_controller::apps:
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = switchy_telemetry::init("switchy-controller");
     let matches = Args::command().get_matches();
     let args = Args::from_arg_matches(&matches)?;
+    // `run` keeps its screen clear: WARN and up unless -v; its logs go
+    // above the panel, so never with colour codes there.
+    let log = match &args.cmd {
+        Cmd::Run(r) => switchy_telemetry::LogOptions {
+            default_filter: run::log_filter(r.verbose).into(),
+            ansi: switchy_telemetry::colour_on_stderr() && !run::panel_wanted(r),
+        },
+        _ => switchy_telemetry::LogOptions::default(),
+    };
+    let telemetry = switchy_telemetry::init_with("switchy-controller", log);
     match args.cmd {
         Cmd::Ca {
             cmd: CaCmd::Fingerprint { file },

@@ -4,7 +4,7 @@
 //! store and the Originator.
 
 use clap::Parser;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -125,6 +125,33 @@ pub struct Run {
     /// Seconds to wait for calls to end after the last launch or a signal.
     #[arg(long, default_value_t = 30)]
     pub drain_secs: u64,
+    /// More log lines: -v INFO, -vv DEBUG (default WARN; RUST_LOG
+    /// overrides).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Plain progress lines even on a terminal (no live panel, no keys).
+    #[arg(long)]
+    pub plain: bool,
+    /// REST bearer token (default: a random one, printed at start).
+    #[arg(long, env = "SWITCHY_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `run`'s log filter for `-v` counts.
+pub fn log_filter(verbose: u8) -> &'static str {
+    match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    }
+}
+
+/// The live panel is drawn: stderr is a terminal and not `--plain` (nor
+/// `TERM=dumb`).
+pub fn panel_wanted(r: &Run) -> bool {
+    !r.plain
+        && std::io::stderr().is_terminal()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
 fn parse_apps(specs: &[String]) -> anyhow::Result<Vec<(String, u32)>> {
@@ -146,8 +173,28 @@ fn parse_apps(specs: &[String]) -> anyhow::Result<Vec<(String, u32)>> {
 /// Runs the load test; returns the process exit code.
 pub async fn run(a: Run) -> anyhow::Result<i32> {
     let apps = parse_apps(&a.apps)?;
+    // Everything a flag can get wrong is refused before anything starts.
+    for (name, _) in &apps {
+        builtin::build(name, &builtin::Params::new()).map_err(|e| {
+            anyhow::anyhow!("--app {name}: {e} (switchy-controller list-apps shows them)")
+        })?;
+    }
+    if !(a.rate > 0.0) {
+        anyhow::bail!(
+            "--rate {}: give a rate above 0 calls/s (pause a running test with `p` or PATCH /api/v1/originator {{\"rate\": 0}})",
+            a.rate
+        );
+    }
     let store = CdrStore::connect(&a.db).await?;
-    let token = uuid::Uuid::new_v4().simple().to_string();
+    let token = match a.token.clone().filter(|t| !t.is_empty()) {
+        Some(t) => t,
+        None => uuid::Uuid::new_v4().simple().to_string(),
+    };
+    let token_shown = if a.token.as_deref().is_some_and(|t| !t.is_empty()) {
+        "token from SWITCHY_API_TOKEN / --token".to_owned()
+    } else {
+        format!("token {token}")
+    };
     let config = ClusterConfig {
         tracking: a.tracking,
         ..ClusterConfig::default()
@@ -243,7 +290,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         .await?
     };
     eprintln!(
-        "switchy run: REST http://{} (token {token}), CDRs → {}",
+        "switchy run: REST http://{}\n  {token_shown}\n  CDRs → {}",
         ctl.http_addr, store.url
     );
     for (name, _) in &apps {
@@ -336,22 +383,59 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     let rss_idle = rss_bytes();
     let (mut rss_peak, mut active_at_peak) = (rss_idle, 0u64);
     orig.start();
-    let tty = std::io::stderr().is_terminal();
+    let mut screen = crate::panel::Screen::new(panel_wanted(&a));
+    let mut keys = screen.take_keys();
+    let run_id = orig.run_id().to_owned();
     let stop = switchy_telemetry::shutdown_signal();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut interrupted = false;
+    let mut note: Option<String> = None;
     loop {
         tokio::select! {
             _ = &mut stop => {
-                eprintln!("\nsignal: stopping, hanging up this run's calls, flushing CDRs");
                 interrupted = true;
-                let _ = orig.hupall().await;
                 break;
             }
-            _ = orig.wait_done() => break,
+            _ = orig.wait_finished() => break,
+            Some(k) = next_key(&mut keys) => {
+                use crate::panel::Key;
+                match k {
+                    Key::Interrupt => {
+                        interrupted = true;
+                        break;
+                    }
+                    Key::Rate(d) => {
+                        let _ = orig.update(|c| c.rate = (c.rate + d).max(1.0));
+                    }
+                    Key::Limit(d) => {
+                        let _ = orig.update(|c| c.limit = c.limit.saturating_add_signed(d).max(1));
+                    }
+                    Key::Pause => {
+                        if orig.state() == switchy_controller::originator::State::Originating {
+                            orig.stop();
+                            note = Some("paused: p resumes, q ends the run".into());
+                        } else if !orig.finished() {
+                            orig.start();
+                            note = None;
+                        }
+                    }
+                    Key::Quit if !orig.finished() => {
+                        orig.finish();
+                        note = Some(format!(
+                            "stopping: no more launches, {} calls end at their holding time (q again or Q: hang up now)",
+                            orig.active()
+                        ));
+                    }
+                    Key::Quit | Key::HangupAll => {
+                        note = Some("hanging up this run's calls".into());
+                        let _ = orig.shutdown().await;
+                    }
+                }
+                screen.draw(&crate::panel::View { status: &orig.status(), run_id: &run_id, note: note.clone() });
+            }
             _ = tick.tick() => {
-                progress(&orig, tty);
+                screen.draw(&crate::panel::View { status: &orig.status(), run_id: &run_id, note: note.clone() });
                 let (r, act) = (rss_bytes(), orig.active());
                 if act > active_at_peak {
                     active_at_peak = act;
@@ -360,19 +444,45 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
             }
         }
     }
+    if interrupted {
+        screen.draw(&crate::panel::View {
+            status: &orig.status(),
+            run_id: &run_id,
+            note: Some("interrupted: hanging up this run's calls, flushing CDRs".into()),
+        });
+        let _ = orig.shutdown().await;
+    }
     // Drain: calls end (hold time or hupall), their CDRs are built.
     let deadline = Instant::now() + Duration::from_secs(a.drain_secs);
+    let mut last_draw = Instant::now();
     while orig.active() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        if last_draw.elapsed() >= Duration::from_secs(1) {
+            last_draw = Instant::now();
+            screen.draw(&crate::panel::View {
+                status: &orig.status(),
+                run_id: &run_id,
+                note: Some(format!("draining: {} calls still up", orig.active())),
+            });
+        }
     }
     // Let the last CHANNEL_DESTROYs through the tracker.
     let deadline = Instant::now() + Duration::from_secs(5);
     while ctl.cluster.with_tracker(|t| !t.is_empty()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    progress(&orig, false);
+    screen.draw(&crate::panel::View {
+        status: &orig.status(),
+        run_id: &run_id,
+        note: Some("done".into()),
+    });
+    screen.finish();
     orig.set_cdr_sink(None);
     let written = writer.close().await;
+    // Embedded agents stop on purpose (no "connection lost" warning).
+    for ag in std::mem::take(&mut _agents) {
+        ag.stop(Duration::from_secs(2)).await;
+    }
     let status = orig.status();
     let cdrs: Vec<_> = store
         .all()
@@ -401,17 +511,22 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         .checked_div(active_at_peak)
         .unwrap_or(0);
     println!(
-        "  {:<28} {:.1} MiB idle, {:.1} MiB at {} live calls: ~{} bytes per live call{}\n",
-        "process memory (RSS)",
-        rss_idle as f64 / 1048576.0,
-        rss_peak as f64 / 1048576.0,
-        active_at_peak,
-        per_call,
-        if embedded {
-            " (controller + embedded agents)"
-        } else {
-            ""
-        }
+        "{}",
+        summary_row(
+            "process memory (RSS)",
+            &format!(
+                "{:.1} MiB idle, {:.1} MiB at {} live calls: ~{} bytes per live call{}",
+                rss_idle as f64 / 1048576.0,
+                rss_peak as f64 / 1048576.0,
+                active_at_peak,
+                per_call,
+                if embedded {
+                    " (controller + embedded agents)"
+                } else {
+                    ""
+                }
+            )
+        )
     );
     if let Some(p) = &a.metrics_file {
         let doc = serde_json::json!({"originator": status, "cdr_summary": summary, "cdrs_written": written,
@@ -436,34 +551,43 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-fn progress(o: &Originator, tty: bool) {
-    let s = o.status();
-    let eta = s
-        .eta_s
-        .map(|e| format!("{e:.0}s"))
-        .unwrap_or_else(|| "-".into());
-    let line = format!(
-        "{:?} offered {} active {} answered {} failed {} | {:.0} cps now, {:.1} avg (target {}) | ETA {eta}{}",
-        s.state,
-        s.offered,
-        s.active,
-        s.answered,
-        s.failed,
-        s.current_cps,
-        s.average_cps,
-        s.config.rate,
-        s.bottleneck
-            .as_ref()
-            .map(|b| format!(" | BOTTLENECK: {b}"))
-            .unwrap_or_default()
-    );
-    let mut err = std::io::stderr();
-    if tty {
-        let _ = write!(err, "\r\x1b[2K{line}");
-    } else {
-        let _ = writeln!(err, "{line}");
+/// The next key, or never without a key reader.
+async fn next_key(
+    keys: &mut Option<tokio::sync::mpsc::Receiver<crate::panel::Key>>,
+) -> Option<crate::panel::Key> {
+    match keys {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
-    let _ = err.flush();
+}
+
+/// Width the summary fits (an 80-column terminal).
+const SUMMARY_WIDTH: usize = 80;
+/// Column where values start.
+const VALUE_COLUMN: usize = 37;
+
+/// `  key   value`, the value wrapped at word boundaries to fit
+/// [`SUMMARY_WIDTH`] with continuation lines under the value column.
+pub fn summary_row(k: &str, v: &str) -> String {
+    let mut out = format!("  {k:<34} ");
+    let start = out.chars().count().max(VALUE_COLUMN);
+    let room = SUMMARY_WIDTH.saturating_sub(start).max(20);
+    let mut col = 0;
+    for w in v.split(' ') {
+        let n = w.chars().count();
+        if col > 0 && col + 1 + n > room {
+            out.push('\n');
+            out.push_str(&" ".repeat(VALUE_COLUMN));
+            col = 0;
+        } else if col > 0 {
+            out.push(' ');
+            col += 1;
+        }
+        out.push_str(w);
+        col += n;
+    }
+    out.push('\n');
+    out
 }
 
 fn print_summary(
@@ -473,7 +597,7 @@ fn print_summary(
     backpressure: &[(String, u64, u64)],
 ) {
     let mut out = String::new();
-    let row = |out: &mut String, k: &str, v: String| out.push_str(&format!("  {k:<34} {v}\n"));
+    let row = |out: &mut String, k: &str, v: String| out.push_str(&summary_row(k, &v));
     out.push_str("\n== switchy run summary ==\n");
     row(&mut out, "offered", s.offered.to_string());
     row(&mut out, "answered", s.answered.to_string());

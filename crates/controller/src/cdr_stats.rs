@@ -80,6 +80,46 @@ pub struct Summary {
     pub verdicts_cut_short: usize,
 }
 
+/// Hangup causes that are the called user's doing, not the network's:
+/// ITU-T E.411's network effectiveness ratio (NER) counts them as the
+/// network's success (busy, no answer, rejected by the user).
+pub const USER_CAUSES: &[&str] = &[
+    "USER_BUSY",
+    "NO_USER_RESPONSE",
+    "NO_ANSWER",
+    "CALL_REJECTED",
+];
+
+/// The ratios a load test is judged by, from counters (the live panel).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LiveKpis {
+    /// Answer-seizure ratio: answered / attempts, %.
+    pub asr_pct: Option<f64>,
+    /// Network effectiveness ratio: (answered + user-caused failures) /
+    /// attempts, %.
+    pub ner_pct: Option<f64>,
+}
+
+/// ASR and NER from the answered count and the failures by cause (`None`
+/// before the first attempt ends).
+pub fn live_kpis<N: Copy + Into<u64>>(answered: u64, failures: &BTreeMap<String, N>) -> LiveKpis {
+    let failed: u64 = failures.values().map(|n| (*n).into()).sum();
+    let user: u64 = failures
+        .iter()
+        .filter(|(c, _)| USER_CAUSES.contains(&c.as_str()))
+        .map(|(_, n)| (*n).into())
+        .sum();
+    let attempts = answered + failed;
+    if attempts == 0 {
+        return LiveKpis::default();
+    }
+    let pct = |n: u64| Some(100.0 * n as f64 / attempts as f64);
+    LiveKpis {
+        asr_pct: pct(answered),
+        ner_pct: pct(answered + user),
+    }
+}
+
 fn ms(a: Option<i64>, b: Option<i64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1000.0),

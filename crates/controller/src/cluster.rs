@@ -18,6 +18,9 @@ use switchy_protocol::wire::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// The close reason of an agent that stops on purpose (`Agent::stop`).
+pub const AGENT_STOPPING: &[u8] = b"agent stopping";
+
 pub use switchy_protocol::wire::{CORE_EVENTS, NodeLoad, TRACKER_LIVE, TRACKER_MINIMAL};
 
 /// How much of each channel's life the tracker follows, which decides the
@@ -1060,7 +1063,16 @@ impl Cluster {
             let msg = match read_frame_into::<AgentMsg>(&mut recv, &mut buf).await {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(node = %node_id, error = %e, "agent event stream ended");
+                    // An agent that stops says so in its close frame.
+                    let stopping = matches!(
+                        conn.close_reason(),
+                        Some(quinn::ConnectionError::ApplicationClosed(c)) if &c.reason[..] == AGENT_STOPPING
+                    );
+                    if stopping {
+                        tracing::info!(node = %node_id, "agent stopped");
+                    } else {
+                        tracing::warn!(node = %node_id, error = %e, "agent event stream ended");
+                    }
                     break;
                 }
             };

@@ -311,10 +311,11 @@ pub fn build_originate_args(
 }
 
 /// Originator state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum State {
     /// Not started.
+    #[default]
     Initial,
     /// Launching calls.
     Originating,
@@ -347,6 +348,9 @@ struct Stats {
     failures: Mutex<BTreeMap<String, u64>>,
     launches: Mutex<VecDeque<Instant>>,
     job_ms: Mutex<VecDeque<f64>>,
+    /// Setup latencies with when they were measured, for the last
+    /// [`RECENT_WINDOW`] (at most [`RECENT_CAP`]).
+    job_recent: Mutex<VecDeque<(Instant, f64)>>,
     apps: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -382,6 +386,9 @@ struct Inner {
     late_recent: std::sync::atomic::AtomicBool,
     /// CDRs of calls that never got a channel.
     sink: Mutex<Option<CdrSink>>,
+    /// The run is over once its calls end: max_offered was reached, or a
+    /// shutdown was asked for (a plain stop is a pause).
+    finished: std::sync::atomic::AtomicBool,
 }
 
 /// The Originator (cheap to clone).
@@ -400,7 +407,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// A snapshot for the progress line, `/api/v1/originator` and the summary.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Status {
     /// State.
     pub state: State,
@@ -441,6 +448,11 @@ pub struct Status {
     /// Originate send → BACKGROUND_JOB p99, ms, on the agent's clock (last
     /// 1,000 calls).
     pub originate_reply_p99_ms: f64,
+    /// Setup latency (originate → answer, agent clock) over the last
+    /// seconds.
+    pub setup_recent: Recent,
+    /// Calls up now per node.
+    pub active_per_node: BTreeMap<String, u64>,
     /// When the requested rate is not being met, who holds it back (the
     /// latest diagnosis).
     pub bottleneck: Option<String>,
@@ -533,6 +545,7 @@ impl Originator {
             bottleneck_secs: Mutex::default(),
             late_recent: std::sync::atomic::AtomicBool::new(false),
             sink: Mutex::new(None),
+            finished: Default::default(),
         });
         let tasks = vec![
             AbortOnDrop(tokio::spawn(pace(inner.clone()))),
@@ -630,9 +643,43 @@ impl Originator {
         r
     }
 
-    /// hupall, then the Originator stays STOPPED.
+    /// hupall, then the Originator stays STOPPED and its run is over
+    /// ([`Originator::wait_finished`]).
     pub async fn shutdown(&self) -> Result<(), CommandError> {
-        self.hupall().await
+        let r = self.hupall().await;
+        self.inner.finished.store(true, Ordering::Relaxed);
+        self.inner.state.send_replace(State::Stopped);
+        r
+    }
+
+    /// Stops launching for good: the run is over once the calls up have
+    /// ended at their holding time ([`Originator::wait_finished`]).
+    pub fn finish(&self) {
+        self.stop();
+        self.inner.finished.store(true, Ordering::Relaxed);
+        self.inner.state.send_modify(|_| {});
+    }
+
+    /// The run is over: max_offered was reached or a shutdown asked for
+    /// (calls may still be up; see [`Originator::wait_finished`]).
+    pub fn finished(&self) -> bool {
+        self.inner.finished.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the run is over ([`Originator::finished`]) with no call
+    /// up. A plain stop (a pause) does not end it.
+    pub async fn wait_finished(&self) {
+        let mut rx = self.inner.state.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if self.finished() && self.active() == 0 {
+                return;
+            }
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
     }
 
     async fn on_every_node(&self, args: &str) -> Result<(), CommandError> {
@@ -769,6 +816,16 @@ impl Originator {
             blocked_by_limit: s.blocked_limit.load(Ordering::Relaxed),
             blocked_by_capacity: s.blocked_capacity.load(Ordering::Relaxed),
             originate_reply_p99_ms: p99,
+            setup_recent: job_recent(s, now),
+            active_per_node: self
+                .inner
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .per_node
+                .iter()
+                .map(|(n, c)| (n.clone(), *c))
+                .collect(),
             bottleneck: i
                 .bottleneck
                 .lock()
@@ -867,6 +924,48 @@ async fn monitor(i: Arc<Inner>) {
     }
 }
 
+/// The window of [`Status::setup_recent`].
+pub const RECENT_WINDOW: Duration = Duration::from_secs(10);
+/// Most samples kept for it.
+const RECENT_CAP: usize = 50_000;
+
+/// Setup latency over the last seconds (agent clock).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Recent {
+    /// Window, s.
+    pub window_s: f64,
+    /// Calls answered in it.
+    pub n: u64,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+}
+
+fn job_recent(s: &Stats, now: Instant) -> Recent {
+    let mut q = s.job_recent.lock().unwrap_or_else(|p| p.into_inner());
+    while q
+        .front()
+        .is_some_and(|(t, _)| now.duration_since(*t) > RECENT_WINDOW)
+    {
+        q.pop_front();
+    }
+    let mut v: Vec<f64> = q.iter().map(|(_, ms)| *ms).collect();
+    drop(q);
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p).round().max(0.0) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Recent {
+        window_s: RECENT_WINDOW.as_secs_f64(),
+        n: v.len() as u64,
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+    }
+}
+
 fn job_p99(s: &Stats) -> f64 {
     let q = s.job_ms.lock().unwrap_or_else(|p| p.into_inner());
     let mut v: Vec<f64> = q.iter().copied().collect();
@@ -896,6 +995,7 @@ async fn pace(i: Arc<Inner>) {
             let cfg = i.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if cfg.max_offered > 0 && i.stats.offered.load(Ordering::Relaxed) >= cfg.max_offered {
                 *i.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                i.finished.store(true, Ordering::Relaxed);
                 i.state.send_replace(State::Stopped);
                 tracing::info!("originator: max_offered reached, STOPPED");
                 break;
@@ -1116,6 +1216,13 @@ fn launch(i: &Arc<Inner>, cfg: &OriginatorConfig, node: String, app: Option<Stri
                     let mut q = i.stats.job_ms.lock().unwrap_or_else(|p| p.into_inner());
                     q.push_back(ms);
                     if q.len() > 1000 {
+                        q.pop_front();
+                    }
+                }
+                {
+                    let mut q = i.stats.job_recent.lock().unwrap_or_else(|p| p.into_inner());
+                    q.push_back((Instant::now(), ms));
+                    if q.len() > RECENT_CAP {
                         q.pop_front();
                     }
                 }
