@@ -155,6 +155,7 @@ async fn injected_failures_are_counted_by_cause_and_never_stop_the_run() {
         "USER_BUSY",
         "CALL_REJECTED",
         "NO_ANSWER",
+        "NO_ROUTE_DESTINATION",
     ] {
         let body = format!(r#"{{"hangup_cause": "{cause}"}}"#);
         let (st, _) = http(
@@ -173,7 +174,7 @@ async fn injected_failures_are_counted_by_cause_and_never_stop_the_run() {
         .expect("run finished");
     let st = r.orig.status();
     assert_eq!(st.offered, 40);
-    assert_eq!(st.failed, 5);
+    assert_eq!(st.failed, 6);
     assert_eq!(st.failures.get("USER_BUSY"), Some(&3));
     assert_eq!(st.failures.get("CALL_REJECTED"), Some(&1));
     assert_eq!(st.failures.get("NO_ANSWER"), Some(&1));
@@ -183,9 +184,38 @@ async fn injected_failures_are_counted_by_cause_and_never_stop_the_run() {
         .unwrap();
     r.orig.set_cdr_sink(None);
     r.writer.take().expect("writer").close().await;
-    let m = cdr_stats::summarize(&r.store.all().await.unwrap());
-    assert_eq!((m.calls, m.failed), (40, 5));
+    let cdrs = r.store.all().await.unwrap();
+    let m = cdr_stats::summarize(&cdrs);
+    assert_eq!((m.calls, m.failed), (40, 6));
     assert_eq!(m.failures.get("USER_BUSY"), Some(&3));
+    // The KPIs: 34 of 40 answered; the user's busy, reject and no answer
+    // are the network's success, the missing route is not.
+    assert_eq!(m.kpis.asr_pct, Some(85.0));
+    assert_eq!(m.kpis.ner_pct, Some(97.5));
+    assert_eq!(m.kpis.sip_status.get("200"), Some(&34));
+    assert_eq!(m.kpis.q850.get("17 USER_BUSY"), Some(&3));
+    assert_eq!(m.kpis.q850.get("3 NO_ROUTE_DESTINATION"), Some(&1));
+    let acd = m.kpis.acd_s.expect("ACD");
+    assert!((0.15..0.35).contains(&acd), "ACD {acd} s for 0.2 s holds");
+    for c in &cdrs {
+        assert_eq!(c.run_id.as_deref(), Some(r.orig.run_id()), "{c:?}");
+        if c.failed {
+            assert_eq!(c.billsec_s.unwrap_or(0.0), 0.0, "{c:?}");
+            assert_eq!(
+                c.q850,
+                switchy_controller::cdr::q850_of(&c.hangup_cause).map(i64::from),
+                "{c:?}"
+            );
+        } else {
+            assert_eq!(c.sip_status, Some(200), "{c:?}");
+            assert_eq!(c.q850, Some(16), "{c:?}");
+            assert!(c.sip_call_id.is_some() && c.codec.is_some(), "{c:?}");
+            assert!(
+                c.duration_s >= c.billsec_s && c.billsec_s > Some(0.1),
+                "{c:?}"
+            );
+        }
+    }
     // Failures reach /metrics by cause.
     let (_, text) = http(r.h.http(), "GET", "/metrics", Some(TOKEN), None).await;
     let text = text.as_str().unwrap_or("").to_owned();
@@ -193,6 +223,22 @@ async fn injected_failures_are_counted_by_cause_and_never_stop_the_run() {
         text.contains("switchy_originator_failures_total{cause=\"USER_BUSY\"} 3"),
         "{text}"
     );
+    assert!(
+        text.contains("switchy_originator_asr_ratio 0.850000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchy_originator_ner_ratio 0.975000"),
+        "{text}"
+    );
+    let answered: u64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("switchy_cdr_answered_total{") && l.contains("sip_status=\"200\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(answered, 34, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

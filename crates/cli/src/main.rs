@@ -14,6 +14,7 @@ use switchy_controller::{ClusterConfig, Controller, ca};
 
 mod panel;
 mod run;
+mod stats_file;
 
 /// Controls a cluster of FreeSWITCH nodes through their switchy-agents.
 #[derive(Parser, Debug)]
@@ -61,7 +62,9 @@ enum CdrCmd {
         /// CDR database.
         #[arg(long, env = "SWITCHY_DB", default_value = "sqlite://switchy.db")]
         db: String,
-        /// csv or json.
+        /// csv, ndjson (one object per line) or json (an array). CSV and
+        /// NDJSON give each timestamp as stored (µs since the Unix epoch)
+        /// and readable (`<column>_utc`).
         #[arg(long, default_value = "csv")]
         format: String,
     },
@@ -326,9 +329,10 @@ async fn main() -> anyhow::Result<()> {
             let store = switchy_controller::cdr::CdrStore::open_existing(&db).await?;
             let cdrs = store.all().await?;
             let text = match format.as_str() {
-                "csv" => switchy_controller::cdr_stats::to_csv(&cdrs),
+                "csv" => switchy_controller::cdr_export::to_csv(&cdrs),
+                "ndjson" => switchy_controller::cdr_export::to_ndjson(&cdrs),
                 "json" => serde_json::to_string_pretty(&cdrs)?,
-                other => anyhow::bail!("--format {other}: use csv or json"),
+                other => anyhow::bail!("--format {other}: use csv, ndjson or json"),
             };
             use std::io::Write;
             std::io::stdout().write_all(text.as_bytes())?;

@@ -132,6 +132,13 @@ pub struct Run {
     /// Plain progress lines even on a terminal (no live panel, no keys).
     #[arg(long)]
     pub plain: bool,
+    /// Write a CSV row of interval and cumulative statistics here every
+    /// --stats-every (as SIPp's -trace_stat).
+    #[arg(long, value_name = "FILE")]
+    pub stats_file: Option<PathBuf>,
+    /// Interval of --stats-file rows (e.g. 1s, 500ms, 1m).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub stats_every: Duration,
     /// REST bearer token (default: a random one, printed at start).
     #[arg(long, env = "SWITCHY_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -185,6 +192,13 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
             a.rate
         );
     }
+    if a.stats_every.is_zero() {
+        anyhow::bail!("--stats-every must be above 0 (e.g. 1s)");
+    }
+    let mut stats = match &a.stats_file {
+        Some(p) => Some(crate::stats_file::StatsFile::create(p)?),
+        None => None,
+    };
     let store = CdrStore::connect(&a.db).await?;
     let token = match a.token.clone().filter(|t| !t.is_empty()) {
         Some(t) => t,
@@ -389,6 +403,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     let stop = switchy_telemetry::shutdown_signal();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut stats_tick = tokio::time::interval(a.stats_every);
     let mut interrupted = false;
     let mut note: Option<String> = None;
     loop {
@@ -434,6 +449,14 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
                 }
                 screen.draw(&crate::panel::View { status: &orig.status(), run_id: &run_id, note: note.clone() });
             }
+            _ = stats_tick.tick(), if stats.is_some() => {
+                if let Some(f) = stats.as_mut()
+                    && let Err(e) = f.row(&orig.status(), std::time::SystemTime::now())
+                {
+                    tracing::warn!(error = %e, "--stats-file: cannot write; no more rows");
+                    stats = None;
+                }
+            }
             _ = tick.tick() => {
                 screen.draw(&crate::panel::View { status: &orig.status(), run_id: &run_id, note: note.clone() });
                 let (r, act) = (rss_bytes(), orig.active());
@@ -477,6 +500,10 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         note: Some("done".into()),
     });
     screen.finish();
+    if let Some(f) = stats.as_mut() {
+        // The last row covers the drain.
+        let _ = f.row(&orig.status(), std::time::SystemTime::now());
+    }
     orig.set_cdr_sink(None);
     let written = writer.close().await;
     // Embedded agents stop on purpose (no "connection lost" warning).
@@ -693,6 +720,53 @@ fn print_summary(
         "originate latency (ms)",
         p(&m.originate_latency_ms),
     );
+    let k = &m.kpis;
+    out.push_str("  -- KPIs (from the CDRs) --\n");
+    let pct = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.2} %"));
+    row(
+        &mut out,
+        "ASR / NER",
+        format!("{} / {}", pct(k.asr_pct), pct(k.ner_pct)),
+    );
+    row(
+        &mut out,
+        "ACD (answered calls)",
+        k.acd_s.map_or("-".into(), |a| format!("{a:.2} s")),
+    );
+    row(
+        &mut out,
+        "PDD: create → ringing (ms)",
+        if k.pdd_ms.n == 0 {
+            "n/a (no call rang or had early media before answer)".to_owned()
+        } else {
+            format!("{} (FreeSWITCH's clock)", p(&k.pdd_ms))
+        },
+    );
+    let counts = |m: &std::collections::BTreeMap<String, usize>| {
+        let mut v: Vec<_> = m.iter().collect();
+        v.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+        v.iter()
+            .map(|(c, n)| format!("{c}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    row(&mut out, "SIP final status", counts(&k.sip_status));
+    row(&mut out, "Q.850 cause", counts(&k.q850));
+    if m.per_node.len() > 1 {
+        for (node, nk) in &m.per_node {
+            row(
+                &mut out,
+                &format!("node {node}"),
+                format!(
+                    "{} calls, ASR {}, NER {}, ACD {}",
+                    nk.calls,
+                    pct(nk.asr_pct),
+                    pct(nk.ner_pct),
+                    nk.acd_s.map_or("-".into(), |a| format!("{a:.2} s"))
+                ),
+            );
+        }
+    }
     if !s.apps.is_empty() {
         row(&mut out, "apps", format!("{:?}", s.apps));
     }

@@ -11,7 +11,7 @@ use crate::tracker::Finished;
 use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,23 +68,47 @@ pub struct Cdr {
     pub originate_done_agent: Option<i64>,
     /// The app's verdict (`passed`, `failed: …`), if its app checks one.
     pub verdict: Option<String>,
+    /// The Originator run that launched it (`switchy_originator`).
+    pub run_id: Option<String>,
+    /// Caller id name.
+    pub caller_name: Option<String>,
+    /// Dialplan context (the inbound leg's, else the caller's).
+    pub context: Option<String>,
+    /// Codec the caller leg read.
+    pub codec: Option<String>,
+    /// The caller leg's SIP Call-ID.
+    pub sip_call_id: Option<String>,
+    /// Final SIP status: 200 when answered, else the caller leg's
+    /// `sip_term_status` / `sip_invite_failure_status`.
+    pub sip_status: Option<i64>,
+    /// Q.850 cause code (`hangup_cause_q850`).
+    pub q850: Option<i64>,
+    /// Caller's first ringing or early media, µs (FreeSWITCH's clock).
+    pub caller_progress: Option<i64>,
+    /// Caller create → hangup, s.
+    pub duration_s: Option<f64>,
+    /// Caller answer → hangup (billable time), s; 0 when never answered.
+    pub billsec_s: Option<f64>,
 }
 
 /// Columns written per row.
-const COLUMNS: usize = 24;
+const COLUMNS: usize = 34;
 
 macro_rules! columns {
     () => {
-        "call_id, node, app, hangup_cause, failed, caller_uuid, caller_num, callee_num, caller_create, caller_answer, caller_req_originate, caller_originate, caller_hangup, job_launch, callee_node, callee_uuid, callee_create, callee_answer, callee_hangup, active_sessions, erlangs, originate_sent_agent, originate_done_agent, verdict"
+        "call_id, node, app, hangup_cause, failed, caller_uuid, caller_num, callee_num, caller_create, caller_answer, caller_req_originate, caller_originate, caller_hangup, job_launch, callee_node, callee_uuid, callee_create, callee_answer, callee_hangup, active_sessions, erlangs, originate_sent_agent, originate_done_agent, verdict, run_id, caller_name, context, codec, sip_call_id, sip_status, q850, caller_progress, duration_s, billsec_s"
     };
 }
 
+/// The CDR table's columns, in order (exports follow it).
+pub const CDR_COLUMNS: &str = columns!();
+
 /// Columns of a stored leg.
-const LEG_COLUMNS: usize = 12;
+const LEG_COLUMNS: usize = 13;
 
 macro_rules! leg_columns {
     () => {
-        "uuid, call_id, node, direction, cid_num, dest, app, cause, created_us, originate_us, answered_us, hangup_us"
+        "uuid, call_id, node, direction, cid_num, dest, app, cause, created_us, originate_us, answered_us, hangup_us, details"
     };
 }
 
@@ -115,6 +139,115 @@ pub struct Leg {
     pub answered_us: u64,
     /// CHANNEL_HANGUP, µs.
     pub hangup_us: u64,
+    /// What else its CDR reports.
+    pub details: LegDetails,
+}
+
+/// The Q.850 code of a FreeSWITCH hangup cause name (FreeSWITCH's own
+/// table, `switch_channel_cause_q850`), for a call whose leg never
+/// reported `hangup_cause_q850`.
+pub fn q850_of(cause: &str) -> Option<u16> {
+    Some(match cause {
+        "UNALLOCATED_NUMBER" => 1,
+        "NO_ROUTE_TRANSIT_NET" => 2,
+        "NO_ROUTE_DESTINATION" => 3,
+        "CHANNEL_UNACCEPTABLE" => 6,
+        "NORMAL_CLEARING" => 16,
+        "USER_BUSY" => 17,
+        "NO_USER_RESPONSE" => 18,
+        "NO_ANSWER" => 19,
+        "SUBSCRIBER_ABSENT" => 20,
+        "CALL_REJECTED" => 21,
+        "NUMBER_CHANGED" => 22,
+        "DESTINATION_OUT_OF_ORDER" => 27,
+        "INVALID_NUMBER_FORMAT" => 28,
+        "FACILITY_REJECTED" => 29,
+        "NORMAL_UNSPECIFIED" => 31,
+        "NORMAL_CIRCUIT_CONGESTION" => 34,
+        "NETWORK_OUT_OF_ORDER" => 38,
+        "NORMAL_TEMPORARY_FAILURE" => 41,
+        "SWITCH_CONGESTION" => 42,
+        "REQUESTED_CHAN_UNAVAIL" => 44,
+        "BEARERCAPABILITY_NOTAVAIL" => 58,
+        "SERVICE_UNAVAILABLE" => 63,
+        "BEARERCAPABILITY_NOTIMPL" => 65,
+        "FACILITY_NOT_IMPLEMENTED" => 69,
+        "SERVICE_NOT_IMPLEMENTED" => 79,
+        "INCOMPATIBLE_DESTINATION" => 88,
+        "RECOVERY_ON_TIMER_EXPIRE" => 102,
+        "ORIGINATOR_CANCEL" => 487,
+        "MANDATORY_IE_MISSING" => 96,
+        "PROTOCOL_ERROR" => 111,
+        "INTERWORKING" => 127,
+        _ => return None,
+    })
+}
+
+/// A leg's CDR details beyond its times (stored as JSON with a pending
+/// leg).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct LegDetails {
+    /// `Caller-Caller-ID-Name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
+    /// `Caller-Context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// `read_codec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
+    /// `sip_call_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_call_id: Option<String>,
+    /// Final SIP status (200 when answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_status: Option<u16>,
+    /// `hangup_cause_q850`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q850: Option<u16>,
+    /// First ringing or early media, µs (0: none).
+    #[serde(default)]
+    pub progress_us: u64,
+    /// `switchy_originator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+impl LegDetails {
+    /// From a finished session's last events.
+    pub fn of(s: &crate::tracker::Session) -> LegDetails {
+        let text = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(str::to_owned);
+        let num = |v: Option<&str>| {
+            v.and_then(|v| v.trim().parse::<u16>().ok())
+                .filter(|n| *n > 0)
+        };
+        let us = |h: &str| s.header(h).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let progress = [
+            us("Caller-Channel-Progress-Time"),
+            us("Caller-Channel-Progress-Media-Time"),
+        ]
+        .into_iter()
+        .filter(|t| *t > 0)
+        .min()
+        .unwrap_or(0);
+        let sip_status = if s.answered_us > 0 {
+            Some(200)
+        } else {
+            num(s.variable("sip_term_status"))
+                .or_else(|| num(s.variable("sip_invite_failure_status")))
+        };
+        LegDetails {
+            caller_name: text(s.header("Caller-Caller-ID-Name")),
+            context: text(s.header("Caller-Context")),
+            codec: text(s.variable("read_codec")),
+            sip_call_id: text(s.variable("sip_call_id")),
+            sip_status,
+            q850: num(s.variable("hangup_cause_q850"))
+                .or_else(|| s.hangup_cause.as_deref().and_then(q850_of)),
+            progress_us: progress,
+            run_id: text(s.variable("switchy_originator")),
+        }
+    }
 }
 
 impl From<&Finished> for Leg {
@@ -133,6 +266,7 @@ impl From<&Finished> for Leg {
             originate_us: s.originate_us,
             answered_us: s.answered_us,
             hangup_us: s.hangup_us,
+            details: LegDetails::of(s),
         }
     }
 }
@@ -275,7 +409,8 @@ impl CdrStore {
                     .bind(l.created_us as i64)
                     .bind(l.originate_us as i64)
                     .bind(l.answered_us as i64)
-                    .bind(l.hangup_us as i64);
+                    .bind(l.hangup_us as i64)
+                    .bind(serde_json::to_string(&l.details).unwrap_or_default());
             }
             q.execute(&mut *tx).await?;
         }
@@ -396,6 +531,11 @@ impl CdrStore {
                     originate_us: us(9)?,
                     answered_us: us(10)?,
                     hangup_us: us(11)?,
+                    // Legs stored before the column existed have none.
+                    details: r
+                        .try_get::<Option<String>, _>(12)?
+                        .and_then(|d| serde_json::from_str(&d).ok())
+                        .unwrap_or_default(),
                 })
             })
             .collect()
@@ -470,6 +610,16 @@ fn bind_row<'q>(
         .bind(c.originate_sent_agent)
         .bind(c.originate_done_agent)
         .bind(c.verdict.clone())
+        .bind(c.run_id.clone())
+        .bind(c.caller_name.clone())
+        .bind(c.context.clone())
+        .bind(c.codec.clone())
+        .bind(c.sip_call_id.clone())
+        .bind(c.sip_status)
+        .bind(c.q850)
+        .bind(c.caller_progress)
+        .bind(c.duration_s)
+        .bind(c.billsec_s)
 }
 
 fn decode_row(r: &sqlx::any::AnyRow) -> Result<Cdr, sqlx::Error> {
@@ -498,6 +648,16 @@ fn decode_row(r: &sqlx::any::AnyRow) -> Result<Cdr, sqlx::Error> {
         originate_sent_agent: r.try_get(21)?,
         originate_done_agent: r.try_get(22)?,
         verdict: r.try_get(23)?,
+        run_id: r.try_get(24)?,
+        caller_name: r.try_get(25)?,
+        context: r.try_get(26)?,
+        codec: r.try_get(27)?,
+        sip_call_id: r.try_get(28)?,
+        sip_status: r.try_get(29)?,
+        q850: r.try_get(30)?,
+        caller_progress: r.try_get(31)?,
+        duration_s: r.try_get(32)?,
+        billsec_s: r.try_get(33)?,
     })
 }
 
@@ -589,6 +749,23 @@ pub fn merge_cdr(old: &Cdr, new: &Cdr) -> Option<Cdr> {
         m.erlangs = other.erlangs;
     }
     m.verdict = base.verdict.clone().or_else(|| other.verdict.clone());
+    m.run_id = base.run_id.clone().or_else(|| other.run_id.clone());
+    m.caller_name = base
+        .caller_name
+        .clone()
+        .or_else(|| other.caller_name.clone());
+    m.codec = base.codec.clone().or_else(|| other.codec.clone());
+    m.sip_call_id = base
+        .sip_call_id
+        .clone()
+        .or_else(|| other.sip_call_id.clone());
+    // The inbound leg's context is the call's: the callee's when the
+    // caller was originated.
+    m.context = if base.caller_req_originate.is_some() || base.caller_originate.is_some() {
+        other.context.clone().or_else(|| base.context.clone())
+    } else {
+        base.context.clone().or_else(|| other.context.clone())
+    };
     let answered = m.caller_answer.is_some() || m.callee_answer.is_some();
     let verdict_failed = m.verdict.as_deref().is_some_and(|v| v != "passed");
     m.failed = !answered || verdict_failed;
@@ -634,6 +811,49 @@ pub struct CdrCounters {
     /// Stored CDRs completed with a leg that came later (re-sent by
     /// another node after a controller restart).
     pub merged: AtomicU64,
+    /// Rows handed to the writer by outcome (`/metrics`).
+    pub outcomes: Mutex<BTreeMap<Outcome, OutcomeTotals>>,
+}
+
+/// What a call's CDR says about how it went, for `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Outcome {
+    /// Caller's node.
+    pub node: String,
+    /// Final SIP status (`none`).
+    pub sip_status: String,
+    /// Hangup cause.
+    pub cause: String,
+}
+
+/// Totals of one [`Outcome`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OutcomeTotals {
+    /// Calls.
+    pub calls: u64,
+    /// Of them answered.
+    pub answered: u64,
+    /// Their billable seconds.
+    pub billsec: f64,
+}
+
+impl CdrCounters {
+    /// Counts a row handed to the writer.
+    pub fn count(&self, c: &Cdr) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let key = Outcome {
+            node: c.node.clone(),
+            sip_status: c.sip_status.map_or("none".into(), |s| s.to_string()),
+            cause: c.hangup_cause.clone(),
+        };
+        let mut m = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        let t = m.entry(key).or_default();
+        t.calls += 1;
+        if !c.failed {
+            t.answered += 1;
+            t.billsec += c.billsec_s.unwrap_or(0.0);
+        }
+    }
 }
 
 /// Builds CDRs from the cluster's finished sessions and writes them in
@@ -677,6 +897,12 @@ pub fn build_cdr(legs: &[Leg], launch: Option<&Launch>) -> Option<Cdr> {
         .and_then(|l| l.app.clone())
         .or_else(|| caller.app.clone());
     let answered = caller.answered_us > 0 || callee.is_some_and(|c| c.answered_us > 0);
+    let d = &caller.details;
+    let inbound = legs
+        .iter()
+        .filter(|l| l.direction == "inbound")
+        .min_by_key(|l| l.created_us);
+    let secs = |a: u64, b: u64| (a > 0 && b >= a).then(|| (b - a) as f64 / 1e6);
     Some(Cdr {
         call_id: caller.call.clone(),
         node: caller.node.clone(),
@@ -702,6 +928,25 @@ pub fn build_cdr(legs: &[Leg], launch: Option<&Launch>) -> Option<Cdr> {
         originate_sent_agent: launch.and_then(|l| l.sent_agent_us),
         originate_done_agent: launch.and_then(|l| l.done_agent_us),
         verdict: None,
+        run_id: d
+            .run_id
+            .clone()
+            .or_else(|| callee.and_then(|c| c.details.run_id.clone())),
+        caller_name: d.caller_name.clone(),
+        context: inbound
+            .and_then(|l| l.details.context.clone())
+            .or_else(|| d.context.clone()),
+        codec: d.codec.clone(),
+        sip_call_id: d.sip_call_id.clone(),
+        sip_status: d.sip_status.map(i64::from),
+        q850: d.q850.map(i64::from),
+        caller_progress: opt(d.progress_us),
+        duration_s: secs(caller.created_us, caller.hangup_us),
+        billsec_s: if caller.answered_us > 0 {
+            secs(caller.answered_us, caller.hangup_us)
+        } else {
+            caller.hangup_us.gt(&0).then_some(0.0)
+        },
     })
 }
 
@@ -726,7 +971,7 @@ pub struct CdrSink {
 impl CdrSink {
     /// Queues a row, waiting while the store is behind.
     pub async fn push(&self, c: Cdr) {
-        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        self.counters.count(&c);
         if self.tx.send(Item::Row(Box::new(c))).await.is_err() {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("CDR writer already closed: a failed call's CDR was not stored");
@@ -871,7 +1116,7 @@ impl CdrWriter {
                                 cdr.failed |= !v.passed();
                                 cdr.verdict = Some(v.to_string());
                             }
-                            c3.queued.fetch_add(1, Ordering::Relaxed);
+                            c3.count(&cdr);
                             Item::Row(Box::new(cdr))
                         }
                     }

@@ -78,6 +78,65 @@ pub struct Summary {
     pub verdicts: BTreeMap<String, (usize, usize)>,
     /// Failed verdicts whose call ended before the app's check finished.
     pub verdicts_cut_short: usize,
+    /// The telecom KPIs over every call.
+    pub kpis: Kpis,
+    /// The same per node (the caller leg's).
+    pub per_node: BTreeMap<String, Kpis>,
+}
+
+/// The figures a load test is judged by.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Kpis {
+    /// Calls.
+    pub calls: usize,
+    /// Answered.
+    pub answered: usize,
+    /// Answer-seizure ratio, %.
+    pub asr_pct: Option<f64>,
+    /// Network effectiveness ratio (ITU-T E.411: user busy, no answer and
+    /// rejects count as the network's success), %.
+    pub ner_pct: Option<f64>,
+    /// Average call duration (billable seconds of answered calls), s.
+    pub acd_s: Option<f64>,
+    /// Post-dial delay: caller created → first ringing or early media, ms
+    /// (FreeSWITCH's clock).
+    pub pdd_ms: Pcts,
+    /// Calls by final SIP status (`none`: no SIP response).
+    pub sip_status: BTreeMap<String, usize>,
+    /// Calls by Q.850 cause code and name, `16 NORMAL_CLEARING`.
+    pub q850: BTreeMap<String, usize>,
+}
+
+/// KPIs of `cdrs`.
+pub fn kpis<'a>(cdrs: impl IntoIterator<Item = &'a Cdr>) -> Kpis {
+    let mut k = Kpis::default();
+    let (mut user, mut billsec, mut pdd) = (0usize, Vec::new(), Vec::new());
+    for c in cdrs {
+        k.calls += 1;
+        if !c.failed {
+            k.answered += 1;
+            billsec.extend(c.billsec_s);
+        } else if USER_CAUSES.contains(&c.hangup_cause.as_str()) {
+            user += 1;
+        }
+        pdd.extend(ms(c.caller_create, c.caller_progress));
+        let sip = c.sip_status.map_or("none".to_owned(), |s| s.to_string());
+        *k.sip_status.entry(sip).or_default() += 1;
+        let q = match c.q850 {
+            Some(q) => format!("{q} {}", c.hangup_cause),
+            None => format!("- {}", c.hangup_cause),
+        };
+        *k.q850.entry(q).or_default() += 1;
+    }
+    if k.calls > 0 {
+        k.asr_pct = Some(100.0 * k.answered as f64 / k.calls as f64);
+        k.ner_pct = Some(100.0 * (k.answered + user) as f64 / k.calls as f64);
+    }
+    if !billsec.is_empty() {
+        k.acd_s = Some(billsec.iter().sum::<f64>() / billsec.len() as f64);
+    }
+    k.pdd_ms = pcts(&mut pdd);
+    k
 }
 
 /// Hangup causes that are the called user's doing, not the network's:
@@ -133,8 +192,17 @@ fn start_of(c: &Cdr) -> Option<i64> {
 
 /// Computes the summary.
 pub fn summarize(cdrs: &[Cdr]) -> Summary {
+    let mut by_node: BTreeMap<&str, Vec<&Cdr>> = BTreeMap::new();
+    for c in cdrs {
+        by_node.entry(c.node.as_str()).or_default().push(c);
+    }
     let mut s = Summary {
         calls: cdrs.len(),
+        kpis: kpis(cdrs),
+        per_node: by_node
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), kpis(v)))
+            .collect(),
         ..Default::default()
     };
     let (mut ans, mut setup, mut inv, mut orig, mut dur) =
@@ -361,78 +429,6 @@ pub fn plot_svg(cdrs: &[Cdr], path: &std::path::Path, title: &str) -> Result<(),
     Ok(())
 }
 
-/// CDRs as CSV (header row first).
-pub fn to_csv(cdrs: &[Cdr]) -> String {
-    let cols = [
-        "call_id",
-        "node",
-        "app",
-        "hangup_cause",
-        "failed",
-        "caller_uuid",
-        "caller_num",
-        "callee_num",
-        "caller_create",
-        "caller_answer",
-        "caller_req_originate",
-        "caller_originate",
-        "caller_hangup",
-        "job_launch",
-        "callee_node",
-        "callee_uuid",
-        "callee_create",
-        "callee_answer",
-        "callee_hangup",
-        "active_sessions",
-        "erlangs",
-        "originate_sent_agent",
-        "originate_done_agent",
-        "verdict",
-    ];
-    let mut out = cols.join(",");
-    out.push('\n');
-    let q = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_owned()
-        }
-    };
-    let o = |v: &Option<String>| v.as_deref().map(q).unwrap_or_default();
-    let n = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
-    for c in cdrs {
-        let row = [
-            q(&c.call_id),
-            q(&c.node),
-            o(&c.app),
-            q(&c.hangup_cause),
-            (c.failed as u8).to_string(),
-            o(&c.caller_uuid),
-            o(&c.caller_num),
-            o(&c.callee_num),
-            n(c.caller_create),
-            n(c.caller_answer),
-            n(c.caller_req_originate),
-            n(c.caller_originate),
-            n(c.caller_hangup),
-            n(c.job_launch),
-            o(&c.callee_node),
-            o(&c.callee_uuid),
-            n(c.callee_create),
-            n(c.callee_answer),
-            n(c.callee_hangup),
-            c.active_sessions.to_string(),
-            c.erlangs.to_string(),
-            n(c.originate_sent_agent),
-            n(c.originate_done_agent),
-            o(&c.verdict),
-        ];
-        out.push_str(&row.join(","));
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,6 +485,6 @@ mod tests {
         let per = per_second(&cdrs);
         assert_eq!(per[0].rate, 1.0);
         assert_eq!(per[5].erlangs, 3.0);
-        assert!(to_csv(&cdrs).lines().count() == 11);
+        assert!(crate::cdr_export::to_csv(&cdrs).lines().count() == 11);
     }
 }

@@ -8,6 +8,7 @@ pub mod apps;
 pub mod bottleneck;
 pub use switchy_link::{ca, tls};
 pub mod cdr;
+pub mod cdr_export;
 pub mod cdr_stats;
 pub mod cluster;
 pub mod error;

@@ -1344,6 +1344,8 @@ async fn no_channel_cdr(i: &Inner, call: &str, node: &str, cause: &str) {
             app: l.app,
             hangup_cause: cause.to_owned(),
             failed: true,
+            run_id: Some(i.run_id.clone()),
+            q850: crate::cdr::q850_of(cause).map(i64::from),
             caller_req_originate: Some(l.req_us),
             job_launch: l.job_us,
             active_sessions: l.active_sessions,

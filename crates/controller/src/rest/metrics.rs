@@ -2,11 +2,19 @@
 
 use super::*;
 
+/// A label value in Prometheus' text format.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 pub(super) async fn metrics(State(api): State<Api>) -> Response {
     let c = api.cluster.counters();
     let nodes = api.cluster.nodes();
     let (sessions, calls) = api.cluster.with_tracker(|t| (t.len(), t.calls().count()));
     let mut s = String::new();
+    let mut billsec = String::new();
     let mut put = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
         s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
         for (labels, v) in lines {
@@ -59,6 +67,42 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         vec![(String::new(), c.duplicates.load(Ordering::Relaxed))],
     );
     if let Some(cdr) = api.cluster.cdr_counters() {
+        let outcomes = cdr
+            .outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let label = |o: &crate::cdr::Outcome| {
+            format!(
+                "{{node=\"{}\",sip_status=\"{}\",cause=\"{}\"}}",
+                esc(&o.node),
+                esc(&o.sip_status),
+                esc(&o.cause)
+            )
+        };
+        put(
+            "switchy_cdr_calls_total",
+            "Calls by caller node, final SIP status and hangup cause (from their CDRs; ASR = answered / calls).",
+            "counter",
+            outcomes.iter().map(|(o, t)| (label(o), t.calls)).collect(),
+        );
+        put(
+            "switchy_cdr_answered_total",
+            "Answered calls by caller node, final SIP status and hangup cause.",
+            "counter",
+            outcomes
+                .iter()
+                .map(|(o, t)| (label(o), t.answered))
+                .collect(),
+        );
+        billsec.push_str("# HELP switchy_cdr_billsec_seconds_total Billable seconds of answered calls (ACD = this / answered).\n# TYPE switchy_cdr_billsec_seconds_total counter\n");
+        for (o, t) in &outcomes {
+            billsec.push_str(&format!(
+                "switchy_cdr_billsec_seconds_total{} {:.3}\n",
+                label(o),
+                t.billsec
+            ));
+        }
         for (name, help, v) in [
             (
                 "switchy_cdr_queued_total",
@@ -399,9 +443,31 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         s.push_str("# HELP switchy_originator_failures_total Failed calls by hangup cause.\n# TYPE switchy_originator_failures_total counter\n");
         for (cause, n) in &st.failures {
             s.push_str(&format!(
-                "switchy_originator_failures_total{{cause=\"{cause}\"}} {n}\n"
+                "switchy_originator_failures_total{{cause=\"{}\"}} {n}\n",
+                esc(cause)
             ));
         }
+        let k = crate::cdr_stats::live_kpis(st.answered, &st.failures);
+        for (name, help, v) in [
+            (
+                "switchy_originator_asr_ratio",
+                "Answer-seizure ratio of the run so far: answered / (answered + failed).",
+                k.asr_pct,
+            ),
+            (
+                "switchy_originator_ner_ratio",
+                "Network effectiveness ratio (ITU-T E.411) of the run so far: user busy, no answer and rejects count as successes.",
+                k.ner_pct,
+            ),
+        ] {
+            if let Some(v) = v {
+                s.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {:.6}\n",
+                    v / 100.0
+                ));
+            }
+        }
     }
+    s.push_str(&billsec);
     ([("content-type", "text/plain; version=0.0.4")], s).into_response()
 }
