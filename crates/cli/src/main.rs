@@ -32,14 +32,23 @@ enum Cmd {
     /// A load test: the Originator drives the nodes (`--mock N`: simulated
     /// nodes in this process) and CDRs go to --db.
     Run(Box<run::Run>),
-    /// Draw call rate, erlangs, setup and answer latency over time (SVG).
+    /// Draw one run over time: call rate against its target, concurrent
+    /// calls (all, per node) against the limit, setup latency p50/p95/p99,
+    /// failures by cause. SVG or PNG by the --out name.
     Plot {
         /// CDR database.
         #[arg(long, env = "SWITCHY_DB", default_value = "sqlite://switchy.db")]
         db: String,
-        /// Output file (.svg).
+        /// Output file: .svg or .png.
         #[arg(long, default_value = "report.svg")]
         out: PathBuf,
+        /// The run to draw: a run id (see --list-runs), `latest`, or `none`
+        /// for CDRs that name no run (inbound calls, older databases).
+        #[arg(long, default_value = "latest")]
+        run: String,
+        /// List the runs in the database and exit.
+        #[arg(long)]
+        list_runs: bool,
     },
     /// CDR tools.
     Cdr {
@@ -307,21 +316,87 @@ async fn main() -> anyhow::Result<()> {
             telemetry.shutdown().await;
             std::process::exit(code);
         }
-        Cmd::Plot { db, out } => {
-            if out.extension().and_then(|e| e.to_str()) != Some("svg") {
+        Cmd::Plot {
+            db,
+            out,
+            run,
+            list_runs,
+        } => {
+            if !list_runs && switchy_controller::plot::Format::of(&out).is_none() {
                 anyhow::bail!(
-                    "--out {}: only SVG is supported (name it report.svg)",
+                    "--out {}: name the file .svg or .png (e.g. report.png)",
                     out.display()
                 );
             }
             let store = switchy_controller::cdr::CdrStore::open_existing(&db).await?;
-            let cdrs = store.all().await?;
-            switchy_controller::cdr_stats::plot_svg(
-                &cdrs,
-                &out,
-                &format!("switchy: {} calls", cdrs.len()),
-            )?;
-            println!("wrote {} ({} calls)", out.display(), cdrs.len());
+            let runs = store.runs().await?;
+            if list_runs {
+                println!(
+                    "{:<18} {:>8}  {:<20}  parameters",
+                    "run", "calls", "first call (UTC)"
+                );
+                for r in &runs {
+                    let first = r
+                        .first_us
+                        .and_then(|us| u64::try_from(us).ok())
+                        .and_then(|us| std::time::UNIX_EPOCH.checked_add(Duration::from_micros(us)))
+                        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                        .unwrap_or_default();
+                    let name = if r.run_id.is_empty() {
+                        "none"
+                    } else {
+                        &r.run_id
+                    };
+                    let info = switchy_controller::plot::RunInfo::from_params(
+                        name,
+                        r.started_us,
+                        r.params.as_ref().unwrap_or(&serde_json::Value::Null),
+                    );
+                    let params = match (info.rate, info.limit) {
+                        (Some(rate), Some(limit)) => format!("rate {rate} cps, limit {limit}"),
+                        _ => "-".into(),
+                    };
+                    println!("{name:<18} {:>8}  {first:<20}  {params}", r.calls);
+                }
+                return Ok(());
+            }
+            let chosen = match run.as_str() {
+                "latest" => runs
+                    .iter()
+                    .rev()
+                    .find(|r| !r.run_id.is_empty())
+                    .or(runs.last()),
+                "none" => runs.iter().find(|r| r.run_id.is_empty()),
+                id => runs.iter().find(|r| r.run_id == id),
+            }
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no run {run:?} in {db}: `switchy-controller plot --db {db} --list-runs` lists them"
+                )
+            })?;
+            let cdrs = store.of_run(&chosen.run_id).await?;
+            let info = switchy_controller::plot::RunInfo::from_params(
+                &chosen.run_id,
+                chosen.started_us.or(chosen.first_us),
+                chosen.params.as_ref().unwrap_or(&serde_json::Value::Null),
+            );
+            switchy_controller::plot::write(&cdrs, &info, &out)?;
+            let others = runs.len().saturating_sub(1);
+            println!(
+                "wrote {} (run {}, {} calls{})",
+                out.display(),
+                if chosen.run_id.is_empty() {
+                    "none"
+                } else {
+                    &chosen.run_id
+                },
+                cdrs.len(),
+                if others > 0 {
+                    format!("; {others} other runs in the database: --list-runs, --run ID")
+                } else {
+                    String::new()
+                }
+            );
         }
         Cmd::Cdr {
             cmd: CdrCmd::Export { db, format },

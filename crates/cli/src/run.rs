@@ -394,6 +394,16 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     let started_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
+    if let Err(e) = store
+        .record_run(
+            orig.run_id(),
+            started_us,
+            &serde_json::to_value(orig.config()).unwrap_or_default(),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "the run's parameters are not stored: its plot will lack the target lines");
+    }
     let rss_idle = rss_bytes();
     let (mut rss_peak, mut active_at_peak) = (rss_idle, 0u64);
     orig.start();

@@ -561,6 +561,71 @@ impl CdrStore {
         rows.iter().map(decode_row).collect()
     }
 
+    /// Records a run's parameters (`run` at start; a second call with
+    /// the same id keeps the first).
+    pub async fn record_run(
+        &self,
+        run_id: &str,
+        started_us: i64,
+        params: &serde_json::Value,
+    ) -> Result<(), sqlx::Error> {
+        let sql = if self.sqlite {
+            "INSERT INTO run (run_id, started_us, params) VALUES (?, ?, ?) ON CONFLICT (run_id) DO NOTHING"
+        } else {
+            "INSERT INTO run (run_id, started_us, params) VALUES ($1, $2, $3) ON CONFLICT (run_id) DO NOTHING"
+        };
+        sqlx::query(sql)
+            .bind(run_id.to_owned())
+            .bind(started_us)
+            .bind(params.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The runs the CDRs name, oldest first: (run id, "" for CDRs with
+    /// none; first call µs; calls; recorded parameters).
+    pub async fn runs(&self) -> Result<Vec<StoredRun>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT COALESCE(c.run_id, ''), MIN(COALESCE(c.caller_req_originate, c.caller_create)), COUNT(*), MAX(r.params), MAX(r.started_us) \
+             FROM cdr c LEFT JOIN run r ON r.run_id = c.run_id GROUP BY COALESCE(c.run_id, '') ORDER BY 2",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredRun {
+                    run_id: r.try_get(0)?,
+                    first_us: r.try_get::<Option<i64>, _>(1)?,
+                    calls: r.try_get(2)?,
+                    params: r
+                        .try_get::<Option<String>, _>(3)?
+                        .and_then(|p| serde_json::from_str(&p).ok()),
+                    started_us: r.try_get::<Option<i64>, _>(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The CDRs of one run (`""`: those with no run id), oldest first.
+    pub async fn of_run(&self, run_id: &str) -> Result<Vec<Cdr>, sqlx::Error> {
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM cdr WHERE COALESCE(run_id, '') = ? ORDER BY COALESCE(caller_req_originate, caller_create), id"
+        );
+        let sql = if self.sqlite {
+            sql.to_owned()
+        } else {
+            sql.replace('?', "$1")
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run_id.to_owned())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
     /// Deletes every row (tests, `run --fresh`).
     pub async fn clear(&self) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM cdr").execute(&self.pool).await?;
@@ -571,6 +636,21 @@ impl CdrStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// A run as the store knows it ([`CdrStore::runs`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredRun {
+    /// Run id; empty for CDRs that name none.
+    pub run_id: String,
+    /// Its first call's launch (or create), µs.
+    pub first_us: Option<i64>,
+    /// CDRs.
+    pub calls: i64,
+    /// The parameters `run` recorded, if it did.
+    pub params: Option<serde_json::Value>,
+    /// When it started, µs, if recorded.
+    pub started_us: Option<i64>,
 }
 
 /// What one [`CdrStore::commit`] did.

@@ -179,14 +179,14 @@ pub fn live_kpis<N: Copy + Into<u64>>(answered: u64, failures: &BTreeMap<String,
     }
 }
 
-fn ms(a: Option<i64>, b: Option<i64>) -> Option<f64> {
+pub(crate) fn ms(a: Option<i64>, b: Option<i64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1000.0),
         _ => None,
     }
 }
 
-fn start_of(c: &Cdr) -> Option<i64> {
+pub(crate) fn start_of(c: &Cdr) -> Option<i64> {
     c.caller_req_originate.or(c.caller_create)
 }
 
@@ -277,158 +277,6 @@ pub fn summarize(cdrs: &[Cdr]) -> Summary {
     s
 }
 
-/// One second of the run, for plots.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Second {
-    /// Seconds since the first call.
-    pub t: f64,
-    /// Calls launched in this second.
-    pub rate: f64,
-    /// Moving average of the rate over 5 s.
-    pub rate_avg: f64,
-    /// Calls up at the end of this second.
-    pub erlangs: f64,
-    /// Median call setup latency of calls launched this second, ms.
-    pub setup_ms: Option<f64>,
-    /// Median answer latency of calls launched this second, ms.
-    pub answer_ms: Option<f64>,
-    /// Failed calls launched this second.
-    pub failed: usize,
-}
-
-/// Per-second series.
-pub fn per_second(cdrs: &[Cdr]) -> Vec<Second> {
-    let Some(t0) = cdrs.iter().filter_map(start_of).min() else {
-        return Vec::new();
-    };
-    let t_end = cdrs
-        .iter()
-        .filter_map(|c| c.caller_hangup.or(start_of(c)))
-        .max()
-        .unwrap_or(t0);
-    let n = ((t_end - t0) / 1_000_000 + 1).clamp(1, 1_000_000) as usize;
-    let mut out: Vec<Second> = (0..n)
-        .map(|i| Second {
-            t: i as f64,
-            ..Default::default()
-        })
-        .collect();
-    let mut setup: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut answer: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut delta = vec![0i64; n + 1];
-    for c in cdrs {
-        let Some(t) = start_of(c) else { continue };
-        let i = (((t - t0) / 1_000_000) as usize).min(n - 1);
-        out[i].rate += 1.0;
-        if c.failed {
-            out[i].failed += 1;
-        }
-        setup[i].extend(ms(c.caller_create, c.caller_answer));
-        answer[i].extend(ms(c.callee_answer, c.caller_answer));
-        let end = c.caller_hangup.unwrap_or(t).max(t);
-        let j = (((end - t0) / 1_000_000) as usize).min(n);
-        delta[i] += 1;
-        delta[j] -= 1;
-    }
-    let mut cur = 0i64;
-    for i in 0..n {
-        cur += delta[i];
-        out[i].erlangs = cur as f64;
-        let lo = i.saturating_sub(4);
-        out[i].rate_avg = out[lo..=i].iter().map(|s| s.rate).sum::<f64>() / (i - lo + 1) as f64;
-        out[i].setup_ms = (!setup[i].is_empty()).then(|| pcts(&mut setup[i]).p50);
-        out[i].answer_ms = (!answer[i].is_empty()).then(|| pcts(&mut answer[i]).p50);
-    }
-    out
-}
-
-/// A labelled, coloured series.
-type Line<'a> = (&'a str, plotters::style::RGBColor, Vec<(f64, f64)>);
-
-/// Draws call rate, erlangs, setup and answer latency over time (SVG).
-pub fn plot_svg(cdrs: &[Cdr], path: &std::path::Path, title: &str) -> Result<(), crate::PlotError> {
-    use plotters::prelude::*;
-    let series = per_second(cdrs);
-    if series.is_empty() {
-        return Err(crate::PlotError::Empty);
-    }
-    let root = SVGBackend::new(path, (1200, 1000)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let root = root.titled(title, ("sans-serif", 24))?;
-    let panels = root.split_evenly((4, 1));
-    let tmax = series.last().map_or(1.0, |s| s.t + 1.0);
-    let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
-                name: &str,
-                unit: &str,
-                lines: Vec<Line>|
-     -> Result<(), crate::PlotError> {
-        let ymax = lines
-            .iter()
-            .flat_map(|(_, _, v)| v.iter().map(|p| p.1))
-            .fold(0.0f64, f64::max)
-            .max(1e-9)
-            * 1.1;
-        let mut chart = ChartBuilder::on(area)
-            .caption(name, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..tmax, 0f64..ymax)?;
-        chart
-            .configure_mesh()
-            .x_desc("time since first call (s)")
-            .y_desc(unit)
-            .draw()?;
-        for (label, color, pts) in lines {
-            chart
-                .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
-        Ok(())
-    };
-    let pts = |f: &dyn Fn(&Second) -> Option<f64>| -> Vec<(f64, f64)> {
-        series
-            .iter()
-            .filter_map(|s| f(s).map(|v| (s.t, v)))
-            .collect()
-    };
-    draw(
-        &panels[0],
-        "Call rate",
-        "calls/s",
-        vec![
-            ("launched per second", BLUE, pts(&|s| Some(s.rate))),
-            ("5 s moving average", RED, pts(&|s| Some(s.rate_avg))),
-        ],
-    )?;
-    draw(
-        &panels[1],
-        "Concurrent calls (erlangs)",
-        "calls",
-        vec![("calls up", GREEN, pts(&|s| Some(s.erlangs)))],
-    )?;
-    draw(
-        &panels[2],
-        "Call setup latency (caller create → answer), median per second",
-        "ms",
-        vec![("setup p50", MAGENTA, pts(&|s| s.setup_ms))],
-    )?;
-    draw(
-        &panels[3],
-        "Answer latency (callee answer → caller answer), median per second",
-        "ms",
-        vec![("answer p50", CYAN, pts(&|s| s.answer_ms))],
-    )?;
-    root.present()?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,7 +330,7 @@ mod tests {
         assert!((s.call_duration_s.p50 - 2.988).abs() < 1e-9);
         assert_eq!(s.verdicts.get("DtmfChecker"), Some(&(9, 1)));
         assert_eq!(s.verdicts_cut_short, 1);
-        let per = per_second(&cdrs);
+        let per = crate::plot::per_second(&cdrs);
         assert_eq!(per[0].rate, 1.0);
         assert_eq!(per[5].erlangs, 3.0);
         assert!(crate::cdr_export::to_csv(&cdrs).lines().count() == 11);

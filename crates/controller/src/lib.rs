@@ -15,6 +15,7 @@ pub mod error;
 pub mod openapi;
 pub mod originator;
 pub mod pipeline;
+pub mod plot;
 pub mod rest;
 pub mod route_template;
 pub mod router;
