@@ -78,7 +78,7 @@ start = "default"
 name = "reject-international"
 pattern = '^(00|011)\d+$'
 guards = { "Call-Direction" = "inbound" }
-actions = [{ respond = 407 }, { hangup = "CALL_REJECTED" }]
+actions = [{ respond = 403 }, { hangup = "CALL_REJECTED" }]
 
 [[routes]]
 name = "long-distance"
@@ -116,9 +116,9 @@ async fn routes_file_refuses_bridges_and_proxies_and_guards_keep_outbound_legs_o
         .await
         .unwrap();
 
-    // International: refused with 407, and the channel is gone.
+    // International: refused with 403, and the channel is gone.
     inbound(&h, 0, "011441234567", "{}").await;
-    let a = wait_execute(&h, "respond", "407").await;
+    let a = wait_execute(&h, "respond", "403").await;
     let cluster = h.ctl().cluster.clone();
     wait_for(Duration::from_secs(10), || {
         cluster.with_tracker(|t| t.session(&a).is_none())

@@ -310,9 +310,21 @@ impl RouteTable {
         let mut routes = Vec::new();
         let tables: std::collections::BTreeSet<String> =
             f.routes.iter().map(|r| r.get_ref().table.clone()).collect();
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for sr in &f.routes {
             let line = line_of(text, sr.span().start);
             let r = sr.get_ref();
+            // Counters, logs and the REST view name routes: one name, one route.
+            if let Some(first) = seen.insert(r.name.as_str(), line) {
+                return Err(err(
+                    line,
+                    "name",
+                    format!(
+                        "route name {:?} is already used by the route at line {first}: give each route its own name",
+                        r.name
+                    ),
+                ));
+            }
             let pattern = Regex::new(r.pattern.get_ref()).map_err(|e| {
                 err(
                     line_of(text, r.pattern.span().start),
@@ -976,6 +988,17 @@ fn check_templates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_name_used_twice_is_refused_with_both_lines() {
+        let text = "[[routes]]\nname = \"a\"\npattern = \"^1\"\nactions = [\"park\"]\n\n[[routes]]\nname = \"a\"\npattern = \"^2\"\nactions = [\"park\"]\n";
+        let e = match RouteTable::from_toml(text, "r.toml") {
+            Err(e) => e,
+            Ok(_) => panic!("a duplicate route name was accepted"),
+        };
+        assert_eq!((e.line, e.field.as_str()), (6, "name"));
+        assert!(e.message.contains("line 1"), "{}", e.message);
+    }
 
     #[test]
     fn templates_fill_captures_and_variables() {

@@ -49,7 +49,25 @@ pub fn router(cluster: Shared) -> Router {
         .route("/__mock__/scenario_play", post(scenario_play))
         .route("/__mock__/faults", post(faults))
         .route("/__mock__/nodes/{n}/knobs", get(knobs_get).post(knobs_set))
+        .layer(axum::middleware::map_request(json_whatever_the_type))
         .with_state(cluster)
+}
+
+/// Every body is read as JSON whatever its Content-Type says: `curl -d`
+/// sends `application/x-www-form-urlencoded`, and a control plane that
+/// answered 400 to that would fail every example as written.
+async fn json_whatever_the_type(mut req: axum::extract::Request) -> axum::extract::Request {
+    let json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json {
+        req.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+    }
+    req
 }
 
 async fn health(State(c): State<Shared>) -> Json<Value> {

@@ -167,7 +167,25 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/health", get(health))
         .merge(protected)
+        .layer(middleware::map_request(json_whatever_the_type))
         .with_state(api)
+}
+
+/// Request bodies are JSON whatever their Content-Type says (`curl -d`
+/// sends a form type); a non-JSON body still gets a 400 that shows the
+/// expected JSON.
+async fn json_whatever_the_type(mut req: Request) -> Request {
+    let json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json {
+        req.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+    }
+    req
 }
 
 /// The value in a shared slot, or 404 saying how to get one.
