@@ -492,6 +492,24 @@ async fn main() -> anyhow::Result<()> {
                 api_allow,
                 ..defaults
             };
+            // What a flag or file can get wrong is refused before anything
+            // listens: the routes, the apps, the CDR database.
+            let routes = match &s.routes {
+                Some(path) => Some((
+                    path.clone(),
+                    switchy_controller::Router::from_file(path)
+                        .map_err(|e| anyhow::anyhow!("routes file refused: {e}"))?,
+                )),
+                None => None,
+            };
+            for spec in &s.apps {
+                let (name, params) = parse_app_spec(spec)?;
+                switchy_controller::apps::builtin::build(name, &params)?;
+            }
+            let store = match &s.db {
+                Some(db) => Some(switchy_controller::cdr::CdrStore::connect(db).await?),
+                None => None,
+            };
             let mut c =
                 Controller::prepare_from_dir(config, limits, s.listen, s.http, token, &s.tls_dir)
                     .await?;
@@ -500,21 +518,11 @@ async fn main() -> anyhow::Result<()> {
                 let app = switchy_controller::apps::builtin::build(name, &params)?;
                 c.apps.load(name, vec![app]).await?;
             }
-            let cdr_writer = match &s.db {
-                Some(db) => {
-                    let store = switchy_controller::cdr::CdrStore::connect(db).await?;
-                    tracing::info!(db = %store.url, "CDRs on");
-                    Some(switchy_controller::cdr::CdrWriter::start(
-                        &c.cluster,
-                        store,
-                        Default::default(),
-                    ))
-                }
-                None => None,
-            };
-            if let Some(path) = &s.routes {
-                let router = switchy_controller::Router::from_file(path)
-                    .map_err(|e| anyhow::anyhow!("routes file refused: {e}"))?;
+            let cdr_writer = store.map(|store| {
+                tracing::info!(db = %store.url, "CDRs on");
+                switchy_controller::cdr::CdrWriter::start(&c.cluster, store, Default::default())
+            });
+            if let Some((path, router)) = routes {
                 tracing::info!(file = %path.display(), routes = router.table().len(), "central routing on");
                 c.use_router(router).await?;
             }

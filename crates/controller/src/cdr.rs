@@ -321,7 +321,12 @@ impl CdrStore {
         };
         let opts = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 8 })
-            .acquire_timeout(Duration::from_secs(10));
+            // An unreachable server is reported within seconds, not after
+            // a long silence.
+            .acquire_timeout(Duration::from_secs(if sqlite { 10 } else { 5 }));
+        if !sqlite {
+            tracing::info!(db = %elide(url), "connecting to PostgreSQL (up to 5 s)");
+        }
         let opts = if sqlite {
             opts.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -343,6 +348,11 @@ impl CdrStore {
             .map_err(|source| crate::CdrError::Open {
                 url: elide(url),
                 source,
+                hint: if sqlite {
+                    "check --db: sqlite://switchy.db needs a writable directory"
+                } else {
+                    "check --db: is PostgreSQL running and reachable at that host and port, and do the URL's user, password and database exist?"
+                },
             })?;
         let m = if sqlite {
             sqlx::migrate!("./migrations/sqlite")

@@ -58,14 +58,14 @@ pub enum CdrError {
     #[error("CDR database URL {0:?} is neither sqlite://FILE nor postgres://…")]
     Url(String),
     /// Connecting failed.
-    #[error(
-        "cannot open CDR database {url}: {source} (check --db; sqlite://switchy.db needs a writable directory)"
-    )]
+    #[error("cannot open CDR database {url}: {source} ({hint})")]
     Open {
         /// The URL, password elided.
         url: String,
         /// Why.
         source: sqlx::Error,
+        /// What to check, for this kind of database.
+        hint: &'static str,
     },
     /// The embedded migrations failed.
     #[error("CDR migrations failed on {url}: {source}")]
