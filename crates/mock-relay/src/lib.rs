@@ -80,11 +80,10 @@ impl MockCluster {
             return Err(MockError::NoNodes);
         }
         let templates = templates::Templates::load()?;
-        let schema_dir = config
-            .schema_dir
-            .clone()
-            .unwrap_or_else(schema::default_dir);
-        let schemas = schema::Schemas::load(&schema_dir);
+        let schemas = match &config.schema_dir {
+            Some(dir) => schema::Schemas::load(dir),
+            None => schema::Schemas::embedded(),
+        };
         for e in &schemas.errors {
             tracing::warn!(error = %e, "schema not loaded (reported in /__mock__/health)");
         }

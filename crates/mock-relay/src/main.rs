@@ -17,8 +17,9 @@ struct Args {
     /// Number of simulated nodes (node i listens on --esl-port + i).
     #[arg(long, default_value_t = 1, env = "MOCK_RELAY_NODES")]
     nodes: usize,
-    /// ESL port of node 0.
-    #[arg(long, default_value_t = 8021, env = "MOCK_RELAY_ESL_PORT")]
+    /// ESL port of node 0 (not FreeSWITCH's 8021, so the mock and a real
+    /// FreeSWITCH can run on one host).
+    #[arg(long, default_value_t = 18021, env = "MOCK_RELAY_ESL_PORT")]
     esl_port: u16,
     /// Control plane port [default: --esl-port + 1000].
     #[arg(long, env = "MOCK_RELAY_HTTP_PORT")]

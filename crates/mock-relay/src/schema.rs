@@ -11,6 +11,52 @@ pub fn default_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../relay-protocol/esl")
 }
 
+/// The schemas built into the binary (an installed mock-relay needs no
+/// source checkout); `--schemas DIR` reads others instead.
+static EMBEDDED: include_dir::Dir<'_> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../../relay-protocol/esl");
+
+/// What [`Schemas::dir`] says for the built-in set.
+pub const EMBEDDED_NAME: &str = "embedded (relay-protocol/esl, built in)";
+
+fn parse_files<'a>(
+    files: impl Iterator<Item = (String, Result<&'a str, String>)>,
+    errors: &mut Vec<String>,
+) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (name, text) in files {
+        let Some(stem) = name
+            .strip_suffix(".json")
+            .map(|s| s.rsplit('/').next().unwrap_or(s).to_owned())
+        else {
+            continue;
+        };
+        match text.and_then(|t| serde_json::from_str::<Value>(t).map_err(|e| e.to_string())) {
+            Ok(v) => out.push((stem, v)),
+            Err(e) => errors.push(format!("{name}: {e}")),
+        }
+    }
+    out
+}
+
+fn load_embedded(sub: &str, errors: &mut Vec<String>) -> Vec<(String, Value)> {
+    let Some(d) = EMBEDDED.get_dir(sub) else {
+        errors.push(format!("{EMBEDDED_NAME}: no {sub}/"));
+        return Vec::new();
+    };
+    let mut files: Vec<_> = d.files().collect();
+    files.sort_by_key(|f| f.path());
+    parse_files(
+        files.into_iter().map(|f| {
+            (
+                f.path().display().to_string(),
+                f.contents_utf8().ok_or_else(|| "not UTF-8".to_owned()),
+            )
+        }),
+        errors,
+    )
+}
+
 /// Loaded schemas.
 #[derive(Default)]
 pub struct Schemas {
@@ -35,44 +81,59 @@ impl std::fmt::Debug for Schemas {
 }
 
 fn load_dir(dir: &Path, errors: &mut Vec<String>) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
             errors.push(format!("{}: {e}", dir.display()));
-            return out;
+            return Vec::new();
         }
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
-    for p in paths {
-        if p.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let stem = p
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        match std::fs::read_to_string(&p)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
-        {
-            Ok(v) => out.push((stem, v)),
-            Err(e) => errors.push(format!("{}: {e}", p.display())),
-        }
-    }
-    out
+    let texts: Vec<(String, Result<String, String>)> = paths
+        .into_iter()
+        .map(|p| {
+            let t = std::fs::read_to_string(&p).map_err(|e| e.to_string());
+            (p.display().to_string(), t)
+        })
+        .collect();
+    parse_files(
+        texts
+            .iter()
+            .map(|(n, t)| (n.clone(), t.as_deref().map_err(Clone::clone))),
+        errors,
+    )
 }
 
 impl Schemas {
     /// Loads `dir/commands/*.json` and `dir/events/*.json`.
     pub fn load(dir: &Path) -> Schemas {
+        let mut errors = Vec::new();
+        let commands = load_dir(&dir.join("commands"), &mut errors);
+        let events = load_dir(&dir.join("events"), &mut errors);
+        Self::build(dir.display().to_string(), commands, events, errors)
+    }
+
+    /// The schemas built into the binary.
+    pub fn embedded() -> Schemas {
+        let mut errors = Vec::new();
+        let commands = load_embedded("commands", &mut errors);
+        let events = load_embedded("events", &mut errors);
+        Self::build(EMBEDDED_NAME.into(), commands, events, errors)
+    }
+
+    fn build(
+        dir: String,
+        commands: Vec<(String, Value)>,
+        events: Vec<(String, Value)>,
+        errors: Vec<String>,
+    ) -> Schemas {
         let mut s = Schemas {
-            dir: dir.display().to_string(),
+            dir,
+            errors,
             ..Default::default()
         };
-        for (stem, v) in load_dir(&dir.join("commands"), &mut s.errors) {
+        for (stem, v) in commands {
             let usage = v
                 .get("x-usage")
                 .and_then(Value::as_str)
@@ -90,7 +151,7 @@ impl Schemas {
                 Err(e) => s.errors.push(format!("commands/{stem}.json: {e}")),
             }
         }
-        for (stem, v) in load_dir(&dir.join("events"), &mut s.errors) {
+        for (stem, v) in events {
             match jsonschema::validator_for(&v) {
                 Ok(val) => {
                     s.events.insert(stem, val);

@@ -27,6 +27,19 @@ fn command_table_and_schemas_match() {
 }
 
 #[test]
+fn the_built_in_schemas_are_the_source_trees() {
+    let dir = schema::Schemas::load(&schema::default_dir());
+    let built_in = schema::Schemas::embedded();
+    assert!(built_in.errors.is_empty(), "{:?}", built_in.errors);
+    assert_eq!(built_in.dir, schema::EMBEDDED_NAME);
+    assert_eq!(built_in.loaded(), dir.loaded());
+    assert_eq!(built_in.api_commands(), dir.api_commands());
+    assert_eq!(built_in.esl_commands(), dir.esl_commands());
+    assert_eq!(built_in.event_names(), dir.event_names());
+    assert!(built_in.loaded() > 50, "{}", built_in.loaded());
+}
+
+#[test]
 fn a_broken_schema_is_reported_not_fatal() {
     let dir = std::env::temp_dir().join(format!("mock-relay-schemas-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("commands")).unwrap();
