@@ -91,7 +91,7 @@ impl Default for ClusterConfig {
 }
 
 /// The agent's link to this controller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentLink {
     /// Its QUIC connection is up.
@@ -101,7 +101,7 @@ pub enum AgentLink {
 }
 
 /// The agent's Event Socket connection to its FreeSWITCH, as it reported it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EslLink {
     /// Connected and answering.
@@ -123,7 +123,7 @@ impl std::fmt::Display for EslLink {
 }
 
 /// A node as the registry sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct NodeInfo {
     /// Node id (from the agent certificate).
     pub id: String,

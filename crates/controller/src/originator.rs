@@ -16,7 +16,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Arrival process.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Arrivals {
     /// Evenly spaced launches (1/rate apart).
@@ -27,7 +38,18 @@ pub enum Arrivals {
 }
 
 /// Call holding time distribution.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Holding {
     /// Every answered call lasts `duration`.
@@ -38,7 +60,7 @@ pub enum Holding {
 }
 
 /// An app and its weight in the mix.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Weighted {
     /// App id (as loaded in the AppManager).
     pub app: String,
@@ -47,7 +69,7 @@ pub struct Weighted {
 }
 
 /// Everything the Originator does; every field can change while running.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct OriginatorConfig {
     /// Calls per second.
@@ -311,7 +333,7 @@ pub fn build_originate_args(
 }
 
 /// Originator state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum State {
     /// Not started.
@@ -407,7 +429,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// A snapshot for the progress line, `/api/v1/originator` and the summary.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Status {
     /// State.
     pub state: State,
@@ -930,7 +952,7 @@ pub const RECENT_WINDOW: Duration = Duration::from_secs(10);
 const RECENT_CAP: usize = 50_000;
 
 /// Setup latency over the last seconds (agent clock).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Recent {
     /// Window, s.
     pub window_s: f64,

@@ -19,7 +19,7 @@ const HISTORY: usize = 64;
 const FINISHED: usize = 2_000;
 
 /// One channel.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Session {
     /// `Unique-ID`.
     pub uuid: String,
@@ -128,7 +128,7 @@ impl Session {
 }
 
 /// Legs grouped by the call-tracking header (or bridge partner).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Call {
     /// Call id: the tracking header's value (the originating leg's UUID).
     pub id: String,

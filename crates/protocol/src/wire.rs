@@ -123,7 +123,7 @@ pub fn unpack_headers(packed: &[u8]) -> Result<Vec<HeaderPair<'_>>, WireError> {
 }
 
 /// A SIP profile of a node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Profile {
     /// Profile name (`external`).
     pub name: String,
@@ -209,7 +209,7 @@ pub enum AgentMsg {
 
 /// What a node's FreeSWITCH said about its own load (`api status`, read by
 /// the agent on a command connection), and how long it took to say it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeLoad {
     /// Idle CPU in hundredths of a percent, as FreeSWITCH measures it (the
     /// second number of `min idle cpu 0.00/97.00` is 9700).
