@@ -66,6 +66,16 @@ pub struct TimingFile {
     pub backoff_max_ms: Option<u64>,
 }
 
+/// `[fallback]`: parked calls while the controller is unreachable.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FallbackFile {
+    /// Seconds a call parked while the controller is away waits (0: off).
+    pub after_secs: Option<u64>,
+    /// `hangup [CAUSE]` or `transfer EXTENSION XML CONTEXT`.
+    pub action: Option<String>,
+}
+
 /// The TOML file.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,6 +94,8 @@ pub struct AgentFile {
     pub buffer: BufferFile,
     /// Timings.
     pub timing: TimingFile,
+    /// `[fallback]`.
+    pub fallback: FallbackFile,
 }
 
 impl AgentFile {
@@ -157,6 +169,9 @@ pub struct AgentConfig {
     pub backoff_min: Duration,
     /// Backoff cap.
     pub backoff_max: Duration,
+    /// While the controller is unreachable: how long an inbound call may
+    /// wait in park, and what then happens to it (None: it waits).
+    pub fallback: Option<(Duration, crate::fallback::FallbackAction)>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -209,6 +224,7 @@ impl AgentConfig {
             status_timeout: Duration::from_millis(2000),
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
+            fallback: None,
         }
     }
 }

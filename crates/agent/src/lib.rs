@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod esl;
+pub mod fallback;
 pub mod outbox;
 pub use switchy_link::{cpu, tls};
 
@@ -57,6 +58,10 @@ pub struct AgentState {
     wanted: std::sync::Mutex<Vec<String>>,
     /// What the event connection has subscribed now (empty while down).
     subscribed: Mutex<Vec<String>>,
+    /// Parked calls waiting for a controller that is away (None: off).
+    fallback: std::sync::Mutex<Option<fallback::Fallback>>,
+    /// A controller session is up (welcomed).
+    controller_up: std::sync::atomic::AtomicBool,
     /// FreeSWITCH's load from the latest `status` probe.
     load: std::sync::Mutex<Option<NodeLoad>>,
     instance: String,
@@ -91,7 +96,29 @@ impl AgentState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        merge_events(&self.config.events, &wanted)
+        let mut own = self.config.events.clone();
+        // The fallback needs to see calls park.
+        if self.config.fallback.is_some() {
+            own.push("CHANNEL_PARK".into());
+        }
+        merge_events(&own, &wanted)
+    }
+
+    /// Feeds an event read from FreeSWITCH to the fallback.
+    fn fallback_observe(&self, e: &esl::RelayEvent) {
+        let mut g = self.fallback.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = g.as_mut() else { return };
+        if fallback::classify(&e.name, None, None).is_none() {
+            return;
+        }
+        let h = |k: &str| relay_header(e, k);
+        let Some(uuid) = h("Unique-ID") else { return };
+        let dir = h("Call-Direction");
+        let ans = h("Answer-State");
+        if let Some(seen) = fallback::classify(&e.name, dir.as_deref(), ans.as_deref()) {
+            let up = self.controller_up.load(Ordering::SeqCst);
+            f.observe(&uuid, seen, up, self.started.elapsed());
+        }
     }
 
     /// The latest load figures of FreeSWITCH.
@@ -106,6 +133,77 @@ impl AgentState {
             .filter_map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .filter(esl::EslHandle::is_open)
             .min_by_key(esl::EslHandle::in_flight)
+    }
+}
+
+/// A header of a relayed event (plain text or packed), decoded.
+fn relay_header(e: &esl::RelayEvent, key: &str) -> Option<String> {
+    if e.plain {
+        let text = std::str::from_utf8(&e.packed).ok()?;
+        return text
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+            .map(|v| percent_decode(v.trim_end_matches('\r')));
+    }
+    switchy_protocol::wire::unpack_headers(&e.packed)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| *k == key.as_bytes())
+        .and_then(|(_, v)| std::str::from_utf8(v).ok().map(str::to_owned))
+}
+
+/// `%XX` decoding of a plain event's header value.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(x) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(x);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs the fallback's due actions (every 500 ms while it is on).
+async fn fallback_loop(st: Arc<AgentState>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let (due, action) = {
+            let mut g = st.fallback.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(f) = g.as_mut() else { return };
+            if st.controller_up.load(Ordering::SeqCst) {
+                f.controller_up();
+                continue;
+            }
+            (f.due(st.started.elapsed()), f.action().clone())
+        };
+        for uuid in due {
+            let Some(h) = st.command_handle() else {
+                tracing::warn!(node = %st.config.node_id, %uuid, "fallback: no ESL connection to act on a parked call");
+                continue;
+            };
+            let (cmd, args) = action.command(&uuid);
+            match h.api(cmd, &args, Duration::from_secs(5)).await {
+                Ok(r) => {
+                    tracing::warn!(node = %st.config.node_id, %uuid, command = %format!("{cmd} {args}"), reply = %r.trim(), "controller unreachable: fallback applied to a parked call")
+                }
+                Err(e) => {
+                    tracing::warn!(node = %st.config.node_id, %uuid, error = %e, "fallback command failed")
+                }
+            }
+        }
     }
 }
 
@@ -149,6 +247,10 @@ impl Agent {
     pub fn start_with_version(config: AgentConfig, wire_version: u32) -> Result<Agent, AgentError> {
         let client = tls::client_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
         let pool = config.command_connections.max(1);
+        let fallback = config
+            .fallback
+            .clone()
+            .map(|(after, action)| fallback::Fallback::new(after, action));
         let state = Arc::new(AgentState {
             outbox: Outbox::new(
                 config.max_events,
@@ -170,6 +272,8 @@ impl Agent {
             core_uuid: std::sync::Mutex::new(String::new()),
             wanted: std::sync::Mutex::new(Vec::new()),
             subscribed: Mutex::new(Vec::new()),
+            fallback: std::sync::Mutex::new(fallback),
+            controller_up: std::sync::atomic::AtomicBool::new(false),
             load: std::sync::Mutex::new(None),
             instance: uuid::Uuid::new_v4().to_string(),
             started: std::time::Instant::now(),
@@ -182,6 +286,9 @@ impl Agent {
         ];
         for i in 0..state.cmds.len() {
             tasks.push(tokio::spawn(command_conn_loop(state.clone(), i)));
+        }
+        if state.config.fallback.is_some() {
+            tasks.push(tokio::spawn(fallback_loop(state.clone())));
         }
         Ok(Agent { state, tasks })
     }
@@ -299,6 +406,7 @@ async fn esl_loop(st: Arc<AgentState>) {
             tokio::select! {
                 e = events_rx.recv() => match e {
                     Some(e) => {
+                        st.fallback_observe(&e);
                         st.outbox.wait_not_behind().await;
                         st.outbox.push(e);
                     }
@@ -507,6 +615,7 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> Result<(
         .outbox
         .with(|l| l.welcome(st.started.elapsed(), first, st.wire_version))?;
     tracing::info!(node = %c.node_id, %controller, "connected to the controller");
+    st.controller_up.store(true, Ordering::SeqCst);
     // Subscribed before the ESL state is reported, so nothing the
     // controller needs is missed once it sees the node up.
     if let Err(e) = set_wanted(st, events).await {
@@ -538,6 +647,7 @@ async fn session(st: &Arc<AgentState>, client: &quinn::ClientConfig) -> Result<(
         })
     };
     let result = send_loop(st, &mut send, &conn).await;
+    st.controller_up.store(false, Ordering::SeqCst);
     acks.abort();
     commands.abort();
     let reason: &[u8] = if *st.stopping.borrow() {

@@ -81,7 +81,17 @@ struct Args {
     /// Reconnect backoff cap, ms [default: 10000].
     #[arg(long)]
     backoff_max_ms: Option<u64>,
+    /// While the controller is unreachable, an inbound call that parked waits this many seconds, then gets --fallback-action (0: it waits for the controller however long) [default: 10].
+    #[arg(long, env = "SWITCHY_FALLBACK_AFTER_SECS")]
+    fallback_after_secs: Option<u64>,
+    /// What happens to it: `hangup [CAUSE]` (FreeSWITCH refuses the INVITE with the cause's SIP code) or `transfer EXTENSION XML CONTEXT` (a local dialplan) [default: hangup SERVICE_UNAVAILABLE, a SIP 503].
+    #[arg(long, env = "SWITCHY_FALLBACK_ACTION")]
+    fallback_action: Option<String>,
 }
+
+/// `[fallback]` defaults: a caller hears a 503 within 10 s instead of
+/// silence when the controller is down.
+const FALLBACK_AFTER_SECS: u64 = 10;
 
 fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", path.display()))
@@ -167,6 +177,17 @@ fn resolve(a: Args) -> anyhow::Result<AgentConfig> {
     if let Some(s) = a.backoff_max_ms.or(t.backoff_max_ms) {
         c.backoff_max = Duration::from_millis(s.max(1));
     }
+    let after = a
+        .fallback_after_secs
+        .or(f.fallback.after_secs)
+        .unwrap_or(FALLBACK_AFTER_SECS);
+    let action = a
+        .fallback_action
+        .or(f.fallback.action.clone())
+        .unwrap_or_else(|| "hangup SERVICE_UNAVAILABLE".into());
+    let action = switchy_agent::fallback::FallbackAction::parse(&action)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    c.fallback = (after > 0).then(|| (Duration::from_secs(after), action));
     Ok(c)
 }
 

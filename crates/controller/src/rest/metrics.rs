@@ -2,6 +2,40 @@
 
 use super::*;
 
+/// The standard process_* metrics (Linux /proc; nothing elsewhere).
+fn process_metrics() -> String {
+    let mut out = String::new();
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return out;
+    };
+    // Fields after the command name, which may hold spaces: it ends at
+    // the last ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return out;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    // After ')': state is field 3, so field N is f[N - 3].
+    const TICKS: f64 = 100.0;
+    if let (Some(u), Some(s)) = (num(14 - 3), num(15 - 3)) {
+        out.push_str(&format!("# HELP process_cpu_seconds_total User and system CPU time spent, s.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {:.2}\n", (u + s) / TICKS));
+    }
+    if let Some(rss) = num(24 - 3) {
+        out.push_str(&format!("# HELP process_resident_memory_bytes Resident memory size, bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n", rss * 4096.0));
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+    });
+    if let (Some(start), Some(boot)) = (num(22 - 3), boot) {
+        out.push_str(&format!("# HELP process_start_time_seconds Start time of the process since the Unix epoch, s.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {:.2}\n", boot + start / TICKS));
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        out.push_str(&format!("# HELP process_open_fds Open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}\n", fds.count()));
+    }
+    out
+}
+
 /// A label value in Prometheus' text format.
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -469,5 +503,28 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         }
     }
     s.push_str(&billsec);
+    s.push_str(&format!(
+        "# HELP switchy_build_info The running build (value 1).\n# TYPE switchy_build_info gauge\nswitchy_build_info{{version=\"{}\",component=\"controller\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    s.push_str("# HELP switchy_node_agent_buffered_events Events buffered at the node's agent (controller away or slow), as last reported.\n# TYPE switchy_node_agent_buffered_events gauge\n");
+    for n in &nodes {
+        s.push_str(&format!(
+            "switchy_node_agent_buffered_events{{node=\"{}\"}} {}\n",
+            esc(&n.id),
+            n.agent_buffered
+        ));
+    }
+    if let Some(cdr) = api.cluster.cdr_counters() {
+        let done = cdr.written.load(Ordering::Relaxed)
+            + cdr.duplicates.load(Ordering::Relaxed)
+            + cdr.merged.load(Ordering::Relaxed)
+            + cdr.failed.load(Ordering::Relaxed);
+        s.push_str(&format!(
+            "# HELP switchy_cdr_writer_behind CDRs handed to the writer and not yet committed (the cluster waits when it grows).\n# TYPE switchy_cdr_writer_behind gauge\nswitchy_cdr_writer_behind {}\n",
+            cdr.queued.load(Ordering::Relaxed).saturating_sub(done)
+        ));
+    }
+    s.push_str(&process_metrics());
     ([("content-type", "text/plain; version=0.0.4")], s).into_response()
 }
