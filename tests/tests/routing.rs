@@ -622,3 +622,74 @@ async fn a_final_bridge_ends_the_caller_when_the_callee_hangs_up_first() {
     .await
     .expect("the caller ended with its callee (not left in its park)");
 }
+
+/// How a routed inbound call ended (its cause), once it has.
+async fn ended_cause(h: &Harness, uuid: &str) -> String {
+    let cluster = h.ctl().cluster.clone();
+    wait_for(Duration::from_secs(10), || {
+        cluster.with_tracker(|t| t.session(uuid).is_none())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{uuid} is still up"));
+    cluster
+        .with_tracker(|t| {
+            t.finished()
+                .iter()
+                .find(|f| f.session.uuid == uuid)
+                .map(|f| f.cause.clone())
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_end_hangs_the_call_up_as_the_dialplan_would_unless_it_parks() {
+    let h = Harness::start(1).await.unwrap();
+    h.wait_nodes_up().await.unwrap();
+    let dir = tmpdir("dialplan-end");
+    let path = write_routes(
+        &dir,
+        r#"
+[[routes]]
+name = "announce"
+pattern = '^100$'
+guards = { "Call-Direction" = "inbound" }
+actions = ["answer", { setvar = { name = "x", value = "1" } }]
+
+[[routes]]
+name = "hold"
+pattern = '^200$'
+guards = { "Call-Direction" = "inbound" }
+actions = ["answer", "park"]
+
+[[routes]]
+name = "tag"
+pattern = '^3\d\d$'
+continue = true
+actions = [{ setvar = { name = "tagged", value = "yes" } }]
+"#,
+    );
+    h.ctl()
+        .use_router(Router::from_file(&path).unwrap())
+        .await
+        .unwrap();
+    // Its actions done, the call is hung up (XML would at the extension's end).
+    inbound(&h, 0, "100", "{}").await;
+    let a = wait_execute(&h, "set", "x=1").await;
+    assert_eq!(ended_cause(&h, &a).await, "NORMAL_CLEARING");
+    // `park` keeps it.
+    inbound(&h, 0, "200", "{}").await;
+    let b = wait_execute(&h, "park", "").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        h.ctl().cluster.with_tracker(|t| t.session(&b).is_some()),
+        "a parked call was hung up"
+    );
+    // A `continue` route and nothing after it: the end of the table.
+    inbound(&h, 0, "300", "{}").await;
+    let c = wait_execute(&h, "set", "tagged=yes").await;
+    assert_eq!(ended_cause(&h, &c).await, "NORMAL_CLEARING");
+    // No route at all: NO_ROUTE_DESTINATION, as FreeSWITCH says it.
+    inbound(&h, 0, "999", "{}").await;
+    let d = wait_execute(&h, "hangup", "NO_ROUTE_DESTINATION").await;
+    assert_eq!(ended_cause(&h, &d).await, "NO_ROUTE_DESTINATION");
+}

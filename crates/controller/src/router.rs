@@ -654,7 +654,9 @@ impl Router {
                 }
                 let table = me.table();
                 let start = table.start.clone();
-                run_table(&table, &start, &ctx, 0).await
+                let ending = run_table(&table, &start, &ctx, 0).await?;
+                end_of_dialplan(&ctx, ending).await;
+                Ok(())
             }
         })
     }
@@ -699,12 +701,45 @@ fn route_applies(r: &Route, ctx: &Ctx, offset: i32) -> bool {
     true
 }
 
+/// How routing left a call, as FreeSWITCH's XML dialplan would end it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The call is over, or an action keeps it for good (park, echo,
+    /// deflect, a final bridge, a Rust handler that stopped routing).
+    Settled,
+    /// Routes matched and their actions are done with the call still
+    /// waiting: the dialplan's end, hang up (NORMAL_CLEARING).
+    ActionsDone,
+    /// No route matched (NO_ROUTE_DESTINATION).
+    NoRoute,
+}
+
+/// What the end of routing does to an inbound call (an outbound leg that
+/// parked is someone's originate, not a dialplan's: left as it is).
+async fn end_of_dialplan(ctx: &Ctx, ending: Ending) {
+    if ctx.header("Call-Direction") != Some("inbound") {
+        return;
+    }
+    let cause = match ending {
+        Ending::Settled => return,
+        Ending::ActionsDone => "NORMAL_CLEARING",
+        Ending::NoRoute => "NO_ROUTE_DESTINATION",
+    };
+    ctx.count(if ending == Ending::NoRoute {
+        "route.no_route"
+    } else {
+        "route.ended_after_actions"
+    });
+    tracing::debug!(node = %ctx.node, session = %ctx.uuid, cause, "end of the routes: hanging up");
+    let _ = ctx.execute_nowait("hangup", cause).await;
+}
+
 fn run_table<'a>(
     table: &'a Arc<RouteTable>,
     name: &'a str,
     ctx: &'a Ctx,
     depth: usize,
-) -> Pin<Box<dyn Future<Output = Result<(), crate::AppError>> + Send + 'a>> {
+) -> Pin<Box<dyn Future<Output = Result<Ending, crate::AppError>> + Send + 'a>> {
     Box::pin(async move {
         if depth > 8 {
             return Err(
@@ -712,6 +747,7 @@ fn run_table<'a>(
                     .into(),
             );
         }
+        let mut matched = false;
         for r in table.routes.iter().filter(|r| r.table == name) {
             if !route_applies(r, ctx, table.utc_offset_min) {
                 continue;
@@ -731,26 +767,33 @@ fn run_table<'a>(
                 .collect();
             tracing::debug!(node = %ctx.node, session = %ctx.uuid, route = %r.name, "route matched");
             ctx.count(&format!("route.{}", r.name));
-            let flow = match &r.handler {
+            matched = true;
+            match &r.handler {
                 RouteHandler::Rust(h) => {
-                    h(RouteCtx {
+                    let flow = h(RouteCtx {
                         ctx: ctx.clone(),
                         captures,
                         params: r.params.clone(),
                         route: r.name.clone(),
                     })
-                    .await?
+                    .await?;
+                    if flow == Flow::Break {
+                        return Ok(Ending::Settled);
+                    }
                 }
                 RouteHandler::Actions(actions) => {
-                    run_actions(table, r, actions, &captures, ctx, depth).await?;
-                    if r.cont { Flow::Continue } else { Flow::Break }
+                    let ending = run_actions(table, r, actions, &captures, ctx, depth).await?;
+                    if ending == Ending::Settled || !r.cont {
+                        return Ok(ending);
+                    }
                 }
-            };
-            if flow == Flow::Break {
-                return Ok(());
             }
         }
-        Ok(())
+        Ok(if matched {
+            Ending::ActionsDone
+        } else {
+            Ending::NoRoute
+        })
     })
 }
 
@@ -822,7 +865,7 @@ async fn run_actions(
     captures: &[Option<String>],
     ctx: &Ctx,
     depth: usize,
-) -> Result<(), crate::AppError> {
+) -> Result<Ending, crate::AppError> {
     let lookup = |name: &str| {
         ctx.var(name)
             .or_else(|| ctx.header(name))
@@ -831,7 +874,7 @@ async fn run_actions(
     let x = |s: &str, c: Context| expand_checked(s, captures, &route.classes, c, &lookup);
     for (i, a) in actions.iter().enumerate() {
         let last = i + 1 == actions.len();
-        let r: Result<(), ActionError> = async {
+        let r: Result<Option<Ending>, ActionError> = async {
             match a {
                 Action::Bridge(b) => {
                     let dial = dial_string(b, &x)?;
@@ -842,15 +885,26 @@ async fn run_actions(
                         // tests/fidelity/flows/bridge_app_callee_ends.json).
                         ctx.execute_nowait("set", "hangup_after_bridge=true")
                             .await?;
+                        // A bridge that fails hangs the caller up with its
+                        // cause (switch_channel_handle_cause, no
+                        // continue_on_fail): the call ends either way.
                         ctx.execute_nowait("bridge", &dial).await?;
+                        return Ok(Some(Ending::Settled));
                     } else {
                         ctx.execute("bridge", &dial, LONG).await?;
                     }
                 }
                 Action::Respond(code) => {
                     ctx.execute("respond", &code.to_string(), SHORT).await?;
+                    // A final response ends the call.
+                    if *code >= 300 {
+                        return Ok(Some(Ending::Settled));
+                    }
                 }
-                Action::Hangup(cause) => ctx.execute_nowait("hangup", cause).await?,
+                Action::Hangup(cause) => {
+                    ctx.execute_nowait("hangup", cause).await?;
+                    return Ok(Some(Ending::Settled));
+                }
                 Action::Answer => {
                     ctx.execute("answer", "", SHORT).await?;
                 }
@@ -864,7 +918,11 @@ async fn run_actions(
                     ctx.execute("playback", &x(f, Context::AppArg)?, LONG)
                         .await?;
                 }
-                Action::Park => ctx.execute_nowait("park", "").await?,
+                // The route says the call stays.
+                Action::Park => {
+                    ctx.execute_nowait("park", "").await?;
+                    return Ok(Some(Ending::Settled));
+                }
                 Action::Setvar { name, value } => {
                     let v = x(value, Context::AppArg)?;
                     ctx.execute("set", &format!("{name}={v}"), SHORT).await?;
@@ -882,18 +940,24 @@ async fn run_actions(
                 }
                 Action::Deflect(uri) => {
                     ctx.execute_nowait("deflect", &x(uri, Context::Dial)?)
-                        .await?
+                        .await?;
+                    return Ok(Some(Ending::Settled));
                 }
-                Action::Echo => ctx.execute_nowait("echo", "").await?,
+                // Echo runs until the caller hangs up.
+                Action::Echo => {
+                    ctx.execute_nowait("echo", "").await?;
+                    return Ok(Some(Ending::Settled));
+                }
                 Action::Transfer(_) => {}
             }
-            Ok(())
+            Ok(None)
         }
         .await;
         match r {
-            Ok(()) => {}
+            Ok(None) => {}
+            Ok(Some(ending)) => return Ok(ending),
             // The caller hung up (or the action ended the call): done.
-            Err(ActionError::Wait(WaitError::Ended(_))) => return Ok(()),
+            Err(ActionError::Wait(WaitError::Ended(_))) => return Ok(Ending::Settled),
             Err(ActionError::Wait(e)) => return Err(e.into()),
             Err(ActionError::Refused(e)) => {
                 // A value from the caller (or a capture) would have been
@@ -901,14 +965,14 @@ async fn run_actions(
                 tracing::warn!(node = %ctx.node, session = %ctx.uuid, route = %route.name, error = %e, "route refused a value; hanging up the call");
                 ctx.count("route.refused_values");
                 let _ = ctx.execute_nowait("hangup", REFUSED_CAUSE).await;
-                return Ok(());
+                return Ok(Ending::Settled);
             }
         }
         if let Action::Transfer(t) = a {
             return run_table(table, t, ctx, depth + 1).await;
         }
     }
-    Ok(())
+    Ok(Ending::ActionsDone)
 }
 
 /// The hangup cause of a call whose route refused a value.
