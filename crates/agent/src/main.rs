@@ -98,6 +98,10 @@ fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 fn resolve(a: Args) -> anyhow::Result<AgentConfig> {
+    // A flag that is wrong whatever the rest says is refused first.
+    if let Some(act) = &a.fallback_action {
+        switchy_agent::fallback::FallbackAction::parse(act).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let f = match &a.config {
         Some(p) => AgentFile::load(p)?,
         None => AgentFile::default(),

@@ -17,6 +17,17 @@ fn tmux(sock: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Kills the test's tmux server (and the run in it) however the test ends.
+struct Server(String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .status();
+    }
+}
+
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
@@ -71,6 +82,7 @@ fn the_panel_redraws_in_place_and_q_ends_the_run() {
         .status()
         .expect("tmux new-session");
     assert!(status.success());
+    let _server = Server(sock.clone());
     let pane = || tmux(&sock, &["capture-pane", "-p", "-t", "run"]);
     wait_for("the panel", 30, || {
         let p = pane();

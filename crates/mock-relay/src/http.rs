@@ -61,7 +61,21 @@ async fn json_whatever_the_type(mut req: axum::extract::Request) -> axum::extrac
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !json {
+    // An empty body stays without a type: handlers that take an optional
+    // body see none.
+    let empty = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0")
+        || (req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_none()
+            && req
+                .headers()
+                .get(axum::http::header::TRANSFER_ENCODING)
+                .is_none());
+    if !json && !empty {
         req.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),
