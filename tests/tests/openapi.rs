@@ -102,7 +102,7 @@ async fn the_document_validates_and_lists_every_route_with_its_methods() {
                     "{m} {path} is documented but the router refuses the method"
                 );
                 assert!(
-                    !(st == 404 && !body.is_object()),
+                    st != 404 || body.is_object(),
                     "{m} {path}: the router has no such route ({st} {body})"
                 );
             } else {

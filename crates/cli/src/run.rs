@@ -186,7 +186,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
             anyhow::anyhow!("--app {name}: {e} (switchy-controller list-apps shows them)")
         })?;
     }
-    if !(a.rate > 0.0) {
+    if a.rate.is_nan() || a.rate <= 0.0 {
         anyhow::bail!(
             "--rate {}: give a rate above 0 calls/s (pause a running test with `p` or PATCH /api/v1/originator {{\"rate\": 0}})",
             a.rate

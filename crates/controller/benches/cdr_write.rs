@@ -35,6 +35,17 @@ fn row(i: u64) -> Cdr {
         originate_sent_agent: Some(t - 250),
         originate_done_agent: Some(t + 1_250),
         verdict: None,
+        // A row as `run` writes it now: the operator columns filled too.
+        run_id: Some("0123456789abcdef".into()),
+        caller_name: Some("switchy".into()),
+        context: Some("switchy".into()),
+        codec: Some("PCMU".into()),
+        sip_call_id: Some(format!("{:032x}@10.0.0.1", i)),
+        sip_status: Some(200),
+        q850: Some(16),
+        caller_progress: Some(t + 800),
+        duration_s: Some(9.5),
+        billsec_s: Some(9.4988),
     }
 }
 
