@@ -362,11 +362,13 @@ pattern = '^bridge$'
 guards = { "Call-Direction" = "inbound" }
 actions = [{ bridge = { dest = "answer@127.0.0.1:5080", profile = "external" } }]
 
+# Routes end as the XML dialplan does: after `answer` alone the call would
+# be hung up; `park` keeps it.
 [[routes]]
 name = "answer"
 pattern = '^answer$'
 guards = { "Call-Direction" = "inbound" }
-actions = ["answer"]
+actions = ["answer", "park"]
 "#;
     let dir = std::env::temp_dir().join(format!("switchy-fs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
