@@ -38,7 +38,7 @@ pub enum Key {
 }
 
 /// The SIPp-like key map.
-pub const KEY_HELP: &str = "+/- rate ±1  */÷ ±10  ]/[ limit ±10  p pause  q stop  Q hang up all";
+pub const KEY_HELP: &str = "+,- rate ±1  *,/ ±10  ],[ limit ±10  p pause  q stop  Q hang up all";
 
 fn map_key(code: KeyCode, mods: KeyModifiers) -> Option<Key> {
     Some(match code {
