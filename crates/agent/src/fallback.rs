@@ -124,6 +124,23 @@ impl Fallback {
     }
 }
 
+/// Events that move a channel out of its park wait.
+const MOVED: &[&str] = &[
+    "CHANNEL_UNPARK",
+    "CHANNEL_ANSWER",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_EXECUTE",
+    "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_DESTROY",
+];
+
+/// The fallback looks at events of this name (so their headers need
+/// reading).
+pub fn watches(name: &str) -> bool {
+    name == "CHANNEL_PARK" || MOVED.contains(&name)
+}
+
 /// What `name` with these headers means for the fallback (None: nothing).
 pub fn classify(name: &str, direction: Option<&str>, answer_state: Option<&str>) -> Option<Seen> {
     match name {

@@ -108,7 +108,7 @@ impl AgentState {
     fn fallback_observe(&self, e: &esl::RelayEvent) {
         let mut g = self.fallback.lock().unwrap_or_else(|p| p.into_inner());
         let Some(f) = g.as_mut() else { return };
-        if fallback::classify(&e.name, None, None).is_none() {
+        if !fallback::watches(&e.name) {
             return;
         }
         let h = |k: &str| relay_header(e, k);

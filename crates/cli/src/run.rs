@@ -457,7 +457,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
                         let _ = orig.shutdown().await;
                     }
                 }
-                screen.draw(&crate::panel::View { status: &orig.status(), run_id: &run_id, note: note.clone() });
+                redraw(&mut screen, &orig, &run_id, note.clone());
             }
             _ = stats_tick.tick(), if stats.is_some() => {
                 if let Some(f) = stats.as_mut()
@@ -468,7 +468,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
                 }
             }
             _ = tick.tick() => {
-                screen.draw(&crate::panel::View { status: &orig.status(), run_id: &run_id, note: note.clone() });
+                redraw(&mut screen, &orig, &run_id, note.clone());
                 let (r, act) = (rss_bytes(), orig.active());
                 if act > active_at_peak {
                     active_at_peak = act;
@@ -478,11 +478,12 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         }
     }
     if interrupted {
-        screen.draw(&crate::panel::View {
-            status: &orig.status(),
-            run_id: &run_id,
-            note: Some("interrupted: hanging up this run's calls, flushing CDRs".into()),
-        });
+        redraw(
+            &mut screen,
+            &orig,
+            &run_id,
+            Some("interrupted: hanging up this run's calls, flushing CDRs".into()),
+        );
         let _ = orig.shutdown().await;
     }
     // Drain: calls end (hold time or hupall), their CDRs are built.
@@ -492,11 +493,12 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if last_draw.elapsed() >= Duration::from_secs(1) {
             last_draw = Instant::now();
-            screen.draw(&crate::panel::View {
-                status: &orig.status(),
-                run_id: &run_id,
-                note: Some(format!("draining: {} calls still up", orig.active())),
-            });
+            redraw(
+                &mut screen,
+                &orig,
+                &run_id,
+                Some(format!("draining: {} calls still up", orig.active())),
+            );
         }
     }
     // Let the last CHANNEL_DESTROYs through the tracker.
@@ -504,11 +506,7 @@ pub async fn run(a: Run) -> anyhow::Result<i32> {
     while ctl.cluster.with_tracker(|t| !t.is_empty()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    screen.draw(&crate::panel::View {
-        status: &orig.status(),
-        run_id: &run_id,
-        note: Some("done".into()),
-    });
+    redraw(&mut screen, &orig, &run_id, Some("done".into()));
     screen.finish();
     if let Some(f) = stats.as_mut() {
         // The last row covers the drain.
@@ -586,6 +584,15 @@ fn rss_bytes() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * 4096)
+}
+
+/// Draws the Originator's status now, with `note` in the key line's place.
+fn redraw(screen: &mut crate::panel::Screen, o: &Originator, run_id: &str, note: Option<String>) {
+    screen.draw(&crate::panel::View {
+        status: &o.status(),
+        run_id,
+        note,
+    });
 }
 
 /// The next key, or never without a key reader.

@@ -140,6 +140,29 @@ exec "{}/$name" "$@"
         self.children.push(child);
     }
 
+    /// Waits until the README's controller lists both nodes with ESL up;
+    /// on a timeout the `logs` named are shown.
+    fn wait_nodes_up(&self, exports: &str, logs: &[&str]) {
+        let t0 = Instant::now();
+        loop {
+            let (_, out) = self.run(&format!(
+                "{exports}\ncurl -s -H \"$H\" localhost:9080/api/v1/nodes"
+            ));
+            if out.matches("\"esl\":\"up\"").count() == 2 {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the agents did not come up: {out}\n{}",
+                logs.iter()
+                    .map(|l| self.log(l))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.work.join(format!("{name}.log"))).unwrap_or_default()
     }
@@ -160,16 +183,21 @@ exec "{}/$name" "$@"
 
 impl Drop for Env {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            // The whole group: sh, and what it started in the background.
-            let _ = Command::new("kill")
-                .args(["-s", "TERM", "--", &format!("-{}", c.id())])
-                .status();
+        for c in &self.children {
+            kill_group(c);
         }
         for c in &mut self.children {
             let _ = c.wait();
         }
     }
+}
+
+/// SIGTERM to a spawned script's whole process group: its `sh` and what
+/// it started in the background.
+fn kill_group(c: &Child) {
+    let _ = Command::new("kill")
+        .args(["-s", "TERM", "--", &format!("-{}", c.id())])
+        .status();
 }
 
 fn wait_http(url: &str, secs: u64) {
@@ -231,22 +259,7 @@ fn the_readmes_commands_run_as_written() {
     env.spawn("terminal2", &format!("{exports}\n# 2.{t2}"));
     wait_http("http://127.0.0.1:9080/health", 60);
     env.spawn("terminal3", &format!("{exports}\n# 3.{t3}\nwait"));
-    let t0 = Instant::now();
-    loop {
-        let (_, out) = env.run(&format!(
-            "{exports}\ncurl -s -H \"$H\" localhost:9080/api/v1/nodes"
-        ));
-        if out.matches("\"esl\":\"up\"").count() == 2 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the agents did not come up: {out}\n{}\n{}",
-            env.log("terminal2"),
-            env.log("terminal3")
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    env.wait_nodes_up(&exports, &["terminal2", "terminal3"]);
     // Drive the cluster over REST, line by line.
     let mut uuid = String::new();
     for cmd in commands(&block("localhost:9080/api/v1/nodes/fs1/originate")) {
@@ -296,28 +309,12 @@ fn the_readmes_commands_run_as_written() {
             .to_string(),
     );
     // Stop the first controller (terminal 2's group), start this one.
-    let first = env.children.remove(1);
-    let _ = Command::new("kill")
-        .args(["-s", "TERM", "--", &format!("-{}", first.id())])
-        .status();
-    let mut first = first;
+    let mut first = env.children.remove(1);
+    kill_group(&first);
     let _ = first.wait();
     env.spawn("routing-serve", &format!("{exports}\n{serve}"));
     wait_http("http://127.0.0.1:9080/health", 60);
-    let t0 = Instant::now();
-    loop {
-        let (_, out) = env.run(&format!(
-            "{exports}\ncurl -s -H \"$H\" localhost:9080/api/v1/nodes"
-        ));
-        if out.matches("\"esl\":\"up\"").count() == 2 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the agents did not come back: {out}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    env.wait_nodes_up(&exports, &["routing-serve"]);
     for cmd in routing.iter().filter(|c| !c.contains(" serve ")) {
         let line = cmd.replace("<controller pid>", "$(pidof switchy-controller)");
         let (code, out) = env.run(&format!("{exports}\n{line}"));
