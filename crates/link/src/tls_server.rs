@@ -131,3 +131,22 @@ mod tests {
         assert!(crate::ca::issue(&ca, "bad name", &[]).is_err());
     }
 }
+
+/// A TLS server config for a TCP listener (REST, RELAY's wss) from PEM
+/// contents: no client certificate, TLS 1.2 and 1.3, these ALPN protocols.
+pub fn tcp_server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    who: &str,
+    flag: &str,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, crate::TlsError> {
+    let (chain, key) = crate::tls_client::identity(cert_pem, key_pem, who, flag)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}

@@ -19,6 +19,7 @@ pub mod dial;
 pub mod http;
 pub mod journal;
 pub mod node;
+pub mod relay;
 pub mod scenario;
 pub mod schema;
 pub mod template;

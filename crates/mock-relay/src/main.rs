@@ -11,9 +11,32 @@ use std::time::Duration;
 
 /// Simulated FreeSWITCH nodes speaking real ESL (inbound method), with an
 /// HTTP control plane at /__mock__/… for scripting, journal and faults.
+/// With --relay: a mock of SignalWire's RELAY WebSocket instead, for the
+/// SignalWire SDKs (ws://127.0.0.1:8773, control plane on port 9773).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    /// Serve SignalWire RELAY (JSON-RPC over WebSocket at /) instead of ESL nodes.
+    #[arg(long)]
+    relay: bool,
+    /// RELAY mode: WebSocket port.
+    #[arg(long, default_value_t = 8773, env = "MOCK_RELAY_PORT")]
+    ws_port: u16,
+    /// RELAY mode: a relay-protocol directory holding relay/*.json [default: the schemas built in].
+    #[arg(long)]
+    schema_root: Option<PathBuf>,
+    /// RELAY mode: serve wss with this certificate (PEM; e.g. `switchy-controller ca issue --name relay`).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// RELAY mode: the certificate's key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// RELAY mode: send signalwire.ping to every session this often, seconds (0: never; the SDKs expect one at least every 15 s once they have seen one).
+    #[arg(long, default_value_t = 0)]
+    ping_secs: u64,
+    /// RELAY mode: most sessions at once.
+    #[arg(long, default_value_t = 10_000)]
+    relay_max_sessions: usize,
     /// Number of simulated nodes (node i listens on --esl-port + i).
     #[arg(long, default_value_t = 1, env = "MOCK_RELAY_NODES")]
     nodes: usize,
@@ -21,7 +44,7 @@ struct Args {
     /// FreeSWITCH can run on one host).
     #[arg(long, default_value_t = 18021, env = "MOCK_RELAY_ESL_PORT")]
     esl_port: u16,
-    /// Control plane port [default: --esl-port + 1000].
+    /// Control plane port [default: --esl-port + 1000; with --relay, --ws-port + 1000].
     #[arg(long, env = "MOCK_RELAY_HTTP_PORT")]
     http_port: Option<u16>,
     /// Address to bind.
@@ -57,9 +80,9 @@ struct Args {
     /// Simulated length of played files, ms.
     #[arg(long, default_value_t = 1000)]
     playback_ms: u64,
-    /// Journal ring buffer size (entries).
-    #[arg(long, default_value_t = 100_000)]
-    journal_capacity: usize,
+    /// Journal ring buffer size, entries [default: 100000; with --relay, 1000].
+    #[arg(long)]
+    journal_capacity: Option<usize>,
     /// Directory of the JSON Schemas [default: relay-protocol/esl of the source tree].
     #[arg(long)]
     schemas: Option<PathBuf>,
@@ -86,6 +109,12 @@ fn parse_external(s: &str) -> anyhow::Result<ExternalOutcome> {
 async fn main() -> anyhow::Result<()> {
     let telemetry = switchy_telemetry::init("mock-relay");
     let a = Args::parse();
+    if a.relay {
+        return relay_mode(a, telemetry).await;
+    }
+    if a.tls_cert.is_some() || a.schema_root.is_some() {
+        anyhow::bail!("--tls-cert and --schema-root belong to RELAY mode: add --relay");
+    }
     if !(0.0..=1.0).contains(&a.failure_ratio) {
         anyhow::bail!("--failure-ratio must be between 0 and 1");
     }
@@ -96,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         http_port: a.http_port,
         password: a.password,
         heartbeat: Duration::from_secs(a.heartbeat_secs.max(1)),
-        journal_capacity: a.journal_capacity,
+        journal_capacity: a.journal_capacity.unwrap_or(100_000),
         schema_dir: a.schemas,
         knobs: Knobs {
             auto_answer_ms: a.answer_delay_ms,
@@ -127,6 +156,31 @@ async fn main() -> anyhow::Result<()> {
     );
     switchy_telemetry::shutdown_signal().await;
     cluster.stop().await;
+    telemetry.shutdown().await;
+    Ok(())
+}
+
+async fn relay_mode(a: Args, telemetry: switchy_telemetry::Telemetry) -> anyhow::Result<()> {
+    let cfg = mock_relay::relay::RelayConfig {
+        bind: a.bind,
+        ws_port: a.ws_port,
+        http_port: a.http_port,
+        schema_root: a.schema_root,
+        tls: a.tls_cert.zip(a.tls_key),
+        journal_capacity: a.journal_capacity.unwrap_or(1000),
+        max_sessions: a.relay_max_sessions,
+        ping_every: (a.ping_secs > 0).then(|| Duration::from_secs(a.ping_secs)),
+    };
+    let mock = mock_relay::relay::RelayMock::start(cfg).await?;
+    tracing::info!(
+        "RELAY: {} ({} schemas from {}), control plane http://{}/__mock__/health",
+        mock.ws_url(),
+        mock.schemas().total(),
+        mock.schemas().origin,
+        mock.http_addr()
+    );
+    switchy_telemetry::shutdown_signal().await;
+    mock.stop();
     telemetry.shutdown().await;
     Ok(())
 }

@@ -103,14 +103,7 @@ pub fn tls_config(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, switchy_link::TlsError> {
-    let (chain, key) = switchy_link::tls::identity(cert_pem, key_pem, "REST", "--http-tls-cert")?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    switchy_link::tls::tcp_server_config(cert_pem, key_pem, "REST", "--http-tls-cert", &[b"http/1.1"])
 }
 
 /// Connection counters, for `/metrics`.
