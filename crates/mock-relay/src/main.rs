@@ -34,6 +34,9 @@ struct Args {
     /// RELAY mode: send signalwire.ping to every session this often, seconds (0: never; the SDKs expect one at least every 15 s once they have seen one).
     #[arg(long, default_value_t = 0)]
     ping_secs: u64,
+    /// RELAY mode: accept only this PROJECT:TOKEN (repeat for more) [default: any non-empty pair].
+    #[arg(long, value_parser = switchy_relay::auth::Allowed::parse_pair)]
+    accept: Vec<(String, String)>,
     /// RELAY mode: most sessions at once.
     #[arg(long, default_value_t = 10_000)]
     relay_max_sessions: usize,
@@ -170,6 +173,7 @@ async fn relay_mode(a: Args, telemetry: switchy_telemetry::Telemetry) -> anyhow:
         journal_capacity: a.journal_capacity.unwrap_or(1000),
         max_sessions: a.relay_max_sessions,
         ping_every: (a.ping_secs > 0).then(|| Duration::from_secs(a.ping_secs)),
+        accept: a.accept,
     };
     let mock = mock_relay::relay::RelayMock::start(cfg).await?;
     tracing::info!(

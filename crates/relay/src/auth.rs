@@ -96,6 +96,36 @@ impl Credentials for AnyNonEmpty {
     }
 }
 
+/// Only these project/token pairs (compared in constant time).
+#[derive(Clone, Debug, Default)]
+pub struct Allowed(pub Vec<(String, String)>);
+
+/// Equal bytes, in time that depends only on the lengths.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Allowed {
+    /// Parses `PROJECT:TOKEN`.
+    pub fn parse_pair(s: &str) -> Result<(String, String), String> {
+        match s.split_once(':') {
+            Some((p, t)) if !p.is_empty() && !t.is_empty() => Ok((p.to_owned(), t.to_owned())),
+            _ => Err(format!("{s:?}: write PROJECT:TOKEN, both non-empty")),
+        }
+    }
+}
+
+impl Credentials for Allowed {
+    fn accepts(&self, project: &str, token: &str) -> bool {
+        // Every pair is compared, so the time does not tell which matched.
+        self.0.iter().fold(false, |ok, (p, t)| {
+            let hit =
+                ct_eq(p.as_bytes(), project.as_bytes()) & ct_eq(t.as_bytes(), token.as_bytes());
+            ok | hit
+        })
+    }
+}
+
 /// Protocol strings issued, for resume.
 #[derive(Debug, Default)]
 pub struct Protocols {
@@ -104,7 +134,11 @@ pub struct Protocols {
 
 impl Protocols {
     /// Checks fresh credentials and issues a new protocol string.
-    pub fn issue(&mut self, p: &ConnectParams, creds: &dyn Credentials) -> Result<Grant, AuthError> {
+    pub fn issue(
+        &mut self,
+        p: &ConnectParams,
+        creds: &dyn Credentials,
+    ) -> Result<Grant, AuthError> {
         let (project, identity) = if !p.jwt_token.is_empty() {
             (String::new(), "mock-relay-identity-jwt".to_owned())
         } else {
@@ -117,7 +151,10 @@ impl Protocols {
             if !creds.accepts(&p.project, &p.token) {
                 return Err(AuthError::Refused);
             }
-            (p.project.clone(), format!("mock-relay-identity-{}", p.project))
+            (
+                p.project.clone(),
+                format!("mock-relay-identity-{}", p.project),
+            )
         };
         let grant = Grant {
             protocol: format!("signalwire_{}", uuid::Uuid::new_v4().simple()),
@@ -146,7 +183,12 @@ impl Protocols {
 }
 
 /// The result of a successful connect.
-pub fn connect_result(grant: &Grant, contexts: &[String], restored: bool, session_id: &str) -> Value {
+pub fn connect_result(
+    grant: &Grant,
+    contexts: &[String],
+    restored: bool,
+    session_id: &str,
+) -> Value {
     let node = crate::NODE_ID;
     let subscriptions: Vec<Value> = contexts
         .iter()
@@ -184,24 +226,46 @@ mod tests {
         assert_eq!(p.project, "p");
         assert_eq!(p.contexts, vec!["a", "b"]);
         assert_eq!(p.protocol, "x");
-        assert_eq!(ConnectParams::parse(&json!("junk")), ConnectParams::default());
-        assert_eq!(ConnectParams::parse(&json!({"authentication": 3})).project, "");
+        assert_eq!(
+            ConnectParams::parse(&json!("junk")),
+            ConnectParams::default()
+        );
+        assert_eq!(
+            ConnectParams::parse(&json!({"authentication": 3})).project,
+            ""
+        );
     }
 
     #[test]
     fn issues_refuses_and_resumes() {
         let mut ps = Protocols::default();
-        let ok = ConnectParams { project: "p".into(), token: "t".into(), ..Default::default() };
+        let ok = ConnectParams {
+            project: "p".into(),
+            token: "t".into(),
+            ..Default::default()
+        };
         let g = ps.issue(&ok, &AnyNonEmpty).unwrap();
         assert!(g.protocol.starts_with("signalwire_"));
         assert_eq!(ps.resume(&g.protocol), Some(g.clone()));
         assert_eq!(ps.resume("signalwire_other"), None);
         let g2 = ps.issue(&ok, &AnyNonEmpty).unwrap();
         assert_ne!(g.protocol, g2.protocol);
-        let no_token = ConnectParams { project: "p".into(), ..Default::default() };
-        assert_eq!(ps.issue(&no_token, &AnyNonEmpty), Err(AuthError::TokenMissing));
-        assert_eq!(ps.issue(&ConnectParams::default(), &AnyNonEmpty), Err(AuthError::ProjectMissing));
-        let jwt = ConnectParams { jwt_token: "j".into(), ..Default::default() };
+        let no_token = ConnectParams {
+            project: "p".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            ps.issue(&no_token, &AnyNonEmpty),
+            Err(AuthError::TokenMissing)
+        );
+        assert_eq!(
+            ps.issue(&ConnectParams::default(), &AnyNonEmpty),
+            Err(AuthError::ProjectMissing)
+        );
+        let jwt = ConnectParams {
+            jwt_token: "j".into(),
+            ..Default::default()
+        };
         assert!(ps.issue(&jwt, &AnyNonEmpty).is_ok());
         struct Only;
         impl Credentials for Only {
@@ -210,5 +274,16 @@ mod tests {
             }
         }
         assert_eq!(ps.issue(&ok, &Only), Err(AuthError::Refused));
+        let allowed = Allowed(vec![("p".into(), "t".into())]);
+        assert!(ps.issue(&ok, &allowed).is_ok());
+        let wrong = ConnectParams {
+            project: "p".into(),
+            token: "u".into(),
+            ..Default::default()
+        };
+        assert_eq!(ps.issue(&wrong, &allowed), Err(AuthError::Refused));
+        assert!(Allowed::parse_pair("a:b").is_ok());
+        assert!(Allowed::parse_pair("a:").is_err());
+        assert!(Allowed::parse_pair("ab").is_err());
     }
 }

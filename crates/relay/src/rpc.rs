@@ -87,11 +87,9 @@ pub fn classify(frame: &Value) -> Result<Incoming<'_>, &'static str> {
     };
     let params = o.get("params").unwrap_or(&EMPTY);
     match (o.get("method"), o.get("id")) {
-        (Some(Value::String(method)), Some(id)) if !id.is_null() => Ok(Incoming::Request {
-            id,
-            method,
-            params,
-        }),
+        (Some(Value::String(method)), Some(id)) if !id.is_null() => {
+            Ok(Incoming::Request { id, method, params })
+        }
         (Some(Value::String(method)), _) => Ok(Incoming::Notification { method, params }),
         (Some(_), _) => Err("\"method\" must be a string"),
         (None, Some(id)) if o.contains_key("result") || o.contains_key("error") => {
@@ -164,16 +162,28 @@ mod tests {
         let req = json!({"jsonrpc":"2.0","id":"1","method":"calling.answer","params":{"a":1}});
         assert!(matches!(
             classify(&req),
-            Ok(Incoming::Request { method: "calling.answer", .. })
+            Ok(Incoming::Request {
+                method: "calling.answer",
+                ..
+            })
         ));
         let note = json!({"jsonrpc":"2.0","method":"x"});
-        assert!(matches!(classify(&note), Ok(Incoming::Notification { method: "x", .. })));
+        assert!(matches!(
+            classify(&note),
+            Ok(Incoming::Notification { method: "x", .. })
+        ));
         let null_id = json!({"jsonrpc":"2.0","id":null,"method":"x"});
-        assert!(matches!(classify(&null_id), Ok(Incoming::Notification { .. })));
+        assert!(matches!(
+            classify(&null_id),
+            Ok(Incoming::Notification { .. })
+        ));
         let ack = json!({"jsonrpc":"2.0","id":"9","result":{}});
         assert_eq!(
             classify(&ack),
-            Ok(Incoming::Response { id: &json!("9"), is_error: false })
+            Ok(Incoming::Response {
+                id: &json!("9"),
+                is_error: false
+            })
         );
         assert!(classify(&json!([1, 2])).is_err());
         assert!(classify(&json!({"method": 5, "id": 1})).is_err());

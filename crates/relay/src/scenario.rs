@@ -80,14 +80,18 @@ fn delay(v: Option<&Value>, default: u64) -> Result<u64, ScenarioError> {
         Some(v) => v
             .as_u64()
             .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-            .ok_or(ScenarioError::Shape("delay_ms must be a non-negative number")),
+            .ok_or(ScenarioError::Shape(
+                "delay_ms must be a non-negative number",
+            )),
     }
 }
 
 /// Parses `[{"emit": {...}, "event_type": "...", "delay_ms": 10}, ...]`.
 pub fn parse_method(body: &Value) -> Result<MethodScenario, ScenarioError> {
     let Value::Array(items) = body else {
-        return Err(ScenarioError::Shape("method scenario body must be a JSON array"));
+        return Err(ScenarioError::Shape(
+            "method scenario body must be a JSON array",
+        ));
     };
     let mut events = Vec::with_capacity(items.len());
     for item in items {
@@ -95,7 +99,9 @@ pub fn parse_method(body: &Value) -> Result<MethodScenario, ScenarioError> {
             return Err(ScenarioError::Shape("each scenario item must be an object"));
         };
         let Some(Value::Object(emit)) = o.get("emit") else {
-            return Err(ScenarioError::Shape("each scenario item needs an 'emit' object"));
+            return Err(ScenarioError::Shape(
+                "each scenario item needs an 'emit' object",
+            ));
         };
         let event_type = match o.get("event_type") {
             None | Some(Value::Null) => None,
@@ -128,18 +134,30 @@ pub fn parse_dial(body: &Value) -> Result<DialScenario, ScenarioError> {
     };
     let tag = match o.get("tag") {
         Some(Value::String(t)) if !t.is_empty() => t.clone(),
-        _ => return Err(ScenarioError::Shape("dial scenario requires a non-empty 'tag' string")),
+        _ => {
+            return Err(ScenarioError::Shape(
+                "dial scenario requires a non-empty 'tag' string",
+            ));
+        }
     };
     let winner_call_id = match o.get("winner_call_id") {
         Some(Value::String(t)) if !t.is_empty() => t.clone(),
-        _ => return Err(ScenarioError::Shape("dial scenario requires 'winner_call_id'")),
+        _ => {
+            return Err(ScenarioError::Shape(
+                "dial scenario requires 'winner_call_id'",
+            ));
+        }
     };
     let mut losers = Vec::new();
     if let Some(Value::Array(ls)) = o.get("losers") {
         for l in ls {
             let Value::Object(l) = l else { continue };
             losers.push(DialLeg {
-                call_id: l.get("call_id").and_then(Value::as_str).unwrap_or("").to_owned(),
+                call_id: l
+                    .get("call_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
                 states: states(l.get("states"), &["created", "ended"]),
                 device: l.get("device").cloned(),
                 delay_ms: delay(l.get("delay_ms"), 10)?,
@@ -171,7 +189,10 @@ pub struct ScenarioStore {
 impl ScenarioStore {
     /// Queues events for the next call of `method`.
     pub fn push_method(&mut self, method: &str, s: MethodScenario) {
-        self.methods.entry(method.to_owned()).or_default().push_back(s);
+        self.methods
+            .entry(method.to_owned())
+            .or_default()
+            .push_back(s);
     }
 
     /// Takes the oldest scenario of `method`.
@@ -250,7 +271,13 @@ pub fn unconditional_frames(s: &MethodScenario) -> Vec<Scheduled> {
         .collect()
 }
 
-fn leg_state(call_id: &str, node_id: &str, tag: &str, state: &str, device: &Option<Value>) -> Value {
+fn leg_state(
+    call_id: &str,
+    node_id: &str,
+    tag: &str,
+    state: &str,
+    device: &Option<Value>,
+) -> Value {
     let mut p = Map::new();
     p.insert("call_id".into(), json!(call_id));
     p.insert("node_id".into(), json!(node_id));
@@ -329,7 +356,11 @@ mod tests {
             {"emit": {"state": "finished", "call_id": "other"}, "delay_ms": 5, "event_type": "x.y"}
         ]))
         .unwrap();
-        let f = method_frames("calling.play", &s, &json!({"call_id": "c1", "control_id": "k1"}));
+        let f = method_frames(
+            "calling.play",
+            &s,
+            &json!({"call_id": "c1", "control_id": "k1"}),
+        );
         assert_eq!(f[0].delay_ms, 10);
         assert_eq!(f[0].frame["params"]["event_type"], "calling.call.play");
         assert_eq!(f[0].frame["params"]["params"]["control_id"], "k1");
@@ -366,10 +397,23 @@ mod tests {
             .iter()
             .map(|s| {
                 let p = &s.frame["params"]["params"];
-                format!("{}:{}", p["call_id"].as_str().unwrap_or("dial"), p["call_state"].as_str().unwrap_or(""))
+                format!(
+                    "{}:{}",
+                    p["call_id"].as_str().unwrap_or("dial"),
+                    p["call_state"].as_str().unwrap_or("")
+                )
             })
             .collect();
-        assert_eq!(kinds, ["w2:created", "w2:answered", "l1:created", "l1:ended", "dial:"]);
+        assert_eq!(
+            kinds,
+            [
+                "w2:created",
+                "w2:answered",
+                "l1:created",
+                "l1:ended",
+                "dial:"
+            ]
+        );
         let last = &f[4].frame["params"];
         assert_eq!(last["event_type"], "calling.call.dial");
         assert_eq!(last["params"]["dial_state"], "answered");

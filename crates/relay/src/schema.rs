@@ -109,7 +109,12 @@ impl SchemaIndex {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            (name, f.contents_utf8().map(str::to_owned).ok_or_else(|| "not UTF-8".to_owned()))
+            (
+                name,
+                f.contents_utf8()
+                    .map(str::to_owned)
+                    .ok_or_else(|| "not UTF-8".to_owned()),
+            )
         });
         Self::build(EMBEDDED_NAME.into(), texts)
     }
@@ -119,7 +124,9 @@ impl SchemaIndex {
         let dir = root.join("relay");
         let origin = dir.display().to_string();
         let mut paths = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect::<Vec<_>>(),
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect::<Vec<_>>(),
             Err(e) => {
                 return SchemaIndex {
                     load_errors: vec![format!(
@@ -162,7 +169,9 @@ impl SchemaIndex {
                     .push(format!("{name}: not <method>.params|result|event.json"));
                 continue;
             };
-            let doc = match text.and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string())) {
+            let doc = match text
+                .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
+            {
                 Ok(d) => d,
                 Err(e) => {
                     index.load_errors.push(format!("{name}: {e}"));
@@ -227,8 +236,15 @@ impl SchemaIndex {
         match errors.into_iter().next() {
             None => Ok(()),
             Some((path, msg)) => {
-                let path = if path.is_empty() { "/".to_owned() } else { path };
-                Err(format!("{method} {} validation: {msg} at {path}", kind.as_str()))
+                let path = if path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    path
+                };
+                Err(format!(
+                    "{method} {} validation: {msg} at {path}",
+                    kind.as_str()
+                ))
             }
         }
     }
@@ -266,7 +282,10 @@ impl SchemaIndex {
 /// → "signalwire-sdk 3.7.5 signalwire/relay/event.py").
 fn source_file(source: &str) -> String {
     let words: Vec<&str> = source.split_whitespace().collect();
-    match words.iter().position(|w| w.ends_with(".py") || w.ends_with(".ts") || w.ends_with(".js")) {
+    match words
+        .iter()
+        .position(|w| w.ends_with(".py") || w.ends_with(".ts") || w.ends_with(".js"))
+    {
         Some(i) => words[..=i].join(" "),
         None if source.is_empty() => "(no x-source)".to_owned(),
         None => source.to_owned(),
@@ -295,13 +314,22 @@ mod tests {
             "calling.answer.params.json",
             r#"{"type":"object","properties":{"call_id":{"type":"string"}},"x-source":"sdk x.py A"}"#,
         )]);
-        assert!(idx.validate("calling.answer", Kind::Params, &json!({"call_id":"c"})).is_ok());
+        assert!(
+            idx.validate("calling.answer", Kind::Params, &json!({"call_id":"c"}))
+                .is_ok()
+        );
         let e = idx
             .validate("calling.answer", Kind::Params, &json!({"call_id": 5}))
             .unwrap_err();
-        assert!(e.contains("/call_id") && e.contains("params validation"), "{e}");
+        assert!(
+            e.contains("/call_id") && e.contains("params validation"),
+            "{e}"
+        );
         // No document: nothing to check.
-        assert!(idx.validate("calling.nope", Kind::Params, &json!(1)).is_ok());
+        assert!(
+            idx.validate("calling.nope", Kind::Params, &json!(1))
+                .is_ok()
+        );
         assert_eq!(idx.by_source().get("sdk x.py"), Some(&1));
     }
 

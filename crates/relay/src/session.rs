@@ -33,7 +33,9 @@ impl Gate {
     }
 
     fn protocols(&self) -> std::sync::MutexGuard<'_, Protocols> {
-        self.protocols.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.protocols
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A connect: resume by protocol string if it is known, else fresh
@@ -130,7 +132,10 @@ pub struct Session {
 
 fn context_list(params: &Value) -> Vec<String> {
     match params.get("contexts") {
-        Some(Value::Array(a)) => a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -157,7 +162,11 @@ impl Session {
 
     /// The answer to a frame that is not JSON.
     pub fn unparsable(why: &str) -> Value {
-        rpc::error(&Value::Null, ErrorCode::ParseError, &format!("not JSON: {why}"))
+        rpc::error(
+            &Value::Null,
+            ErrorCode::ParseError,
+            &format!("not JSON: {why}"),
+        )
     }
 
     /// Handles one parsed frame.
@@ -165,7 +174,11 @@ impl Session {
         let (id, method, params) = match rpc::classify(frame) {
             Err(why) => {
                 let id = frame.get("id").cloned().unwrap_or(Value::Null);
-                return vec![Action::Send(rpc::error(&id, ErrorCode::InvalidRequest, why))];
+                return vec![Action::Send(rpc::error(
+                    &id,
+                    ErrorCode::InvalidRequest,
+                    why,
+                ))];
             }
             Ok(Incoming::Response { id, .. }) => return vec![Action::Acked { id: id.clone() }],
             Ok(Incoming::Request { id, method, params }) => (Some(id), method, params),
@@ -222,7 +235,12 @@ impl Session {
                 };
                 let inner_method = match o.get("method") {
                     Some(Value::String(m)) if !m.is_empty() => m.as_str(),
-                    _ => return err(ErrorCode::InvalidParams, "execute requires a 'method' field"),
+                    _ => {
+                        return err(
+                            ErrorCode::InvalidParams,
+                            "execute requires a 'method' field",
+                        );
+                    }
                 };
                 let inner = o.get("params").cloned().unwrap_or_else(|| json!({}));
                 let requester = o
@@ -237,10 +255,17 @@ impl Session {
                     .get("requester_nodeid")
                     .and_then(Value::as_str)
                     .unwrap_or("");
-                let p = if params.is_null() { json!({}) } else { params.clone() };
+                let p = if params.is_null() {
+                    json!({})
+                } else {
+                    params.clone()
+                };
                 self.command(id, m, p, requester, schemas)
             }
-            other => err(ErrorCode::UnknownMethod, &format!("Unknown method '{other}'")),
+            other => err(
+                ErrorCode::UnknownMethod,
+                &format!("Unknown method '{other}'"),
+            ),
         }
     }
 
@@ -265,7 +290,11 @@ impl Session {
                     Action::Connected { protocol, restored },
                 ]
             }
-            Err(e) => vec![Action::Send(rpc::error(id, ErrorCode::AuthRequired, &e.to_string()))],
+            Err(e) => vec![Action::Send(rpc::error(
+                id,
+                ErrorCode::AuthRequired,
+                &e.to_string(),
+            ))],
         }
     }
 
@@ -342,9 +371,16 @@ mod tests {
             &s,
             &g,
         );
-        assert_eq!(sent(&a)[0]["error"]["data"]["signalwire_error_code"], "AUTH_REQUIRED");
+        assert_eq!(
+            sent(&a)[0]["error"]["data"]["signalwire_error_code"],
+            "AUTH_REQUIRED"
+        );
         // A ping is answered even so.
-        let a = sess.handle(&json!({"jsonrpc":"2.0","id":"2","method":"signalwire.ping"}), &s, &g);
+        let a = sess.handle(
+            &json!({"jsonrpc":"2.0","id":"2","method":"signalwire.ping"}),
+            &s,
+            &g,
+        );
         assert!(sent(&a)[0]["result"]["timestamp"].as_f64().is_some());
     }
 
@@ -364,7 +400,10 @@ mod tests {
         let acts = b.handle(&connect_frame("p", Some(&protocol)), &s, &g);
         assert_eq!(sent(&acts)[0]["result"]["session_restored"], true);
         assert_eq!(sent(&acts)[0]["result"]["protocol"], protocol.as_str());
-        assert!(acts.contains(&Action::Connected { protocol: protocol.clone(), restored: true }));
+        assert!(acts.contains(&Action::Connected {
+            protocol: protocol.clone(),
+            restored: true
+        }));
 
         // An unknown protocol string falls back to fresh credentials.
         let mut c = Session::new("s3".into());
@@ -393,16 +432,23 @@ mod tests {
             };
             assert_eq!(cmd.method, "calling.answer");
             assert_eq!(cmd.params["call_id"], "c");
-            let r = cmd.ack(crate::synth::synthesize(&cmd.method, &cmd.params, &s)).unwrap();
+            let r = cmd
+                .ack(crate::synth::synthesize(&cmd.method, &cmd.params, &s))
+                .unwrap();
             assert_eq!(r["result"]["code"], "200");
             assert_eq!(r["result"]["responder_nodeid"], crate::NODE_ID);
         }
-        let bad = json!({"jsonrpc":"2.0","id":"10","method":"calling.answer","params":{"call_id": 5}});
+        let bad =
+            json!({"jsonrpc":"2.0","id":"10","method":"calling.answer","params":{"call_id": 5}});
         let acts = a.handle(&bad, &s, &g);
         let e = &sent(&acts)[0]["error"];
         assert_eq!(e["code"], -32602);
         assert!(e["message"].as_str().unwrap().contains("/call_id"), "{e}");
-        let acts = a.handle(&json!({"jsonrpc":"2.0","id":"11","method":"bogus.thing"}), &s, &g);
+        let acts = a.handle(
+            &json!({"jsonrpc":"2.0","id":"11","method":"bogus.thing"}),
+            &s,
+            &g,
+        );
         assert_eq!(sent(&acts)[0]["error"]["code"], -32601);
         let acts = a.handle(
             &json!({"jsonrpc":"2.0","id":"12","method":"signalwire.execute","params":{"params":{}}}),
@@ -425,7 +471,11 @@ mod tests {
             &g,
         );
         assert!(a.contexts.contains("office"));
-        let acts = a.handle(&json!({"jsonrpc":"2.0","id":"d","method":"signalwire.disconnect"}), &s, &g);
+        let acts = a.handle(
+            &json!({"jsonrpc":"2.0","id":"d","method":"signalwire.disconnect"}),
+            &s,
+            &g,
+        );
         assert_eq!(acts.last(), Some(&Action::Close));
         let acts = a.handle(&json!([1]), &s, &g);
         assert_eq!(sent(&acts)[0]["error"]["code"], -32600);

@@ -157,14 +157,21 @@ mod tests {
             }
             let p = json!({"call_id":"c","control_id":"k","node_id":"n"});
             let r = Value::Object(synthesize(&spec.method, &p, &s));
-            assert!(s.validate(&spec.method, Kind::Result, &r).is_ok(), "{}: {r}", spec.method);
+            assert!(
+                s.validate(&spec.method, Kind::Result, &r).is_ok(),
+                "{}: {r}",
+                spec.method
+            );
         }
     }
 
     #[test]
     fn event_types_follow_the_verb() {
         assert_eq!(default_event_type("calling.play"), "calling.call.play");
-        assert_eq!(default_event_type("calling.record.stop"), "calling.call.record");
+        assert_eq!(
+            default_event_type("calling.record.stop"),
+            "calling.call.record"
+        );
         assert_eq!(default_event_type("calling.dial"), "calling.dial");
         assert_eq!(default_event_type("messaging.send"), "messaging.send");
     }

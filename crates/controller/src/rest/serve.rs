@@ -103,7 +103,13 @@ pub fn tls_config(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, switchy_link::TlsError> {
-    switchy_link::tls::tcp_server_config(cert_pem, key_pem, "REST", "--http-tls-cert", &[b"http/1.1"])
+    switchy_link::tls::tcp_server_config(
+        cert_pem,
+        key_pem,
+        "REST",
+        "--http-tls-cert",
+        &[b"http/1.1"],
+    )
 }
 
 /// Connection counters, for `/metrics`.

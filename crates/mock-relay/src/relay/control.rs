@@ -102,10 +102,7 @@ async fn sessions(State(s): S) -> Response {
 }
 
 /// The sessions a request targets: one by id (404 if gone) or all.
-fn targets(
-    s: &Shared,
-    id: Option<&str>,
-) -> Result<Vec<Arc<super::state::SessionEntry>>, Response> {
+fn targets(s: &Shared, id: Option<&str>) -> Result<Vec<Arc<super::state::SessionEntry>>, Response> {
     match id.filter(|i| !i.is_empty()) {
         Some(id) => s.session(id).map(|e| vec![e]).ok_or_else(|| {
             reply(
@@ -132,9 +129,11 @@ async fn push(State(s): S, Query(q): Query<Target>, body: Bytes) -> Response {
     let Some(frame @ Value::Object(_)) = o.get("frame") else {
         return bad("missing or non-object 'frame' field");
     };
-    let target = q
-        .session_id
-        .or_else(|| o.get("session_id").and_then(Value::as_str).map(str::to_owned));
+    let target = q.session_id.or_else(|| {
+        o.get("session_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
     let one = target.is_some();
     let to = match targets(&s, target.as_deref()) {
         Ok(t) => t,
@@ -155,7 +154,13 @@ async fn push(State(s): S, Query(q): Query<Target>, body: Bytes) -> Response {
     ok(json!({"count": sent.len(), "sent_to": sent}))
 }
 
-fn inbound_params(call_id: &str, from: &str, to: &str, context: &str, state: &str) -> Map<String, Value> {
+fn inbound_params(
+    call_id: &str,
+    from: &str,
+    to: &str,
+    context: &str,
+    state: &str,
+) -> Map<String, Value> {
     let v = json!({
         "call_id": call_id,
         "node_id": switchy_relay::NODE_ID,
@@ -188,7 +193,14 @@ async fn inbound_call(State(s): S, Query(q): Query<Target>, body: Bytes) -> Resp
     let Value::Object(o) = &b else {
         return bad("body must be an object");
     };
-    let call_id = text_or(o, "call_id", &format!("inbound-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    let call_id = text_or(
+        o,
+        "call_id",
+        &format!(
+            "inbound-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
+    );
     let from = text_or(o, "from_number", "");
     let to = text_or(o, "to_number", "");
     let context = text_or(o, "context", "default");
@@ -203,14 +215,19 @@ async fn inbound_call(State(s): S, Query(q): Query<Target>, body: Bytes) -> Resp
     };
     let delay_ms = match o.get("delay_ms") {
         None | Some(Value::Null) => 50,
-        Some(v) => match v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)) {
+        Some(v) => match v
+            .as_u64()
+            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        {
             Some(d) => d.min(60_000),
             None => return bad("delay_ms must be a non-negative number"),
         },
     };
-    let target = q
-        .session_id
-        .or_else(|| o.get("session_id").and_then(Value::as_str).map(str::to_owned));
+    let target = q.session_id.or_else(|| {
+        o.get("session_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
     let to_sessions = match targets(&s, target.as_deref()) {
         Ok(t) => t,
         Err(r) => return r,
@@ -220,7 +237,11 @@ async fn inbound_call(State(s): S, Query(q): Query<Target>, body: Bytes) -> Resp
         if i > 0 && delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         }
-        let et = if i == 0 { "calling.call.receive" } else { "calling.call.state" };
+        let et = if i == 0 {
+            "calling.call.receive"
+        } else {
+            "calling.call.state"
+        };
         let frame = rpc::event(et, inbound_params(&call_id, &from, &to, &context, state));
         for e in &to_sessions {
             if e.send(frame.clone()).await {
@@ -281,10 +302,20 @@ async fn scenario_play(State(s): S, body: Bytes) -> Response {
             };
             let method = match x.get("method") {
                 Some(Value::String(m)) if !m.is_empty() => m.clone(),
-                _ => return bad(format!("step {idx}: expect_recv requires a non-empty 'method'")),
+                _ => {
+                    return bad(format!(
+                        "step {idx}: expect_recv requires a non-empty 'method'"
+                    ));
+                }
             };
-            let timeout_ms = x.get("timeout_ms").and_then(Value::as_f64).unwrap_or(5000.0);
-            let sid = x.get("session_id").and_then(Value::as_str).map(str::to_owned);
+            let timeout_ms = x
+                .get("timeout_ms")
+                .and_then(Value::as_f64)
+                .unwrap_or(5000.0);
+            let sid = x
+                .get("session_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             let after = s.journal.last_seq();
             let hit = s
                 .journal
@@ -398,9 +429,11 @@ async fn disconnect(State(s): S, Query(q): Query<Target>, body: Bytes) -> Respon
         }
     };
     let restart = b.get("restart").and_then(Value::as_bool).unwrap_or(false);
-    let target = q
-        .session_id
-        .or_else(|| b.get("session_id").and_then(Value::as_str).map(str::to_owned));
+    let target = q.session_id.or_else(|| {
+        b.get("session_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
     let to = match targets(&s, target.as_deref()) {
         Ok(t) => t,
         Err(r) => return r,

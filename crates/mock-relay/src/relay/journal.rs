@@ -58,11 +58,19 @@ impl Journal {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, VecDeque<Entry>)> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Appends a frame.
-    pub fn record(&self, direction: Direction, frame: &Value, connection_id: &str, session_id: &str) {
+    pub fn record(
+        &self,
+        direction: Direction,
+        frame: &Value,
+        connection_id: &str,
+        session_id: &str,
+    ) {
         let entry_frame = frame.clone();
         {
             let mut g = self.lock();
@@ -92,7 +100,12 @@ impl Journal {
 
     /// Entries after `seq`.
     pub fn since(&self, seq: u64) -> Vec<Entry> {
-        self.lock().1.iter().filter(|e| e.seq > seq).cloned().collect()
+        self.lock()
+            .1
+            .iter()
+            .filter(|e| e.seq > seq)
+            .cloned()
+            .collect()
     }
 
     /// The last sequence number given out.
@@ -169,8 +182,10 @@ mod tests {
         let after = j.last_seq();
         let j2 = j.clone();
         let w = tokio::spawn(async move {
-            j2.wait_for(after, std::time::Duration::from_secs(5), |e| e.method == "a")
-                .await
+            j2.wait_for(after, std::time::Duration::from_secs(5), |e| {
+                e.method == "a"
+            })
+            .await
         });
         tokio::task::yield_now().await;
         j.record(Direction::Send, &json!({"method": "a"}), "c", "s");

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use switchy_relay::auth::AnyNonEmpty;
+use switchy_relay::auth::{Allowed, AnyNonEmpty, Credentials};
 use switchy_relay::schema::SchemaIndex;
 use switchy_relay::session::Gate;
 use tokio::net::TcpListener;
@@ -39,6 +39,8 @@ pub struct RelayConfig {
     pub max_sessions: usize,
     /// Ping every session this often.
     pub ping_every: Option<Duration>,
+    /// Accept only these project/token pairs [default: any non-empty pair].
+    pub accept: Vec<(String, String)>,
 }
 
 impl RelayConfig {
@@ -53,6 +55,7 @@ impl RelayConfig {
             journal_capacity: 1000,
             max_sessions: 10_000,
             ping_every: None,
+            accept: Vec::new(),
         }
     }
 }
@@ -76,7 +79,9 @@ pub enum RelayError {
     #[error("--ws-port {0} + 1000 is past 65535: give --http-port")]
     HttpPortOverflow(u16),
     /// A TLS file cannot be read.
-    #[error("reading {path}: {source} (--tls-cert and --tls-key name PEM files, e.g. from `switchy-controller ca issue`)")]
+    #[error(
+        "reading {path}: {source} (--tls-cert and --tls-key name PEM files, e.g. from `switchy-controller ca issue`)"
+    )]
     TlsFile {
         /// The file.
         path: PathBuf,
@@ -139,9 +144,7 @@ impl RelayMock {
         let http_port = match (cfg.http_port, cfg.ws_port) {
             (Some(p), _) => p,
             (None, 0) => 0,
-            (None, p) => p
-                .checked_add(1000)
-                .ok_or(RelayError::HttpPortOverflow(p))?,
+            (None, p) => p.checked_add(1000).ok_or(RelayError::HttpPortOverflow(p))?,
         };
         let http_addr = SocketAddr::new(cfg.bind, http_port);
         let http = TcpListener::bind(http_addr)
@@ -155,7 +158,11 @@ impl RelayMock {
         let http_addr = http.local_addr().unwrap_or(http_addr);
         let shared = Arc::new(Shared {
             schemas,
-            gate: Gate::new(Box::new(AnyNonEmpty)),
+            gate: Gate::new(if cfg.accept.is_empty() {
+                Box::new(AnyNonEmpty) as Box<dyn Credentials>
+            } else {
+                Box::new(Allowed(cfg.accept.clone()))
+            }),
             scenarios: Default::default(),
             journal: journal::Journal::new(cfg.journal_capacity),
             sessions: Default::default(),

@@ -52,7 +52,10 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cfg: Accept
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("RELAY: refusing {peer}: --max-sessions {} reached", cfg.max_sessions);
+            tracing::warn!(
+                "RELAY: refusing {peer}: --max-sessions {} reached",
+                cfg.max_sessions
+            );
             drop(tcp);
             continue;
         };
@@ -67,11 +70,17 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cfg: Accept
                 Some(acc) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(tcp)).await {
                     Ok(Ok(tls)) => serve(tls, peer, shared, cfg.ping_every).await,
                     Ok(Err(e)) => {
-                        shared.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .stats
+                            .handshake_failures
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::info!("RELAY TLS handshake from {peer} failed: {e}");
                     }
                     Err(_) => {
-                        shared.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .stats
+                            .handshake_failures
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::info!("RELAY TLS handshake from {peer} timed out");
                     }
                 },
@@ -108,12 +117,18 @@ where
     let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, hs).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            shared.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::info!("RELAY WebSocket handshake from {peer} failed: {e}");
             return;
         }
         Err(_) => {
-            shared.stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::info!("RELAY WebSocket handshake from {peer} timed out");
             return;
         }
@@ -211,10 +226,7 @@ async fn read_loop<S>(
 ) where
     S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
-    let (cid, sid) = (
-        lock(&entry.info).connection_id.clone(),
-        session.id.clone(),
-    );
+    let (cid, sid) = (lock(&entry.info).connection_id.clone(), session.id.clone());
     while let Some(msg) = stream.next().await {
         let text = match msg {
             Ok(Message::Text(t)) => t,
@@ -239,9 +251,12 @@ async fn read_loop<S>(
         let frame: Value = match serde_json::from_str(text.as_str()) {
             Ok(v) => v,
             Err(e) => {
-                shared
-                    .journal
-                    .record(Direction::Recv, &Value::String(text.to_string()), &cid, &sid);
+                shared.journal.record(
+                    Direction::Recv,
+                    &Value::String(text.to_string()),
+                    &cid,
+                    &sid,
+                );
                 shared.stats.errors.fetch_add(1, Ordering::Relaxed);
                 if tx
                     .send(Out::Frame(Session::unparsable(&e.to_string()), None))
