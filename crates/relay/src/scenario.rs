@@ -179,26 +179,48 @@ pub fn parse_dial(body: &Value) -> Result<DialScenario, ScenarioError> {
     })
 }
 
+/// A scenario armed for one session (`?session_id=`) or for any (`None`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Armed<T> {
+    /// The session it is for.
+    pub session_id: Option<String>,
+    /// The scenario.
+    #[serde(flatten)]
+    pub scenario: T,
+}
+
+fn take<T>(q: &mut VecDeque<Armed<T>>, fits: impl Fn(&Armed<T>) -> bool) -> Option<T> {
+    let i = q.iter().position(fits)?;
+    q.remove(i).map(|a| a.scenario)
+}
+
+fn for_session<T>(session: &str) -> impl Fn(&Armed<T>) -> bool + '_ {
+    move |a| a.session_id.as_deref().is_none_or(|s| s == session)
+}
+
 /// The armed scenarios.
 #[derive(Debug, Default)]
 pub struct ScenarioStore {
-    methods: BTreeMap<String, VecDeque<MethodScenario>>,
-    dials: VecDeque<DialScenario>,
+    methods: BTreeMap<String, VecDeque<Armed<MethodScenario>>>,
+    dials: VecDeque<Armed<DialScenario>>,
 }
 
 impl ScenarioStore {
-    /// Queues events for the next call of `method`.
-    pub fn push_method(&mut self, method: &str, s: MethodScenario) {
+    /// Queues events for the next call of `method` (by `session_id`, or by any session).
+    pub fn push_method(&mut self, method: &str, session_id: Option<String>, s: MethodScenario) {
         self.methods
             .entry(method.to_owned())
             .or_default()
-            .push_back(s);
+            .push_back(Armed {
+                session_id,
+                scenario: s,
+            });
     }
 
-    /// Takes the oldest scenario of `method`.
-    pub fn pop_method(&mut self, method: &str) -> Option<MethodScenario> {
+    /// Takes the oldest scenario of `method` that `session` may consume.
+    pub fn pop_method(&mut self, method: &str, session: &str) -> Option<MethodScenario> {
         let q = self.methods.get_mut(method)?;
-        let s = q.pop_front();
+        let s = take(q, for_session(session));
         if q.is_empty() {
             self.methods.remove(method);
         }
@@ -206,16 +228,23 @@ impl ScenarioStore {
     }
 
     /// Queues a dial scenario.
-    pub fn push_dial(&mut self, s: DialScenario) {
-        self.dials.push_back(s);
+    pub fn push_dial(&mut self, session_id: Option<String>, s: DialScenario) {
+        self.dials.push_back(Armed {
+            session_id,
+            scenario: s,
+        });
     }
 
-    /// Takes the oldest dial scenario with this tag, else the oldest one.
-    pub fn pop_dial(&mut self, tag: Option<&str>) -> Option<DialScenario> {
-        let i = tag
-            .and_then(|t| self.dials.iter().position(|d| d.tag == t))
-            .unwrap_or(0);
-        self.dials.remove(i)
+    /// Takes the oldest dial scenario `session` may consume with this tag,
+    /// else the oldest it may consume.
+    pub fn pop_dial(&mut self, tag: Option<&str>, session: &str) -> Option<DialScenario> {
+        let fits = for_session(session);
+        if let Some(t) = tag
+            && let Some(d) = take(&mut self.dials, |a| fits(a) && a.scenario.tag == t)
+        {
+            return Some(d);
+        }
+        take(&mut self.dials, fits)
     }
 
     /// Forgets every scenario.
@@ -341,12 +370,18 @@ mod tests {
         let mut st = ScenarioStore::default();
         let a = parse_method(&json!([{"emit": {"state": "playing"}}])).unwrap();
         let b = parse_method(&json!([{"emit": {"state": "finished"}, "delay_ms": 0}])).unwrap();
-        st.push_method("calling.play", a.clone());
-        st.push_method("calling.play", b.clone());
-        assert_eq!(st.pop_method("calling.play"), Some(a));
-        assert_eq!(st.pop_method("calling.play"), Some(b));
-        assert_eq!(st.pop_method("calling.play"), None);
+        st.push_method("calling.play", None, a.clone());
+        st.push_method("calling.play", None, b.clone());
+        assert_eq!(st.pop_method("calling.play", "s1"), Some(a));
+        assert_eq!(st.pop_method("calling.play", "s2"), Some(b));
+        assert_eq!(st.pop_method("calling.play", "s1"), None);
         assert_eq!(st.list()["methods"], json!({}));
+        // A scenario armed for one session is not another's.
+        let c = parse_method(&json!([{"emit": {"x": 1}}])).unwrap();
+        st.push_method("calling.play", Some("s1".into()), c.clone());
+        assert_eq!(st.pop_method("calling.play", "s2"), None);
+        assert_eq!(st.list()["methods"]["calling.play"][0]["session_id"], "s1");
+        assert_eq!(st.pop_method("calling.play", "s1"), Some(c));
     }
 
     #[test]
@@ -387,11 +422,13 @@ mod tests {
             "losers": [{"call_id": "l1"}]
         }))
         .unwrap();
-        st.push_dial(d1.clone());
-        st.push_dial(d2.clone());
-        assert_eq!(st.pop_dial(Some("b")), Some(d2.clone()));
-        assert_eq!(st.pop_dial(Some("zzz")), Some(d1));
-        assert_eq!(st.pop_dial(None), None);
+        st.push_dial(None, d1.clone());
+        st.push_dial(Some("s9".into()), d2.clone());
+        assert_eq!(st.pop_dial(Some("b"), "s1"), Some(d1.clone()), "b is s9's");
+        st.push_dial(None, d1.clone());
+        assert_eq!(st.pop_dial(Some("b"), "s9"), Some(d2.clone()));
+        assert_eq!(st.pop_dial(Some("zzz"), "s1"), Some(d1));
+        assert_eq!(st.pop_dial(None, "s1"), None);
         let f = dial_frames(&d2, Some("ignored"));
         let kinds: Vec<_> = f
             .iter()

@@ -87,8 +87,17 @@ async fn specs(State(s): S) -> Response {
     ok(json!({"total": s.schemas.total(), "specs": s.schemas.list()}))
 }
 
-async fn journal(State(s): S) -> Response {
-    ok(json!(s.journal.all()))
+/// `GET /__mock__/journal[?session_id=…]`: one session's frames, or all.
+async fn journal(State(s): S, Query(q): Query<Target>) -> Response {
+    let all = s.journal.all();
+    match q.session_id.filter(|i| !i.is_empty()) {
+        None => ok(json!(all)),
+        Some(id) => ok(json!(
+            all.into_iter()
+                .filter(|e| e.session_id == id)
+                .collect::<Vec<_>>()
+        )),
+    }
 }
 
 async fn journal_reset(State(s): S) -> Response {
@@ -354,7 +363,7 @@ async fn scenarios_reset(State(s): S) -> Response {
     ok(json!({"status": "ok"}))
 }
 
-async fn scenario_dial(State(s): S, body: Bytes) -> Response {
+async fn scenario_dial(State(s): S, Query(q): Query<Target>, body: Bytes) -> Response {
     let b = match body_json(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -362,7 +371,7 @@ async fn scenario_dial(State(s): S, body: Bytes) -> Response {
     match scenario::parse_dial(&b) {
         Ok(d) => {
             let tag = d.tag.clone();
-            lock(&s.scenarios).push_dial(d);
+            lock(&s.scenarios).push_dial(q.session_id.filter(|i| !i.is_empty()), d);
             ok(json!({"status": "ok", "tag": tag}))
         }
         Err(e) => bad(e.to_string()),
@@ -396,7 +405,12 @@ async fn unconditional(State(s): S, Query(q): Query<Target>, body: Bytes) -> Res
     ok(json!({"sent_to": delivered, "count": delivered.len(), "frames": sc.events.len()}))
 }
 
-async fn scenario_method(State(s): S, Path(method): Path<String>, body: Bytes) -> Response {
+async fn scenario_method(
+    State(s): S,
+    Path(method): Path<String>,
+    Query(q): Query<Target>,
+    body: Bytes,
+) -> Response {
     if method.is_empty() {
         return bad("missing method");
     }
@@ -407,7 +421,7 @@ async fn scenario_method(State(s): S, Path(method): Path<String>, body: Bytes) -
     match scenario::parse_method(&b) {
         Ok(sc) => {
             let n = sc.events.len();
-            lock(&s.scenarios).push_method(&method, sc);
+            lock(&s.scenarios).push_method(&method, q.session_id.filter(|i| !i.is_empty()), sc);
             ok(json!({"status": "ok", "method": method, "events_queued": n}))
         }
         Err(e) => bad(e.to_string()),

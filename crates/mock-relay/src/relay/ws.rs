@@ -281,7 +281,7 @@ async fn read_loop<S>(
                 Action::Execute(cmd) => {
                     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
                     let result = synth::synthesize(&cmd.method, &cmd.params, &shared.schemas);
-                    let follow = scripted(shared, &cmd.method, &cmd.params);
+                    let follow = scripted(shared, &cmd.method, &cmd.params, &sid);
                     if let Some(r) = cmd.ack(result)
                         && tx.send(Out::Frame(r, None)).await.is_err()
                     {
@@ -323,16 +323,16 @@ async fn read_loop<S>(
 
 /// The scripted events that follow `method`: its armed scenario, and for
 /// a dial the dance armed for its tag.
-fn scripted(shared: &Shared, method: &str, params: &Value) -> Vec<Vec<Scheduled>> {
+fn scripted(shared: &Shared, method: &str, params: &Value, session: &str) -> Vec<Vec<Scheduled>> {
     let mut store = lock(&shared.scenarios);
     let mut out = Vec::new();
     if method == "calling.dial" {
         let tag = params.get("tag").and_then(Value::as_str);
-        if let Some(d) = store.pop_dial(tag) {
+        if let Some(d) = store.pop_dial(tag, session) {
             out.push(scenario::dial_frames(&d, tag));
         }
     }
-    if let Some(s) = store.pop_method(method) {
+    if let Some(s) = store.pop_method(method, session) {
         out.push(scenario::method_frames(method, &s, params));
     }
     out
