@@ -259,14 +259,16 @@ impl ScenarioStore {
     }
 }
 
-/// The frames of a method scenario, with the request's `call_id` and
-/// `control_id` filled in where the script left them out.
+/// The frames of a method scenario, with the request's `call_id`,
+/// `node_id` and `control_id` filled in where the script left them out (the
+/// Node SDK replaces a call's whole state with each state event, so an
+/// event without `node_id` leaves it unable to hang up).
 pub fn method_frames(method: &str, s: &MethodScenario, request: &Value) -> Vec<Scheduled> {
     s.events
         .iter()
         .map(|e| {
             let mut p = e.payload.clone();
-            for key in ["call_id", "control_id"] {
+            for key in ["call_id", "node_id", "control_id"] {
                 if !p.contains_key(key)
                     && let Some(Value::String(v)) = request.get(key)
                 {

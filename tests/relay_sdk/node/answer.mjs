@@ -137,10 +137,13 @@ const state = (callState, nodeId, extra = {}) => ({
   delay_ms: 10,
 })
 
-async function armAnswerAndEnd(nodeId) {
-  const a = await post('/__mock__/scenarios/calling.answer', [state('answered', nodeId)])
+// Armed for our session only (?session_id=), so a mock shared with other
+// clients stays usable.
+async function armAnswerAndEnd(sessionId, nodeId) {
+  const q = `?session_id=${encodeURIComponent(sessionId)}`
+  const a = await post(`/__mock__/scenarios/calling.answer${q}`, [state('answered', nodeId)])
   check(a.events_queued === 1, `arming calling.answer: ${show(a)}`)
-  const e = await post('/__mock__/scenarios/calling.end', [
+  const e = await post(`/__mock__/scenarios/calling.end${q}`, [
     state('ending', nodeId),
     state('ended', nodeId, { end_reason: 'hangup' }),
   ])
@@ -179,7 +182,7 @@ async function onCallReceived(call) {
 
 async function inboundCall(sessionId, callId, nodeId) {
   step(`arm calling.answer (answered) and calling.end (ending, ended); push inbound call ${callId}`)
-  await armAnswerAndEnd(nodeId)
+  await armAnswerAndEnd(sessionId, nodeId)
   const answered = expectCall(callId)
   const r = await post('/__mock__/inbound_call', {
     call_id: callId,
@@ -196,6 +199,28 @@ async function inboundCall(sessionId, callId, nodeId) {
 }
 
 // ---- the journal -------------------------------------------------------
+
+const unackedEvents = (entries) => {
+  const acks = new Set(entries.filter((e) => e.direction === 'recv' && e.method === '').map((e) => e.request_id))
+  return entries.filter((e) => e.direction === 'send' && e.method === 'signalwire.event' && !acks.has(e.request_id))
+}
+
+// The journal of these sessions once every event sent to them has its
+// acknowledgement (the SDK acks an event as it dispatches it, so the ack of
+// the last one may land just after hangup() resolved).
+const ackedJournal = (...sessionIds) =>
+  waitFor(
+    `every signalwire.event the mock sent to ${sessionIds.join(', ')} to be acknowledged`,
+    async () => {
+      const j = (await journal()).filter((e) => sessionIds.includes(e.session_id))
+      const unacked = unackedEvents(j)
+      return {
+        found: unacked.length === 0 ? j : undefined,
+        seen: unacked.map((e) => [e.request_id, e.frame?.params?.event_type, e.frame?.params?.params?.call_state]),
+      }
+    },
+    3000,
+  )
 
 function checkJournal(entries, sessionId, callId) {
   const mine = entries.filter((e) => e.session_id === sessionId)
@@ -214,8 +239,7 @@ function checkJournal(entries, sessionId, callId) {
     )
   }
   const events = mine.filter((e) => e.direction === 'send' && e.method === 'signalwire.event')
-  const acks = new Set(mine.filter((e) => e.direction === 'recv' && e.method === '').map((e) => e.request_id))
-  const unacked = events.filter((e) => !acks.has(e.request_id))
+  const unacked = unackedEvents(mine)
   check(events.length >= 4, `expected at least 4 events (receive, answered, ending, ended) sent to ${sessionId}, got ${events.length}`)
   check(
     unacked.length === 0,
@@ -233,9 +257,7 @@ async function main() {
   check(health.status === 'ok', `health: ${show(health)}`)
   const scheme = new URL(WS_URL).protocol.replace(':', '')
   check(health.ws_scheme === scheme, `the mock serves ${health.ws_scheme}, MOCK_WS_URL is ${WS_URL}`)
-  await post('/__mock__/journal/reset')
-  await post('/__mock__/scenarios/reset')
-  ok(`mock healthy (${health.ws_scheme} on port ${health.ws_port}); journal and scenarios reset`)
+  ok(`mock healthy (${health.ws_scheme} on port ${health.ws_port})`)
 
   step(`SignalWire({host: ${WS_URL}}) connects`)
   let reconnecting = 0
@@ -294,7 +316,7 @@ async function main() {
   await inboundCall(sid1, 'node-in-1', nodeId)
 
   step('journal: connect, receive, answer, end, and every event acked')
-  ok(checkJournal(await journal(), sid1, 'node-in-1'))
+  ok(checkJournal(await ackedJournal(sid1), sid1, 'node-in-1'))
 
   step('server-initiated disconnect (signalwire.disconnect, then close)')
   const d = await post('/__mock__/disconnect', { restart: false, session_id: sid1 })
@@ -322,16 +344,17 @@ async function main() {
   await inboundCall(sid2, 'node-in-2', nodeId)
 
   step('journal after the restore: answer and end on the new session, every event acked')
-  const j = await journal()
+  const j = await ackedJournal(sid1, sid2)
   const mine = j.filter((e) => e.session_id === sid2)
   const answers = mine.filter((e) => e.direction === 'recv' && e.method === 'calling.answer')
   check(answers.some((e) => e.frame.params.call_id === 'node-in-2'), `no calling.answer for node-in-2 on ${sid2}`)
   const ends = mine.filter((e) => e.direction === 'recv' && e.method === 'calling.end')
   check(ends.some((e) => e.frame.params.call_id === 'node-in-2'), `no calling.end for node-in-2 on ${sid2}`)
   const events = j.filter((e) => e.direction === 'send' && e.method === 'signalwire.event')
-  const acks = new Set(j.filter((e) => e.direction === 'recv' && e.method === '').map((e) => e.request_id))
-  const unacked = events.filter((e) => !acks.has(e.request_id))
-  check(unacked.length === 0, `events not acknowledged: ${show(unacked.map((e) => e.request_id))}`)
+  check(
+    mine.filter((e) => e.direction === 'send' && e.method === 'signalwire.event').length >= 4,
+    `expected at least 4 events on ${sid2}`,
+  )
   ok(`${events.length} events over both sessions, all acked`)
 }
 

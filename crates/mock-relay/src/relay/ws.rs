@@ -89,10 +89,15 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cfg: Accept
     }
 }
 
+/// Frames up to the SDKs' 10 MiB; small socket buffers, because RELAY
+/// frames are small and a mock holds thousands of sessions (tungstenite's
+/// 128 KiB defaults cost ~145 KiB per idle session).
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
 }
 
 /// Only `/` is RELAY.
