@@ -114,24 +114,6 @@ fn header(der: &[u8], i: usize, tag: u8) -> Option<(usize, usize)> {
     len_at(der, i + 1)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rustls::pki_types::pem::PemObject;
-
-    #[test]
-    fn reads_the_node_name_from_an_issued_certificate() {
-        let ca = crate::ca::new_ca().unwrap();
-        let pem = crate::ca::issue(&ca, "fs-7", &[]).unwrap();
-        let der = CertificateDer::pem_slice_iter(pem.cert.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap();
-        assert_eq!(first_dns_name(der.as_ref()).as_deref(), Some("fs-7"));
-        assert!(crate::ca::issue(&ca, "bad name", &[]).is_err());
-    }
-}
-
 /// A TLS server config for a TCP listener (REST, RELAY's wss) from PEM
 /// contents: no client certificate, TLS 1.2 and 1.3, these ALPN protocols.
 pub fn tcp_server_config(
@@ -149,4 +131,22 @@ pub fn tcp_server_config(
         .with_single_cert(chain, key)?;
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+
+    #[test]
+    fn reads_the_node_name_from_an_issued_certificate() {
+        let ca = crate::ca::new_ca().unwrap();
+        let pem = crate::ca::issue(&ca, "fs-7", &[]).unwrap();
+        let der = CertificateDer::pem_slice_iter(pem.cert.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(first_dns_name(der.as_ref()).as_deref(), Some("fs-7"));
+        assert!(crate::ca::issue(&ca, "bad name", &[]).is_err());
+    }
 }

@@ -34,8 +34,18 @@ fn bad(msg: impl Into<String>) -> Response {
     reply(StatusCode::BAD_REQUEST, json!({"error": msg.into()}))
 }
 
-fn body_json(b: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(b).map_err(|_| bad("invalid_json"))
+/// A refusal: status and JSON body (small, unlike a built `Response`).
+struct Refusal(StatusCode, Value);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        reply(self.0, self.1)
+    }
+}
+
+fn body_json(b: &Bytes) -> Result<Value, Refusal> {
+    serde_json::from_slice(b)
+        .map_err(|_| Refusal(StatusCode::BAD_REQUEST, json!({"error": "invalid_json"})))
 }
 
 /// `?session_id=`.
@@ -111,10 +121,10 @@ async fn sessions(State(s): S) -> Response {
 }
 
 /// The sessions a request targets: one by id (404 if gone) or all.
-fn targets(s: &Shared, id: Option<&str>) -> Result<Vec<Arc<super::state::SessionEntry>>, Response> {
+fn targets(s: &Shared, id: Option<&str>) -> Result<Vec<Arc<super::state::SessionEntry>>, Refusal> {
     match id.filter(|i| !i.is_empty()) {
         Some(id) => s.session(id).map(|e| vec![e]).ok_or_else(|| {
-            reply(
+            Refusal(
                 StatusCode::NOT_FOUND,
                 json!({"sent_to": [], "count": 0, "error": "no such session"}),
             )
@@ -130,7 +140,7 @@ fn session_of(e: &super::state::SessionEntry) -> String {
 async fn push(State(s): S, Query(q): Query<Target>, body: Bytes) -> Response {
     let b = match body_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Value::Object(o) = &b else {
         return bad("body must be an object");
@@ -146,7 +156,7 @@ async fn push(State(s): S, Query(q): Query<Target>, body: Bytes) -> Response {
     let one = target.is_some();
     let to = match targets(&s, target.as_deref()) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut sent = Vec::new();
     for e in to {
@@ -197,7 +207,7 @@ fn text_or(o: &Map<String, Value>, key: &str, default: &str) -> String {
 async fn inbound_call(State(s): S, Query(q): Query<Target>, body: Bytes) -> Response {
     let b = match body_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Value::Object(o) = &b else {
         return bad("body must be an object");
@@ -239,7 +249,7 @@ async fn inbound_call(State(s): S, Query(q): Query<Target>, body: Bytes) -> Resp
     });
     let to_sessions = match targets(&s, target.as_deref()) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut delivered = BTreeSet::new();
     for (i, state) in states.iter().enumerate() {
@@ -269,7 +279,7 @@ async fn inbound_call(State(s): S, Query(q): Query<Target>, body: Bytes) -> Resp
 async fn scenario_play(State(s): S, body: Bytes) -> Response {
     let b = match body_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Value::Array(ops) = b else {
         return bad("scenario body must be an array of operations");
@@ -366,7 +376,7 @@ async fn scenarios_reset(State(s): S) -> Response {
 async fn scenario_dial(State(s): S, Query(q): Query<Target>, body: Bytes) -> Response {
     let b = match body_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match scenario::parse_dial(&b) {
         Ok(d) => {
@@ -381,7 +391,7 @@ async fn scenario_dial(State(s): S, Query(q): Query<Target>, body: Bytes) -> Res
 async fn unconditional(State(s): S, Query(q): Query<Target>, body: Bytes) -> Response {
     let b = match body_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let sc = match scenario::parse_method(&b) {
         Ok(sc) => sc,
@@ -389,7 +399,7 @@ async fn unconditional(State(s): S, Query(q): Query<Target>, body: Bytes) -> Res
     };
     let to = match targets(&s, q.session_id.as_deref()) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut delivered = BTreeSet::new();
     for f in scenario::unconditional_frames(&sc) {
@@ -416,7 +426,7 @@ async fn scenario_method(
     }
     let b = match body_json(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match scenario::parse_method(&b) {
         Ok(sc) => {
@@ -439,7 +449,7 @@ async fn disconnect(State(s): S, Query(q): Query<Target>, body: Bytes) -> Respon
     } else {
         match body_json(&body) {
             Ok(b) => b,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         }
     };
     let restart = b.get("restart").and_then(Value::as_bool).unwrap_or(false);
@@ -450,7 +460,7 @@ async fn disconnect(State(s): S, Query(q): Query<Target>, body: Bytes) -> Respon
     });
     let to = match targets(&s, target.as_deref()) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut closed = Vec::new();
     for e in to {
