@@ -340,5 +340,21 @@ fn the_readmes_commands_run_as_written() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // mock-relay's RELAY mode and its control plane, as written.
+    let relay = commands(&block("localhost:9773/__mock__/inbound_call"));
+    let start = relay
+        .iter()
+        .find(|c| c.contains("-- --relay"))
+        .expect("the RELAY mode command");
+    env.spawn("relay", start);
+    wait_http("http://127.0.0.1:9773/__mock__/health", 30);
+    for cmd in relay.iter().filter(|c| c.starts_with("curl")) {
+        let (code, out) = env.run(cmd);
+        assert_eq!(code, 0, "{cmd}");
+        assert_json_ok(cmd, &out);
+        if cmd.contains("/journal") {
+            assert!(out.trim_start().starts_with('['), "{out}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&env.work);
 }
