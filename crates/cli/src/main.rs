@@ -186,6 +186,67 @@ struct Serve {
     /// postgres://…); none when unset.
     #[arg(long, env = "SWITCHY_DB")]
     db: Option<String>,
+    /// Serve SignalWire RELAY here (wss; see docs/relay.md): SDK apps control the calls routes hand them with `relay = "CONTEXT"` [default: off].
+    #[arg(long, env = "SWITCHY_RELAY_LISTEN")]
+    relay_listen: Option<SocketAddr>,
+    /// RELAY's certificate (PEM; e.g. `ca issue --name relay --san HOST`).
+    #[arg(long, env = "SWITCHY_RELAY_TLS_CERT", requires = "relay_tls_key")]
+    relay_tls_cert: Option<PathBuf>,
+    /// The key of --relay-tls-cert (PEM).
+    #[arg(long, env = "SWITCHY_RELAY_TLS_KEY", requires = "relay_tls_cert")]
+    relay_tls_key: Option<PathBuf>,
+    /// Serve RELAY as plain ws, without TLS: a development option (the SDKs expect wss).
+    #[arg(long, env = "SWITCHY_RELAY_PLAIN_WS")]
+    relay_plain_ws: bool,
+    /// A RELAY project and its token, `PROJECT:TOKEN` (repeatable; the config's [[relay.projects]] holds SHA-256 digests instead).
+    #[arg(
+        long = "relay-project",
+        env = "SWITCHY_RELAY_PROJECT",
+        value_delimiter = ','
+    )]
+    relay_projects: Vec<String>,
+    /// Dial string of RELAY phone devices; {to} is the number.
+    #[arg(
+        long,
+        env = "SWITCHY_RELAY_PHONE",
+        default_value = "sofia/gateway/relay/{to}"
+    )]
+    relay_phone: String,
+    /// Text-to-speech for RELAY plays, `ENGINE[:VOICE]` (FreeSWITCH's speak, e.g. flite:kal) [default: none; tts plays are refused with a 400].
+    #[arg(long, env = "SWITCHY_RELAY_TTS")]
+    relay_tts: Option<String>,
+    /// Directory on the FreeSWITCH hosts where RELAY recordings go.
+    #[arg(long, env = "SWITCHY_RELAY_RECORD_DIR", default_value = "/tmp")]
+    relay_record_dir: String,
+    /// Seconds a route waits for the RELAY client it offered a call to (then the call is the client's).
+    #[arg(long, default_value_t = 10)]
+    relay_offer_timeout_secs: u64,
+    /// `[[relay.projects]]` of the config: (project, token SHA-256).
+    #[arg(skip)]
+    relay_digests: Vec<(String, String)>,
+}
+
+/// `[relay]` of the config.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct RelayFile {
+    listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    phone: Option<String>,
+    tts: Option<String>,
+    record_dir: Option<String>,
+    #[serde(default)]
+    projects: Vec<RelayProjectFile>,
+}
+
+/// `[[relay.projects]]`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RelayProjectFile {
+    project: String,
+    /// SHA-256 of the token, hex (`printf %s TOKEN | sha256sum`).
+    token_sha256: String,
 }
 
 /// `--config` keys (all optional).
@@ -202,6 +263,8 @@ struct ServeFile {
     routes: Option<PathBuf>,
     /// CDR database URL (used by the CDR store).
     db: Option<String>,
+    /// RELAY.
+    relay: Option<RelayFile>,
 }
 
 /// Fills values the user left at their default from the config file.
@@ -244,7 +307,104 @@ fn merge(mut s: Serve, m: &ArgMatches) -> anyhow::Result<Serve> {
     if s.db.is_none() {
         s.db = f.db;
     }
+    if let Some(r) = f.relay {
+        s.relay_listen = s.relay_listen.or(r.listen);
+        if s.relay_tls_cert.is_none() {
+            s.relay_tls_cert = r.tls_cert;
+            s.relay_tls_key = r.tls_key;
+        }
+        if let Some(v) = r.phone.filter(|_| defaulted("relay_phone")) {
+            s.relay_phone = v;
+        }
+        s.relay_tts = s.relay_tts.or(r.tts);
+        if let Some(v) = r.record_dir.filter(|_| defaulted("relay_record_dir")) {
+            s.relay_record_dir = v;
+        }
+        for p in r.projects {
+            let d = p.token_sha256.to_ascii_lowercase();
+            if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                anyhow::bail!(
+                    "config {}: [[relay.projects]] {}: token_sha256 must be 64 hex digits (printf %s TOKEN | sha256sum)",
+                    path.display(),
+                    p.project
+                );
+            }
+            s.relay_digests.push((p.project, d));
+        }
+    }
     Ok(s)
+}
+
+/// The RELAY settings of `serve`, checked (None: RELAY off).
+fn relay_config(s: &Serve) -> anyhow::Result<Option<switchy_controller::relay::RelayConfig>> {
+    use switchy_controller::relay::{
+        Projects, RelayConfig, hub::HubConfig, media::Tts, token_digest,
+    };
+    let Some(listen) = s.relay_listen else {
+        return Ok(None);
+    };
+    let tls = match (&s.relay_tls_cert, &s.relay_tls_key, s.relay_plain_ws) {
+        (Some(c), Some(k), false) => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot read {}: {e} (check --relay-tls-cert/--relay-tls-key)",
+                        p.display()
+                    )
+                })
+            };
+            Some(switchy_link::tls::tcp_server_config(
+                &read(c)?,
+                &read(k)?,
+                "RELAY",
+                "--relay-tls-cert",
+                &[b"http/1.1"],
+            )?)
+        }
+        (_, _, true) => {
+            tracing::warn!(%listen, "RELAY over plain ws (--relay-plain-ws): credentials cross the network in clear");
+            None
+        }
+        _ => anyhow::bail!(
+            "--relay-listen needs --relay-tls-cert and --relay-tls-key (the SDKs connect over wss; `switchy-controller ca issue --name relay --san HOST` makes them), or --relay-plain-ws for development"
+        ),
+    };
+    let mut projects = s.relay_digests.clone();
+    for pt in &s.relay_projects {
+        let (p, t) = switchy_relay::auth::Allowed::parse_pair(pt)
+            .map_err(|e| anyhow::anyhow!("--relay-project {e}"))?;
+        projects.push((p, token_digest(&t)));
+    }
+    if projects.is_empty() {
+        anyhow::bail!(
+            "--relay-listen: no RELAY project may connect; give --relay-project PROJECT:TOKEN (or SWITCHY_RELAY_PROJECT), or [[relay.projects]] in the config"
+        );
+    }
+    if !s.relay_phone.contains("{to}") {
+        anyhow::bail!(
+            "--relay-phone {:?} must contain {{to}} (the number)",
+            s.relay_phone
+        );
+    }
+    let tts = s.relay_tts.as_deref().map(|t| {
+        let (engine, voice) = t.split_once(':').unwrap_or((t, ""));
+        Tts {
+            engine: engine.to_owned(),
+            voice: voice.to_owned(),
+        }
+    });
+    Ok(Some(RelayConfig {
+        listen,
+        tls,
+        projects: Projects(projects),
+        hub: HubConfig {
+            tts,
+            phone: s.relay_phone.clone(),
+            offer_timeout: Duration::from_secs(s.relay_offer_timeout_secs.max(1)),
+            record_dir: s.relay_record_dir.clone(),
+        },
+        max_sessions: 10_000,
+    }))
 }
 
 /// `NAME[:k=v;k=v]` → (NAME, params).
@@ -439,6 +599,7 @@ async fn main() -> anyhow::Result<()> {
                     ),
                 },
             };
+            let relay = relay_config(&s)?;
             let config = ClusterConfig {
                 tracking_var: s.tracking_header,
                 tracking: s.tracking,
@@ -506,6 +667,16 @@ async fn main() -> anyhow::Result<()> {
                 let (name, params) = parse_app_spec(spec)?;
                 switchy_controller::apps::builtin::build(name, &params)?;
             }
+            if let Some((path, router)) = &routes {
+                let contexts = router.table().relay_contexts();
+                if !contexts.is_empty() && relay.is_none() {
+                    anyhow::bail!(
+                        "routes file {}: routes hand calls to RELAY ({}) but RELAY is off: add --relay-listen",
+                        path.display(),
+                        contexts.join(", ")
+                    );
+                }
+            }
             let store = match &s.db {
                 Some(db) => Some(switchy_controller::cdr::CdrStore::connect(db).await?),
                 None => None,
@@ -522,6 +693,10 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!(db = %store.url, "CDRs on");
                 switchy_controller::cdr::CdrWriter::start(&c.cluster, store, Default::default())
             });
+            let relay = match relay {
+                Some(cfg) => Some(c.use_relay(cfg).await?),
+                None => None,
+            };
             if let Some((path, router)) = routes {
                 tracing::info!(file = %path.display(), routes = router.table().len(), "central routing on");
                 c.use_router(router).await?;
@@ -568,6 +743,9 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(
                 "stopping: agents disconnected (they keep what was not acknowledged), draining CDRs"
             );
+            if let Some(r) = &relay {
+                r.shutdown().await;
+            }
             c.stop_agents();
             if let Some(w) = cdr_writer {
                 let n = w.close().await;

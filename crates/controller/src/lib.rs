@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod originator;
 pub mod pipeline;
 pub mod plot;
+pub mod relay;
 pub mod rest;
 pub mod route_template;
 pub mod router;
@@ -44,6 +45,8 @@ pub struct Controller {
     pub router: Arc<std::sync::RwLock<Option<Router>>>,
     /// The Originator, once one is set (shared with the REST API).
     pub originator: Arc<std::sync::RwLock<Option<originator::Originator>>>,
+    /// The RELAY server, once started (shared with the REST API's metrics).
+    pub relay: Arc<std::sync::RwLock<Option<relay::Relay>>>,
     listener: Option<cluster::Listener>,
     /// The agents' endpoint, bound, until [`Controller::accept_agents`].
     pending_listen: Option<quinn::Endpoint>,
@@ -156,7 +159,9 @@ impl Controller {
         let stats: Arc<rest::serve::RestStats> = Arc::default();
         let router: Arc<std::sync::RwLock<Option<Router>>> = Arc::default();
         let originator: Arc<std::sync::RwLock<Option<originator::Originator>>> = Arc::default();
+        let relay: Arc<std::sync::RwLock<Option<relay::Relay>>> = Arc::default();
         let app = rest::router(rest::Api {
+            relay: relay.clone(),
             cluster: cluster.clone(),
             token: Arc::new(token),
             apps: apps.clone(),
@@ -184,6 +189,7 @@ impl Controller {
             apps,
             router,
             originator,
+            relay,
             listener: None,
             pending_listen: Some(endpoint),
             tasks: vec![http_task],
@@ -193,11 +199,36 @@ impl Controller {
     /// Routes parked channels with `router`: loads it as app `router` and
     /// makes it the default app (sessions that name no app).
     pub async fn use_router(&self, router: Router) -> Result<(), apps::LoadError> {
+        if let Some(r) = self
+            .relay
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            router.set_relay(r.clone());
+        }
         self.apps.unload("router").await;
         self.apps.load("router", vec![router.app()]).await?;
         self.apps.set_default("router");
         *self.router.write().unwrap_or_else(|p| p.into_inner()) = Some(router);
         Ok(())
+    }
+
+    /// Starts the RELAY server (`serve --relay-listen`): SignalWire SDK
+    /// apps control the calls that `relay` route actions hand them. Start it
+    /// before [`Controller::use_router`] so the routes find it.
+    pub async fn use_relay(&self, cfg: relay::RelayConfig) -> Result<relay::Relay, std::io::Error> {
+        let r = relay::Relay::start(&self.cluster, cfg).await?;
+        *self.relay.write().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
+        if let Some(router) = self
+            .router
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            router.set_relay(r.clone());
+        }
+        Ok(r)
     }
 
     /// Re-reads the routes file (SIGHUP); a bad file keeps the old routes.

@@ -82,6 +82,10 @@ pub enum Action {
     Deflect(String),
     /// Echo media back.
     Echo,
+    /// Hand the call to the RELAY clients of this context (`serve
+    /// --relay-listen`); when none is connected, or every one passes, the
+    /// next action runs.
+    Relay(String),
 }
 
 /// Where to bridge.
@@ -223,6 +227,26 @@ impl RouteTable {
     /// No routes.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+
+    /// The RELAY contexts its `relay` actions hand calls to.
+    pub fn relay_contexts(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .routes
+            .iter()
+            .filter_map(|r| match &r.handler {
+                RouteHandler::Actions(a) => Some(a),
+                RouteHandler::Rust(_) => None,
+            })
+            .flatten()
+            .filter_map(|a| match a {
+                Action::Relay(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The table as JSON (for `GET /api/v1/routes`).
@@ -400,6 +424,18 @@ impl RouteTable {
                             ),
                         ));
                     }
+                    Action::Relay(c)
+                        if c.is_empty()
+                            || !c
+                                .chars()
+                                .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch)) =>
+                    {
+                        return Err(err(
+                            line,
+                            &field("actions.relay"),
+                            format!("{c:?} is not a RELAY context name (letters, digits, _ - .)"),
+                        ));
+                    }
                     Action::Respond(c) if !(100..700).contains(c) => {
                         return Err(err(
                             line,
@@ -490,6 +526,7 @@ impl RouteTable {
 pub struct Router {
     table: Arc<RwLock<Arc<RouteTable>>>,
     guards: Vec<(String, String)>,
+    relay: Arc<RwLock<Option<crate::relay::Relay>>>,
 }
 
 impl Default for Router {
@@ -509,7 +546,13 @@ impl Router {
                 source: None,
             }))),
             guards: Vec::new(),
+            relay: Arc::default(),
         }
+    }
+
+    /// Where `relay` actions hand their calls.
+    pub fn set_relay(&self, relay: crate::relay::Relay) {
+        *self.relay.write().unwrap_or_else(|p| p.into_inner()) = Some(relay);
     }
 
     /// A router serving a routes file.
@@ -654,7 +697,8 @@ impl Router {
                 }
                 let table = me.table();
                 let start = table.start.clone();
-                let ending = run_table(&table, &start, &ctx, 0).await?;
+                let relay = me.relay.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let ending = run_table(&table, &start, &ctx, 0, relay.as_ref()).await?;
                 end_of_dialplan(&ctx, ending).await;
                 Ok(())
             }
@@ -739,6 +783,7 @@ fn run_table<'a>(
     name: &'a str,
     ctx: &'a Ctx,
     depth: usize,
+    relay: Option<&'a crate::relay::Relay>,
 ) -> Pin<Box<dyn Future<Output = Result<Ending, crate::AppError>> + Send + 'a>> {
     Box::pin(async move {
         if depth > 8 {
@@ -782,7 +827,8 @@ fn run_table<'a>(
                     }
                 }
                 RouteHandler::Actions(actions) => {
-                    let ending = run_actions(table, r, actions, &captures, ctx, depth).await?;
+                    let ending =
+                        run_actions(table, r, actions, &captures, ctx, depth, relay).await?;
                     if ending == Ending::Settled || !r.cont {
                         return Ok(ending);
                     }
@@ -865,6 +911,7 @@ async fn run_actions(
     captures: &[Option<String>],
     ctx: &Ctx,
     depth: usize,
+    relay: Option<&crate::relay::Relay>,
 ) -> Result<Ending, crate::AppError> {
     let lookup = |name: &str| {
         ctx.var(name)
@@ -948,6 +995,24 @@ async fn run_actions(
                     ctx.execute_nowait("echo", "").await?;
                     return Ok(Some(Ending::Settled));
                 }
+                Action::Relay(context) => match relay {
+                    Some(relay) => {
+                        let from = ctx
+                            .header("Caller-Caller-ID-Number")
+                            .unwrap_or("")
+                            .to_owned();
+                        let to = ctx
+                            .header("Caller-Destination-Number")
+                            .unwrap_or("")
+                            .to_owned();
+                        let outcome = relay.offer(&ctx.uuid, &ctx.node, context, &from, &to).await;
+                        if outcome == crate::relay::hub::OfferOutcome::Taken {
+                            return Ok(Some(Ending::Settled));
+                        }
+                        ctx.count("relay.declined");
+                    }
+                    None => ctx.count("relay.unavailable"),
+                },
                 Action::Transfer(_) => {}
             }
             Ok(None)
@@ -969,7 +1034,7 @@ async fn run_actions(
             }
         }
         if let Action::Transfer(t) = a {
-            return run_table(table, t, ctx, depth + 1).await;
+            return run_table(table, t, ctx, depth + 1, relay).await;
         }
     }
     Ok(Ending::ActionsDone)

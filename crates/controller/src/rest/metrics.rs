@@ -37,7 +37,7 @@ fn process_metrics() -> String {
 }
 
 /// A label value in Prometheus' text format.
-fn esc(v: &str) -> String {
+pub(crate) fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -503,6 +503,9 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         }
     }
     s.push_str(&billsec);
+    if let Some(r) = api.relay.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        s.push_str(&r.stats.prometheus());
+    }
     s.push_str(&format!(
         "# HELP switchy_build_info The running build (value 1).\n# TYPE switchy_build_info gauge\nswitchy_build_info{{version=\"{}\",component=\"controller\"}} 1\n",
         env!("CARGO_PKG_VERSION")

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 mod commands;
 mod control;
-mod metrics;
+pub(crate) mod metrics;
 pub mod serve;
 mod views;
 
@@ -47,6 +47,8 @@ pub struct Api {
     pub tokens: Arc<Vec<(serve::Scope, String)>>,
     /// Commands `POST /api/v1/api` may run (None: any).
     pub api_allow: Option<Arc<std::collections::BTreeSet<String>>>,
+    /// The RELAY server, if one runs (its counters go into `/metrics`).
+    pub relay: Arc<std::sync::RwLock<Option<crate::relay::Relay>>>,
 }
 
 /// A JSON error with a status code and a message saying what to fix.
