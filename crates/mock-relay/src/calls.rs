@@ -1483,11 +1483,15 @@ impl Node {
             &[],
             None,
         );
+        // A tone stream with a loop count (`L=N;` in teletone's script, or
+        // `loops=`) ends; without one it runs until broken or hung up.
         if file.starts_with("tone_stream://")
             && !file.contains("loops=")
             && !file.contains(";loops")
+            && !file.contains("://L=")
+            && !file.contains(";L=")
         {
-            return; // Runs until broken or hung up.
+            return;
         }
         if file.starts_with("silence_stream://")
             || file.starts_with("tone_stream://")
