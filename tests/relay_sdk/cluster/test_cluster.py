@@ -16,17 +16,60 @@ from signalwire.relay.client import RelayClient, RelayError, _active_clients
 
 HOST = os.environ.get("RELAY_HOST", "")
 MOCK = os.environ.get("MOCK_HTTP", "")
+# With a real FreeSWITCH (tests/tests/relay_freeswitch.rs) calls are placed
+# and digits sent through the controller's REST API instead of the mock's.
+REST = os.environ.get("REST_HTTP", "")
+TOKEN = os.environ.get("REST_TOKEN", "")
 CONTEXT = os.environ.get("RELAY_CONTEXT", "office")
+WAV = "/tmp/switchy-relay-test.wav"
 
-if not HOST or not MOCK:
+if not HOST or not (MOCK or REST):
     pytest.exit("run through `cargo test -p switchy-e2e --test relay_cluster`", returncode=2)
 
 
-def post(path: str, body) -> dict:
-    req = urllib.request.Request(MOCK + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+def post(path: str, body, base: str = "") -> dict:
+    headers = {"Content-Type": "application/json"}
+    if base == REST and TOKEN:
+        headers["Authorization"] = f"Bearer {TOKEN}"
+    req = urllib.request.Request((base or MOCK) + path, data=json.dumps(body).encode(),
+                                 method="POST", headers=headers)
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read() or b"{}")
+
+
+def write_wav() -> None:
+    """One second of a 440 Hz tone, 8 kHz mono: a file FreeSWITCH can play."""
+    import math
+    import struct
+    import wave
+    with wave.open(WAV, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 8000)))
+                               for i in range(8000)))
+
+
+def place_call() -> str:
+    """An inbound call to 4000; returns the far (calling) leg's UUID, if known."""
+    if REST:
+        r = post("/api/v1/nodes/fs1/originate",
+                 {"dest_url": "4000@127.0.0.1:5080", "profile": "external", "app": "park"}, REST)
+        return r["uuid"]
+    post("/__mock__/inbound_call", {"node": 0, "from": "15551230000", "to": "4000"})
+    return ""
+
+
+def send_dtmf(call_id: str, caller: str, digits: str) -> None:
+    """Digits the RELAY leg hears: from its caller (FreeSWITCH), or pushed
+    as DTMF events by the mock's timeline."""
+    if REST:
+        post(f"/api/v1/sessions/{caller}/send_dtmf", {"digits": digits}, REST)
+        return
+    steps = [{"push": {"node": 0, "event": {"Event-Name": "DTMF", "Unique-ID": call_id,
+                                             "DTMF-Digit": d, "DTMF-Duration": "2000"}}}
+             for d in digits]
+    assert post("/__mock__/scenario_play", {"steps": steps})["status"] == "completed"
 
 
 async def state(call, want: str, timeout: float = 10):
@@ -46,9 +89,9 @@ async def test_a_routed_call_under_sdk_control():
         await calls.put(call)
 
     try:
+        write_wav()
         # A call arrives at node 0; the route hands it to our context.
-        await asyncio.to_thread(post, "/__mock__/inbound_call",
-                                {"node": 0, "from": "15551230000", "to": "4000"})
+        caller = await asyncio.to_thread(place_call)
         call = await asyncio.wait_for(calls.get(), 10)
         assert call.direction == "inbound"
         print("received", call.call_id, "on", call.node_id)
@@ -56,7 +99,7 @@ async def test_a_routed_call_under_sdk_control():
         await call.answer()
         await state(call, "answered")
 
-        for start in (lambda: call.play_audio("/tmp/switchy-relay-test.wav"),
+        for start in (lambda: call.play_audio(WAV),
                       lambda: call.play_silence(0.2),
                       lambda: call.play_ringtone("us", duration=1)):
             action = await start()
@@ -73,13 +116,10 @@ async def test_a_routed_call_under_sdk_control():
         ev = await rec.wait(10)
         assert ev.params["state"] == "finished" and ev.params["url"].startswith("file://"), ev.params
 
-        # Digits: collect three, which the mock's timeline sends as DTMF.
+        # Digits: collect three.
         col = await call.collect(digits={"max": 3, "terminators": "#"}, initial_timeout=10)
-        steps = [{"push": {"node": 0, "event": {"Event-Name": "DTMF", "Unique-ID": call.call_id,
-                                                 "DTMF-Digit": d, "DTMF-Duration": "2000"}}}
-                 for d in "123"]
-        assert (await asyncio.to_thread(post, "/__mock__/scenario_play", {"steps": steps}))["status"] == "completed"
-        ev = await col.wait(10)
+        await asyncio.to_thread(send_dtmf, call.call_id, caller, "123")
+        ev = await col.wait(15)
         assert ev.params["result"]["params"]["digits"] == "123", ev.params
 
         r = await call.send_digits("9#")

@@ -1,0 +1,159 @@
+//! Issue 17's scenario against a real FreeSWITCH (opt-in): set
+//! `SWITCHY_TEST_FREESWITCH=127.0.0.1:8021` to the ESL address of one built
+//! and started with `../shared/tools/freeswitch/build.sh` (its `external`
+//! profile on 127.0.0.1:5080 parks every inbound call). Without it the test
+//! prints one "skipped" line. The Python SDK (unmodified, wss with the
+//! cluster CA) drives `tests/relay_sdk/cluster` through the controller's
+//! RELAY server and a real agent: a self-call to 4000 is routed to RELAY
+//! context "office"; the far ends of the SDK's dial and connect are
+//! self-calls to 1555… that a route answers and parks.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use switchy_agent::{Agent, AgentConfig};
+use switchy_controller::ca;
+use switchy_controller::cluster::Tracking;
+use switchy_controller::relay::{Projects, RelayConfig, hub::HubConfig, token_digest};
+use switchy_controller::{ClusterConfig, Controller, Router};
+use switchy_e2e::{TOKEN, wait_for};
+
+const ROUTES: &str = r#"
+start = "default"
+
+[[routes]]
+name = "office"
+pattern = '^4\d{3}$'
+guards = { "Call-Direction" = "inbound" }
+actions = [{ relay = "office" }, { hangup = "NO_ANSWER" }]
+
+[[routes]]
+name = "far-end"
+pattern = '^1555\d+$'
+guards = { "Call-Direction" = "inbound" }
+actions = ["answer", "park"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_sdk_against_a_real_freeswitch() {
+    let Ok(esl) = std::env::var("SWITCHY_TEST_FREESWITCH") else {
+        eprintln!(
+            "real-FreeSWITCH RELAY test skipped: set SWITCHY_TEST_FREESWITCH=127.0.0.1:8021 (build one with ../shared/tools/freeswitch/build.sh)"
+        );
+        return;
+    };
+    let py = std::env::var("SWITCHY_RELAY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let esl: std::net::SocketAddr = esl.parse().expect("SWITCHY_TEST_FREESWITCH is host:port");
+    let ca = ca::new_ca().expect("CA");
+    let cpem = ca::issue(&ca, "controller", &[]).expect("cert");
+    let ctl = Controller::start(
+        ClusterConfig {
+            tracking: Tracking::Live,
+            ..ClusterConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+        "127.0.0.1:0".parse().expect("addr"),
+        TOKEN.into(),
+        ca.cert.as_bytes(),
+        cpem.cert.as_bytes(),
+        cpem.key.as_bytes(),
+    )
+    .await
+    .expect("controller");
+    let pem = ca::issue(&ca, "fs1", &[]).expect("cert");
+    let mut c = AgentConfig::new(
+        "fs1",
+        &ctl.quic_addr.to_string(),
+        ca.cert.clone().into_bytes(),
+        pem.cert.clone().into_bytes(),
+        pem.key.clone().into_bytes(),
+    );
+    c.esl_host = esl.ip().to_string();
+    c.esl_port = esl.port();
+    let _agent = Agent::start(c).expect("agent");
+    let cluster = ctl.cluster.clone();
+    wait_for(Duration::from_secs(30), || {
+        cluster.nodes().iter().any(|n| n.ready())
+    })
+    .await
+    .expect("fs1 up");
+
+    let dir = std::env::temp_dir().join(format!("switchy-relay-fs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let leaf = ca::issue(&ca, "relay", &[]).expect("cert");
+    std::fs::write(dir.join("ca.pem"), &ca.cert).expect("write");
+    let tls = switchy_controller::tls::tcp_server_config(
+        leaf.cert.as_bytes(),
+        leaf.key.as_bytes(),
+        "RELAY",
+        "--relay-tls-cert",
+        &[b"http/1.1"],
+    )
+    .expect("tls");
+    let relay = ctl
+        .use_relay(RelayConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: Some(tls),
+            projects: Projects(vec![("test_proj".into(), token_digest("test_tok"))]),
+            hub: HubConfig {
+                tts: None,
+                phone: "sofia/external/{to}@127.0.0.1:5080".into(),
+                offer_timeout: Duration::from_secs(10),
+                record_dir: "/tmp".into(),
+            },
+            max_sessions: 100,
+        })
+        .await
+        .expect("relay");
+    let routes = dir.join("routes.toml");
+    std::fs::write(&routes, ROUTES).expect("routes");
+    ctl.use_router(Router::from_file(&routes).expect("routes"))
+        .await
+        .expect("router");
+
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/relay_sdk/cluster");
+    let out = tokio::task::spawn_blocking({
+        let (host, rest) = (relay.addr.to_string(), format!("http://{}", ctl.http_addr));
+        let ca_file = dir.join("ca.pem");
+        move || {
+            Command::new(&py)
+                .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "-s"])
+                .arg(&suite)
+                .current_dir(&suite)
+                .env("RELAY_HOST", host)
+                .env("SIGNALWIRE_RELAY_CA_FILE", ca_file)
+                .env("REST_HTTP", rest)
+                .env("REST_TOKEN", TOKEN)
+                .env("RELAY_CONTEXT", "office")
+                .output()
+                .expect("pytest")
+        }
+    })
+    .await
+    .expect("pytest task");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "the SDK scenario failed on FreeSWITCH:\n{text}"
+    );
+    // Every leg ended on FreeSWITCH too.
+    let node = ctl.cluster.node("fs1");
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = node.api("show", "channels count").await.unwrap_or_default();
+        if last.contains("0 total") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        last.contains("0 total"),
+        "channels left on FreeSWITCH: {last}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
