@@ -78,6 +78,8 @@ async fn relay_sdk_against_a_real_freeswitch() {
     .await
     .expect("fs1 up");
 
+    // This FreeSWITCH is the test's: start from no channels.
+    let _ = cluster.node("fs1").api("hupall", "MANAGER_REQUEST").await;
     let dir = std::env::temp_dir().join(format!("switchy-relay-fs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let leaf = ca::issue(&ca, "relay", &[]).expect("cert");
@@ -145,7 +147,10 @@ async fn relay_sdk_against_a_real_freeswitch() {
     let node = ctl.cluster.node("fs1");
     let mut last = String::new();
     for _ in 0..100 {
-        last = node.api("show", "channels count").await.unwrap_or_default();
+        last = match node.api("show", "channels count").await {
+            Ok(s) => s,
+            Err(e) => e.to_string(),
+        };
         if last.contains("0 total") {
             break;
         }

@@ -96,8 +96,9 @@ async def test_a_routed_call_under_sdk_control():
         assert call.direction == "inbound"
         print("received", call.call_id, "on", call.node_id)
 
+        answered = asyncio.ensure_future(state(call, "answered"))
         await call.answer()
-        await state(call, "answered")
+        await answered
 
         for start in (lambda: call.play_audio(WAV),
                       lambda: call.play_silence(0.2),
@@ -110,8 +111,10 @@ async def test_a_routed_call_under_sdk_control():
             await call.play_tts("hello")
         assert e.value.code == 400 and "tts_engine" in e.value.message
 
+        recording = asyncio.ensure_future(call.wait_for(
+            "calling.call.record", lambda e: e.params.get("state") == "recording", 10))
         rec = await call.record({"format": "wav"})
-        await call.wait_for("calling.call.record", lambda e: e.params.get("state") == "recording", 10)
+        await recording
         await rec.stop()
         ev = await rec.wait(10)
         assert ev.params["state"] == "finished" and ev.params["url"].startswith("file://"), ev.params
@@ -122,9 +125,11 @@ async def test_a_routed_call_under_sdk_control():
         ev = await col.wait(15)
         assert ev.params["result"]["params"]["digits"] == "123", ev.params
 
+        # The outcome may come right behind the acknowledgement: wait first.
+        sent = asyncio.ensure_future(call.wait_for("calling.call.send_digits", None, 10))
         r = await call.send_digits("9#")
         assert r["code"] == "200"
-        await call.wait_for("calling.call.send_digits", None, 10)
+        assert (await sent).params["state"] == "finished"
 
         # Dial out with a tag: the far end (outside the mock) answers.
         out = await client.dial([[{"type": "phone", "params": {"to_number": "15550001111",
