@@ -657,6 +657,9 @@ impl Hub {
         if method != "calling.pass" {
             self.taken(&call_id);
         }
+        if let Some(c) = self.calls.get(&call_id) {
+            self.stats.count(&c.context, "actions");
+        }
         let Some(session) = self.cluster.session(&call_id) else {
             return code("404", &format!("{method}: call {call_id} is gone"));
         };
@@ -1111,6 +1114,9 @@ impl Hub {
                 }
             }
             "CHANNEL_ANSWER" => {
+                if let Some(c) = self.calls.get(&uuid) {
+                    self.stats.count(&c.context, "answered");
+                }
                 self.state(&uuid, "answered", None).await;
                 self.dial_event(&uuid, "answered").await;
             }

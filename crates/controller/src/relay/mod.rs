@@ -76,7 +76,7 @@ pub struct RelayStats {
     pub events: AtomicU64,
     /// Connections refused (handshake, credentials, limit).
     pub refused: AtomicU64,
-    /// Per context: offered, taken, ended.
+    /// Per context: offered, taken, answered, actions, ended.
     pub per_context: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Requests answered with an error, per method.
     pub errors: Mutex<BTreeMap<String, u64>>,
@@ -129,7 +129,7 @@ impl RelayStats {
         );
         let _ = writeln!(
             s,
-            "# HELP switchy_relay_calls_total RELAY calls by context and what happened (offered, taken, ended).\n# TYPE switchy_relay_calls_total counter"
+            "# HELP switchy_relay_calls_total RELAY calls by context and what happened: offered, taken (by a client), answered, actions (requests on them), ended.\n# TYPE switchy_relay_calls_total counter"
         );
         for ((ctx, what), n) in self
             .per_context
