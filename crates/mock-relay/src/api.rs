@@ -23,6 +23,7 @@ pub const API_COMMANDS: &[&str] = &[
     "uuid_transfer",
     "uuid_send_dtmf",
     "uuid_break",
+    "uuid_fileman",
     "uuid_deflect",
     "uuid_dump",
     "uuid_exists",
@@ -542,6 +543,26 @@ impl Node {
                     .unwrap_or_else(|| digits.clone());
                 self.send_dtmf(&u, &sent);
                 format!("+OK {u} sent DTMF {asked}.\n")
+            }
+            // The file a channel is playing: pause (a toggle), volume:N,
+            // speed:N, seek:…, restart, stop. FreeSWITCH answers +OK when a
+            // file is open on the channel, whatever the command.
+            "uuid_fileman" => {
+                if a.len() < 2 {
+                    return "-USAGE: <uuid> <cmd>:<val>\n".into();
+                }
+                if !exists(self, arg(0)) {
+                    return "-ERR No such channel!\n".into();
+                }
+                let playing = self
+                    .channels
+                    .get(arg(0))
+                    .is_some_and(|c| c.playback.is_some());
+                if playing {
+                    "+OK\n".into()
+                } else {
+                    "-ERR No file handle!\n".into()
+                }
             }
             "uuid_break" => {
                 if a.is_empty() {

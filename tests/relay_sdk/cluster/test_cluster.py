@@ -106,6 +106,20 @@ async def test_a_routed_call_under_sdk_control():
             action = await start()
             ev = await action.wait(15)
             assert ev.params["state"] == "finished", ev.params
+        # Pause, resume and volume on a play in progress (uuid_fileman).
+        paused = asyncio.ensure_future(call.wait_for(
+            "calling.call.play", lambda e: e.params.get("state") == "paused", 10))
+        action = await call.play_audio(WAV)
+        await action.pause()
+        await paused
+        resumed = asyncio.ensure_future(call.wait_for(
+            "calling.call.play", lambda e: e.params.get("state") == "playing", 10))
+        await action.resume()
+        await resumed
+        assert (await action.volume(6.0))["code"] == "200"
+        ev = await action.wait(15)
+        assert ev.params["state"] == "finished"
+
         # No TTS engine is configured: a clear 400, not a hang.
         with pytest.raises(RelayError) as e:
             await call.play_tts("hello")

@@ -150,6 +150,7 @@ enum Act {
         steps: VecDeque<Step>,
         current: String,
         collect: Option<Collect>,
+        paused: bool,
     },
     Record {
         path: String,
@@ -708,6 +709,7 @@ impl Hub {
                     steps,
                     current: current.clone(),
                     collect,
+                    paused: false,
                 };
                 self.calls
                     .get_mut(&call_id)
@@ -729,6 +731,66 @@ impl Hub {
                     session
                         .node
                         .api("uuid_break", &format!("{} all", session.uuid))
+                        .await
+                });
+                ok.insert("control_id".into(), json!(control));
+            }
+            "calling.play.pause" | "calling.play.resume" => {
+                let pause = method == "calling.play.pause";
+                match self
+                    .calls
+                    .get_mut(&call_id)
+                    .and_then(|c| c.actions.get_mut(&control))
+                {
+                    // FreeSWITCH's pause toggles: send it only on a change.
+                    Some(Act::Play { paused, .. }) => {
+                        if *paused != pause {
+                            *paused = pause;
+                            let u = session.uuid.clone();
+                            self.spawn_cmd(&call_id, None, async move {
+                                session
+                                    .node
+                                    .api("uuid_fileman", &format!("{u} pause"))
+                                    .await
+                            });
+                            let mut ev = self.base(&call_id);
+                            ev.insert("control_id".into(), json!(control));
+                            ev.insert(
+                                "state".into(),
+                                json!(if pause { "paused" } else { "playing" }),
+                            );
+                            self.event(&call_id, "calling.call.play", ev).await;
+                        }
+                    }
+                    _ => {
+                        return code(
+                            "404",
+                            &format!("{method}: no play {control:?} on this call"),
+                        );
+                    }
+                }
+                ok.insert("control_id".into(), json!(control));
+            }
+            "calling.play.volume" | "calling.play_and_collect.volume" => {
+                if !matches!(
+                    self.calls
+                        .get(&call_id)
+                        .and_then(|c| c.actions.get(&control)),
+                    Some(Act::Play { .. })
+                ) {
+                    return code(
+                        "404",
+                        &format!("{method}: no play {control:?} on this call"),
+                    );
+                }
+                // RELAY's volume is in dB (-40..40); FreeSWITCH's steps are -4..4.
+                let db = p.get("volume").and_then(Value::as_f64).unwrap_or(0.0);
+                let step = (db / 10.0).round().clamp(-4.0, 4.0) as i64;
+                let u = session.uuid.clone();
+                self.spawn_cmd(&call_id, None, async move {
+                    session
+                        .node
+                        .api("uuid_fileman", &format!("{u} volume:{step}"))
                         .await
                 });
                 ok.insert("control_id".into(), json!(control));
@@ -854,7 +916,7 @@ impl Hub {
                 return code(
                     "501",
                     &format!(
-                        "{other} is not supported by switchy's RELAY (supported: answer, end, pass, play, play_and_collect, record, collect, send_digits, connect, disconnect, dial)"
+                        "{other} is not supported by switchy's RELAY (supported: answer, end, pass, play with pause, resume, volume and stop, play_and_collect, record and its stop, collect and its stop, send_digits, connect, disconnect, dial)"
                     ),
                 );
             }
@@ -1250,6 +1312,7 @@ impl Hub {
             steps,
             current,
             collect,
+            ..
         }) = cs.actions.get_mut(&control)
         else {
             return;
