@@ -120,3 +120,70 @@ fn sighup_reloads_routes_and_a_broken_file_keeps_the_old_ones() {
     // Still alive after the refused reload.
     assert!(get(port, "/health").is_some_and(|h| h.contains("200 OK")));
 }
+
+/// `serve`'s RELAY settings are checked before anything listens, each
+/// refusal saying what to give.
+#[test]
+fn relay_settings_are_refused_with_what_to_fix() {
+    let dir = std::env::temp_dir().join(format!("switchy-serve-relay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let routes = dir.join("routes.toml");
+    std::fs::write(
+        &routes,
+        "start = \"default\"\n[[routes]]\nname = \"office\"\npattern = '^4'\nactions = [{ relay = \"office\" }]\n",
+    )
+    .unwrap();
+    let r = routes.to_str().unwrap();
+    let d = dir.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--routes", r], "add --relay-listen"),
+        (&["--relay-listen", "127.0.0.1:0"], "--relay-tls-cert"),
+        (
+            &["--relay-listen", "127.0.0.1:0", "--relay-plain-ws"],
+            "--relay-project",
+        ),
+        (
+            &[
+                "--relay-listen",
+                "127.0.0.1:0",
+                "--relay-plain-ws",
+                "--relay-project",
+                "p",
+            ],
+            "PROJECT:TOKEN",
+        ),
+        (
+            &[
+                "--relay-listen",
+                "127.0.0.1:0",
+                "--relay-plain-ws",
+                "--relay-project",
+                "p:t",
+                "--relay-phone",
+                "sofia/x",
+            ],
+            "{to}",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--tls-dir",
+                d,
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args(*args)
+            .env("SWITCHY_API_TOKEN", "t0123456789")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(want), "{args:?}: wanted {want:?} in: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
