@@ -194,10 +194,10 @@ fn main() {
             .filter_map(|(call, t)| answers.get(call).map(|a| a.saturating_sub(*t)))
             .collect();
         lat.sort_unstable();
+        let drain = wall - offer_wall;
         println!(
-            "relay calls: {offered} offered at {rate}/s over {offer_wall:.1} s ({late} late), {ended} answered-played-ended by the RELAY client, {} s to drain; \
+            "relay calls: {offered} offered at {rate}/s over {offer_wall:.1} s ({late} late), {ended} answered-played-ended by the RELAY client, {drain:.1} s to drain; \
              {:.1} calls/s end to end; {left} sessions left",
-            format!("{:.1}", wall - offer_wall),
             ended as f64 / wall
         );
         println!(

@@ -1166,14 +1166,13 @@ impl Hub {
         }
         let uuid = uuid.to_owned();
         match ev.event_name().unwrap_or("") {
-            "CHANNEL_PROGRESS" | "CHANNEL_PROGRESS_MEDIA" => {
+            "CHANNEL_PROGRESS" | "CHANNEL_PROGRESS_MEDIA"
                 if self
                     .calls
                     .get(&uuid)
-                    .is_some_and(|c| c.direction == "outbound")
-                {
-                    self.state(&uuid, "ringing", None).await;
-                }
+                    .is_some_and(|c| c.direction == "outbound") =>
+            {
+                self.state(&uuid, "ringing", None).await;
             }
             "CHANNEL_ANSWER" => {
                 if let Some(c) = self.calls.get(&uuid) {
