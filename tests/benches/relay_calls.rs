@@ -144,6 +144,7 @@ fn main() {
         let routes = std::env::temp_dir().join(format!("relay-bench-{}.toml", std::process::id()));
         std::fs::write(&routes, ROUTES).expect("routes");
         h.ctl().use_router(Router::from_file(&routes).expect("routes")).await.expect("router");
+        switchy_e2e::wait_subscribed(&h, &["CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE"]).await.expect("subscribed");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let cl = tokio::spawn(client(format!("ws://{}", relay.addr), stop_rx));
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -378,3 +378,33 @@ pub async fn originator_rig(
         writer: Some(writer),
     }
 }
+
+/// Waits until every mock node's ESL clients subscribe all of `events`
+/// (a part of the controller that starts asking for events has its agents
+/// subscribe them one round trip later).
+pub async fn wait_subscribed(h: &Harness, events: &[&str]) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = http(
+            h.mock.http_addr(),
+            "GET",
+            "/__mock__/connections",
+            None,
+            None,
+        )
+        .await;
+        let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+        let ok = !nodes.is_empty()
+            && nodes.iter().all(|n| {
+                let text = n["connections"].to_string();
+                events.iter().all(|e| text.contains(e))
+            });
+        if ok {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the agents never subscribed {events:?}: {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -85,6 +85,9 @@ async fn the_python_sdk_controls_a_routed_call_on_the_cluster() {
         .use_router(Router::from_file(&routes).expect("routes parse"))
         .await
         .expect("router");
+    switchy_e2e::wait_subscribed(&h, &["CHANNEL_PARK", "DTMF", "RECORD_STOP"])
+        .await
+        .expect("subscribed");
 
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/relay_sdk/cluster");
     let out = tokio::task::spawn_blocking({

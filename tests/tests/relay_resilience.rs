@@ -44,7 +44,11 @@ async fn rig() -> (Harness, Relay) {
         })
         .await
         .expect("relay");
-    let dir = std::env::temp_dir().join(format!("switchy-relay-res-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "switchy-relay-res-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
     std::fs::create_dir_all(&dir).expect("dir");
     let routes = dir.join("routes.toml");
     std::fs::write(&routes, ROUTES).expect("routes");
@@ -52,6 +56,9 @@ async fn rig() -> (Harness, Relay) {
         .use_router(Router::from_file(&routes).expect("routes"))
         .await
         .expect("router");
+    switchy_e2e::wait_subscribed(&h, &["CHANNEL_PARK", "DTMF", "RECORD_STOP"])
+        .await
+        .expect("subscribed");
     (h, relay)
 }
 
@@ -140,6 +147,42 @@ async fn inbound(h: &Harness) {
     assert_eq!(st, 200, "{r}");
 }
 
+/// Places an inbound call and waits for its offer (saying what happened
+/// when none comes).
+async fn offered(h: &Harness, a: &mut Client) -> Value {
+    inbound(h).await;
+    match tokio::time::timeout(
+        Duration::from_secs(8),
+        a.event("calling.call.receive", |_| true),
+    )
+    .await
+    {
+        Ok(rx) => rx,
+        Err(_) => {
+            let (_, m) = http(h.http(), "GET", "/metrics", Some(switchy_e2e::TOKEN), None).await;
+            let m: Vec<&str> = m
+                .as_str()
+                .unwrap_or("")
+                .lines()
+                .filter(|l| l.contains("relay") && !l.starts_with('#'))
+                .collect();
+            let seen: Vec<String> = h
+                .mock
+                .cluster()
+                .journal
+                .select(|e| e.kind == "command" || e.kind == "event")
+                .into_iter()
+                .map(|e| format!("{} {} {}", e.dir, e.kind, e.text))
+                .collect();
+            panic!(
+                "no offer within 8 s: {m:?}\napps {:?}\n{}",
+                h.ctl().apps.stats(),
+                seen.join("\n")
+            );
+        }
+    }
+}
+
 fn hangups(h: &Harness, cause: &str) -> usize {
     h.mock
         .cluster()
@@ -214,8 +257,7 @@ async fn offers_go_round_robin_pass_on_and_fall_back_to_the_route() {
 async fn a_client_that_comes_back_gets_the_events_it_missed() {
     let (h, relay) = rig().await;
     let (mut a, _) = Client::connect(&relay, None).await;
-    inbound(&h).await;
-    let rx = a.event("calling.call.receive", |_| true).await;
+    let rx = offered(&h, &mut a).await;
     let call = rx["call_id"].as_str().expect("call id").to_owned();
     let r = a
         .call(
@@ -254,8 +296,7 @@ async fn a_client_that_comes_back_gets_the_events_it_missed() {
 async fn a_node_restart_ends_its_calls_and_a_shutdown_says_goodbye() {
     let (h, relay) = rig().await;
     let (mut a, _) = Client::connect(&relay, None).await;
-    inbound(&h).await;
-    let rx = a.event("calling.call.receive", |_| true).await;
+    let rx = offered(&h, &mut a).await;
     let r = a
         .call(
             "calling.answer",
@@ -304,11 +345,84 @@ async fn a_node_restart_ends_its_calls_and_a_shutdown_says_goodbye() {
             break;
         }
     }
-    let play = order.iter().position(|e| e == "calling.call.play:finished");
+    // Finished, or error when the node went before it started: a terminal
+    // event either way, and before the call's ended.
+    let play = order
+        .iter()
+        .position(|e| e == "calling.call.play:finished" || e == "calling.call.play:error");
     let ended = order.iter().position(|e| e == "calling.call.state:ended");
     assert!(play.is_some() && play < ended, "{order:?}");
 
     relay.shutdown().await;
     let bye = a.until(|f| f["method"] == "signalwire.disconnect").await;
     assert!(bye["id"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_dial_reports_its_winner_and_ends_the_losing_leg() {
+    let (h, relay) = rig().await;
+    let (mut a, _) = Client::connect(&relay, None).await;
+    assert_eq!(
+        switchy_e2e::metric(&h, "switchy_relay_context_sessions{context=\"office\"}").await,
+        1
+    );
+    let dev =
+        |n: &str| json!({"type": "phone", "params": {"to_number": n, "from_number": "5551000"}});
+    let r = a
+        .call(
+            "calling.dial",
+            json!({"tag": "par-1", "devices": [[dev("15550001"), dev("15550002")]]}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+    let mut created = Vec::new();
+    let mut ended = Vec::new();
+    let dial = loop {
+        let f = a.until(|f| f["method"] == "signalwire.event").await;
+        let (et, p) = (
+            f["params"]["event_type"].clone(),
+            f["params"]["params"].clone(),
+        );
+        assert_eq!(p["tag"], "par-1", "{f}");
+        if et == "calling.call.dial" {
+            break p;
+        }
+        match p["call_state"].as_str() {
+            Some("created") => created.push(p["call_id"].clone()),
+            Some("ended") => ended.push(p["call_id"].clone()),
+            _ => {}
+        }
+    };
+    assert_eq!(created.len(), 2, "one created per leg");
+    assert_eq!(dial["dial_state"], "answered", "{dial}");
+    let winner = dial["call"]["call_id"].clone();
+    assert!(
+        created.contains(&winner),
+        "the winner is one of the legs: {dial}"
+    );
+    // The other leg ends (FreeSWITCH hangs the losers up).
+    let loser = created
+        .iter()
+        .find(|c| **c != winner)
+        .cloned()
+        .expect("a loser");
+    if !ended.contains(&loser) {
+        let p = a
+            .event("calling.call.state", |p| {
+                p["call_id"] == loser && p["call_state"] == "ended"
+            })
+            .await;
+        assert_ne!(p["end_reason"], "hangup", "a loser is cancelled: {p}");
+    }
+    let r = a
+        .call(
+            "calling.end",
+            json!({"call_id": winner, "node_id": dial["node_id"]}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+    a.event("calling.call.state", |p| {
+        p["call_id"] == winner && p["call_state"] == "ended"
+    })
+    .await;
 }

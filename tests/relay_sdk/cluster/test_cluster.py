@@ -152,6 +152,16 @@ async def test_a_routed_call_under_sdk_control():
         assert out.call_id and out.state == "answered", out.state
         print("dialed", out.call_id, "on", out.node_id)
 
+        # A parallel dial: two devices ring, the first to answer wins.
+        par = await client.dial([[{"type": "phone", "params": {"to_number": "15550003333",
+                                                              "from_number": "15551230000"}},
+                                  {"type": "phone", "params": {"to_number": "15550004444",
+                                                              "from_number": "15551230000"}}]],
+                                tag="relay-dial-2", dial_timeout=15)
+        assert par.state == "answered" and par.call_id != out.call_id
+        await par.hangup()
+        await par.wait_for_ended(10)
+
         # Connect the inbound call to another device: two legs bridged.
         got = asyncio.ensure_future(call.wait_for(
             "calling.call.connect", lambda e: e.params.get("connect_state") == "connected", 15))

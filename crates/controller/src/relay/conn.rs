@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const OUT_QUEUE: usize = 1024;
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Accept-loop settings.
@@ -112,9 +113,16 @@ where
     let writer = tokio::spawn(async move {
         while let Some(o) = rx.recv().await {
             match o {
+                // A client that takes nothing for this long is gone.
                 Out::Frame(f) => {
-                    if sink.send(Message::text(f.to_string())).await.is_err() {
-                        break;
+                    match tokio::time::timeout(
+                        WRITE_TIMEOUT,
+                        sink.send(Message::text(f.to_string())),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        _ => break,
                     }
                 }
                 Out::Close => {
@@ -157,7 +165,11 @@ where
             }
         };
         let before = session.contexts.clone();
-        for action in session.handle(&frame, &a.schemas, &a.gate) {
+        let mut actions = session.handle(&frame, &a.schemas, &a.gate);
+        // The hub learns of a session before its client reads the connect
+        // result: a call offered right after must find it.
+        actions.sort_by_key(|x| !matches!(x, Action::Connected { .. }));
+        for action in actions {
             match action {
                 Action::Send(v) => {
                     a.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -179,7 +191,7 @@ where
                     if a.hub
                         .send(HubMsg::Command {
                             protocol: p,
-                            cmd: cmd.clone(),
+                            cmd,
                             reply,
                         })
                         .await
@@ -187,10 +199,9 @@ where
                     {
                         break 'read;
                     }
-                    let result = rx.await.unwrap_or_default();
-                    if let Some(r) = cmd.ack(result)
-                        && tx.send(Out::Frame(r)).await.is_err()
-                    {
+                    // The hub writes the response itself, ahead of the events
+                    // it leads to; the next frame is read once it has.
+                    if rx.await.is_err() {
                         break 'read;
                     }
                 }

@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 /// Events kept for a disconnected session, awaiting its resume; beyond, its
 /// calls are hung up and the session forgotten (never a silent drop).
 const PENDING_MAX: usize = 10_000;
+/// A client whose socket takes no frame for this long is closed.
+const STALLED: Duration = Duration::from_secs(5);
 /// A disconnected session is kept this long for a resume.
 pub const RESUME_GRACE: Duration = Duration::from_secs(60);
 
@@ -70,7 +72,8 @@ pub enum HubMsg {
         /// It.
         cmd: Command,
         /// The result (code, message, ids).
-        reply: oneshot::Sender<Map<String, Value>>,
+        /// Told once the response (and the events it led to) are queued.
+        reply: oneshot::Sender<()>,
     },
     /// A route offers a parked inbound call to a context.
     Offer {
@@ -98,7 +101,7 @@ pub enum HubMsg {
     },
     /// A dial's originate job ended.
     Dialed {
-        /// The new leg's UUID.
+        /// The dial's group id.
         call: String,
         /// The job's result.
         result: Result<String, String>,
@@ -181,12 +184,18 @@ struct CallState {
     actions: BTreeMap<String, Act>,
     /// Protocols it was offered to; the route's wait.
     offer: Option<(Vec<String>, Option<oneshot::Sender<OfferOutcome>>)>,
-    /// A dial in progress: report `calling.call.dial` on answer or failure.
-    dialing: bool,
+    /// The dial this leg is one of (its group id).
+    dial_group: Option<String>,
     /// The leg it is bridged to.
     peer: Option<String>,
     /// A connect in progress (its devices, for the events).
     connecting: bool,
+}
+
+/// One `calling.dial`: its legs (each its own UUID) and whether one won.
+struct DialGroup {
+    legs: Vec<String>,
+    answered: bool,
 }
 
 /// The hub's task.
@@ -199,6 +208,10 @@ pub struct Hub {
     calls: HashMap<String, CallState>,
     /// Round-robin position per context.
     rr: HashMap<String, usize>,
+    /// Dials in progress by group id.
+    dials: HashMap<String, DialGroup>,
+    /// While a request is handled: the events it leads to, sent after its response.
+    deferred: Option<Vec<(String, Value)>>,
     timer_gen: u64,
 }
 
@@ -272,6 +285,8 @@ impl Hub {
             sessions: HashMap::new(),
             calls: HashMap::new(),
             rr: HashMap::new(),
+            dials: HashMap::new(),
+            deferred: None,
             timer_gen: 0,
         }
     }
@@ -327,11 +342,32 @@ impl Hub {
         };
         if let Some((out, _)) = &s.out {
             let out = out.clone();
-            if out.send(Out::Frame(frame.clone())).await.is_ok() {
-                self.stats.events.fetch_add(1, Ordering::Relaxed);
-                return;
+            // A slow client slows the hub (backpressure) up to a point; one
+            // that stops reading is treated as gone: its events wait for
+            // its resume, none is lost, and the other sessions go on.
+            match out.send_timeout(Out::Frame(frame.clone()), STALLED).await {
+                Ok(()) => {
+                    self.stats.events.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    tracing::warn!(%protocol, "RELAY client not reading for {STALLED:?}: closing it; its events wait for its resume");
+                    let _ = out.try_send(Out::Close);
+                }
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
             }
             s.out = None;
+            s.generation += 1;
+            let (tx, generation, protocol) = (self.tx.clone(), s.generation, protocol.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(RESUME_GRACE).await;
+                let _ = tx
+                    .send(HubMsg::Expire {
+                        protocol,
+                        generation,
+                    })
+                    .await;
+            });
         }
         s.pending.push_back(frame);
         if s.pending.len() > PENDING_MAX {
@@ -344,7 +380,11 @@ impl Hub {
         let Some(owner) = self.calls.get(call).and_then(|c| c.owner.clone()) else {
             return;
         };
-        self.deliver(&owner, rpc::event(event_type, params)).await;
+        let frame = rpc::event(event_type, params);
+        match self.deferred.as_mut() {
+            Some(d) => d.push((owner, frame)),
+            None => self.deliver(&owner, frame).await,
+        }
     }
 
     fn base(&self, call: &str) -> Map<String, Value> {
@@ -448,6 +488,9 @@ impl Hub {
                 if let Some(s) = self.sessions.get_mut(&protocol) {
                     s.contexts = contexts.into_iter().collect();
                 }
+                self.stats
+                    .sessions
+                    .store(self.connected(), Ordering::Relaxed);
             }
             HubMsg::Offer {
                 uuid,
@@ -472,7 +515,7 @@ impl Hub {
                         state: "created",
                         actions: BTreeMap::new(),
                         offer: Some((Vec::new(), Some(done))),
-                        dialing: false,
+                        dial_group: None,
                         peer: None,
                         connecting: false,
                     },
@@ -491,26 +534,55 @@ impl Hub {
                     method = %cmd.method,
                     call_id = cmd.params.get("call_id").and_then(|v| v.as_str()).unwrap_or(""),
                 );
+                // The response goes first, then the events the request led
+                // to (a dial's created, a play's playing): both through the
+                // session's one queue, so a client never sees an outcome
+                // before the answer to its request.
+                self.deferred = Some(Vec::new());
                 let r = self.command(&protocol, &cmd).instrument(span).await;
+                let deferred = self.deferred.take().unwrap_or_default();
                 if r.get("code")
                     .and_then(Value::as_str)
                     .is_some_and(|c| !c.starts_with('2'))
                 {
                     self.stats.count_err(&cmd.method);
                 }
-                let _ = reply.send(r);
+                if let Some(ack) = cmd.ack(r) {
+                    self.deliver(&protocol, ack).await;
+                }
+                for (owner, frame) in deferred {
+                    self.deliver(&owner, frame).await;
+                }
+                let _ = reply.send(());
             }
             HubMsg::Ran {
                 call,
                 control,
                 result,
             } => self.ran(&call, control, result).await,
-            HubMsg::Dialed { call, result } => {
-                if let Err(why) = result {
-                    tracing::info!(%call, %why, "RELAY dial failed");
+            HubMsg::Dialed { call, result } => match result {
+                // originate's job names the leg that won ("+OK <uuid>"):
+                // when several legs answer at once, the first answer seen
+                // is not always the one FreeSWITCH keeps.
+                Ok(r) => {
+                    // (Job::wait gives the text after "+OK": the UUID.)
+                    let winner = r.split_whitespace().last().unwrap_or("").to_owned();
+                    let ours = self
+                        .dials
+                        .get(&call)
+                        .is_some_and(|g| g.legs.contains(&winner));
+                    if ours && self.calls.contains_key(&winner) {
+                        self.dial_event(&winner, "answered").await;
+                    } else {
+                        tracing::info!(dial = %call, reply = %r.trim(), "RELAY dial: the winner is not one of its legs");
+                        self.dial_failed(&call).await;
+                    }
+                }
+                Err(why) => {
+                    tracing::info!(dial = %call, %why, "RELAY dial failed");
                     self.dial_failed(&call).await;
                 }
-            }
+            },
             HubMsg::Timer {
                 call,
                 control,
@@ -532,11 +604,25 @@ impl Hub {
     }
 
     fn connected(&self) -> u64 {
+        let mut by_context = BTreeMap::new();
+        for s in self.sessions.values().filter(|s| s.out.is_some()) {
+            for c in &s.contexts {
+                *by_context.entry(c.clone()).or_insert(0u64) += 1;
+            }
+        }
+        *self
+            .stats
+            .sessions_by_context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = by_context;
         self.sessions.values().filter(|s| s.out.is_some()).count() as u64
     }
 
     async fn drop_session(&mut self, protocol: &str) {
         self.sessions.remove(protocol);
+        self.stats
+            .sessions
+            .store(self.connected(), Ordering::Relaxed);
         let owned: Vec<String> = self
             .calls
             .iter()
@@ -634,11 +720,27 @@ impl Hub {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let control = p
-            .get("control_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let control = match p.get("control_id").and_then(Value::as_str) {
+            None => uuid::Uuid::new_v4().to_string(),
+            // It names files and goes into ESL headers: a plain word only.
+            Some(c)
+                if !c.is_empty()
+                    && c.len() <= 64
+                    && c.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') =>
+            {
+                c.to_owned()
+            }
+            Some(c) => {
+                return code(
+                    "400",
+                    &format!(
+                        "{method}: control_id {:?} must be 1-64 letters, digits, - or _",
+                        c.chars().take(64).collect::<String>()
+                    ),
+                );
+            }
+        };
         let mut ok = code("200", switchy_relay::synth::default_message(method));
         ok.insert("call_id".into(), json!(call_id));
         if method == "calling.dial" {
@@ -931,10 +1033,6 @@ impl Hub {
             .unwrap_or("")
             .to_owned();
         let devices = p.get("devices").unwrap_or(&Value::Null);
-        let dial = match media::devices_dial(devices, &self.cfg.phone) {
-            Ok(d) => d,
-            Err(e) => return code("400", &e),
-        };
         // A chosen node, else the least loaded of the ready ones.
         let wanted = p
             .get("node_id")
@@ -958,55 +1056,93 @@ impl Hub {
                 }
             }
         };
-        let device = devices.pointer("/0/0").cloned().unwrap_or(Value::Null);
+        let legs = match media::devices_legs(devices, &self.cfg.phone) {
+            Ok(l) => l,
+            Err(e) => return code("400", &e),
+        };
         let n = self.cluster.node(&node);
         let context = self
             .sessions
             .get(protocol)
             .and_then(|s| s.contexts.iter().next().cloned())
             .unwrap_or_default();
-        // The leg's UUID is known before FreeSWITCH has it: its events find it.
-        let (uuid, job) = match n.originate(&dial, "&park()", &[]).await {
-            Ok(x) => x,
+        // Every leg gets its own UUID, known before FreeSWITCH has it, so
+        // each leg's events find it, whichever wins: `[origination_uuid=U]`
+        // per leg (FreeSWITCH gives a `{}` one to its first leg only).
+        let track = self.cluster.config().tracking_var.clone();
+        let group = uuid::Uuid::new_v4().to_string();
+        let mut ids = Vec::new();
+        let mut serial = Vec::new();
+        for par in &legs {
+            let mut out = Vec::new();
+            for (dial, device) in par {
+                let u = uuid::Uuid::new_v4().to_string();
+                out.push(format!("[origination_uuid={u},{track}={u}]{dial}"));
+                ids.push((u, device.clone()));
+            }
+            serial.push(out.join(","));
+        }
+        let job = match n
+            .bgapi("originate", &format!("{} &park()", serial.join("|")))
+            .await
+        {
+            Ok(j) => j,
             Err(e) => return code("400", &format!("dial: {e}")),
         };
-        self.calls.insert(
-            uuid.clone(),
-            CallState {
-                node,
-                owner: Some(protocol.to_owned()),
-                context,
-                direction: "outbound",
-                device,
-                tag: tag.clone(),
-                state: "created",
-                actions: BTreeMap::new(),
-                offer: None,
-                dialing: true,
-                peer: None,
-                connecting: false,
+        self.dials.insert(
+            group.clone(),
+            DialGroup {
+                legs: ids.iter().map(|(u, _)| u.clone()).collect(),
+                answered: false,
             },
         );
-        let mut ev = self.base(&uuid);
-        ev.insert("call_state".into(), json!("created"));
-        self.event(&uuid, "calling.call.state", ev).await;
+        for (u, device) in ids {
+            self.calls.insert(
+                u.clone(),
+                CallState {
+                    node: node.clone(),
+                    owner: Some(protocol.to_owned()),
+                    context: context.clone(),
+                    direction: "outbound",
+                    device,
+                    tag: tag.clone(),
+                    state: "created",
+                    actions: BTreeMap::new(),
+                    offer: None,
+                    dial_group: Some(group.clone()),
+                    peer: None,
+                    connecting: false,
+                },
+            );
+            let mut ev = self.base(&u);
+            ev.insert("call_state".into(), json!("created"));
+            self.event(&u, "calling.call.state", ev).await;
+        }
         let tx = self.tx.clone();
-        let call = uuid.clone();
         tokio::spawn(async move {
             let result = job.wait().await;
-            let _ = tx.send(HubMsg::Dialed { call, result }).await;
+            let _ = tx
+                .send(HubMsg::Dialed {
+                    call: group,
+                    result,
+                })
+                .await;
         });
         code("200", "Dialing")
     }
 
+    /// The dial's one `calling.call.dial`: answered (by `call`) or failed.
     async fn dial_event(&mut self, call: &str, dial_state: &str) {
-        let Some(c) = self.calls.get_mut(call) else {
+        let Some(group) = self.calls.get(call).and_then(|c| c.dial_group.clone()) else {
             return;
         };
-        if !c.dialing {
-            return;
+        match self.dials.get_mut(&group) {
+            Some(g) if !g.answered => g.answered = true,
+            _ => return,
         }
-        c.dialing = false;
+        if dial_state == "failed" {
+            self.dials.remove(&group);
+        }
         let base = self.base(call);
         let mut p = Map::new();
         p.insert("tag".into(), base.get("tag").cloned().unwrap_or(json!("")));
@@ -1024,13 +1160,29 @@ impl Hub {
         self.event(call, "calling.call.dial", p).await;
     }
 
-    async fn dial_failed(&mut self, call: &str) {
-        // The leg never existed (or is gone): report it ended, then the dial.
-        if self.calls.contains_key(call) {
-            self.state(call, "ended", Some("error")).await;
-            self.dial_event(call, "failed").await;
-            self.calls.remove(call);
+    /// The originate failed: the legs left end, then the dial fails.
+    async fn dial_failed(&mut self, group: &str) {
+        let Some(g) = self.dials.get(group) else {
+            return;
+        };
+        let legs: Vec<String> = g
+            .legs
+            .iter()
+            .filter(|l| self.calls.contains_key(*l))
+            .cloned()
+            .collect();
+        let Some(last) = legs.last().cloned() else {
+            self.dials.remove(group);
+            return;
+        };
+        for l in &legs {
+            self.state(l, "ended", Some("error")).await;
         }
+        self.dial_event(&last, "failed").await;
+        for l in legs {
+            self.calls.remove(&l);
+        }
+        self.dials.remove(group);
     }
 
     fn arm_timer(&mut self, call: &str, control: &str, initial: bool) {
@@ -1179,7 +1331,6 @@ impl Hub {
                     self.stats.count(&c.context, "answered");
                 }
                 self.state(&uuid, "answered", None).await;
-                self.dial_event(&uuid, "answered").await;
             }
             "CHANNEL_HANGUP" => {
                 self.end_actions(&uuid).await;
@@ -1402,13 +1553,22 @@ impl Hub {
             return;
         }
         self.end_actions(call).await;
-        if self.calls.get(call).is_some_and(|c| c.dialing) {
-            self.state(call, "ended", Some(media::end_reason(cause)))
-                .await;
-            self.dial_event(call, "failed").await;
-        } else {
-            self.state(call, "ended", Some(media::end_reason(cause)))
-                .await;
+        self.state(call, "ended", Some(media::end_reason(cause)))
+            .await;
+        // The last leg of a dial nobody answered: the dial failed.
+        if let Some(group) = self.calls.get(call).and_then(|c| c.dial_group.clone()) {
+            let others_live = self.dials.get(&group).is_some_and(|g| {
+                g.legs
+                    .iter()
+                    .any(|l| l != call && self.calls.contains_key(l))
+            });
+            let answered = self.dials.get(&group).is_none_or(|g| g.answered);
+            if !answered && !others_live {
+                self.dial_event(call, "failed").await;
+            }
+            if !others_live {
+                self.dials.remove(&group);
+            }
         }
         if let Some(mut c) = self.calls.remove(call) {
             if let Some((_, Some(done))) = c.offer.take() {

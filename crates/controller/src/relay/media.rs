@@ -3,6 +3,7 @@
 //! end reason and the end reason of a hangup cause. Pure functions.
 
 use serde_json::Value;
+use switchy_protocol::esl::args::{self, Context};
 
 /// One step of a play: a dialplan application and its argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +40,9 @@ fn ringtone(name: &str) -> Option<(&'static str, u64)> {
     })
 }
 
-/// Text that goes into an application argument as one word-safe value.
+/// Text that goes into an application argument: nothing FreeSWITCH would
+/// read as more than a value (line breaks, `${…}` expansions and API
+/// calls, a leading `{…}`/`[…]` variable block; switchy's argument check).
 fn clean(what: &str, s: &str) -> Result<String, String> {
     if s.contains(['\r', '\n', '\0']) {
         return Err(format!("{what}: line breaks are not allowed"));
@@ -49,6 +52,12 @@ fn clean(what: &str, s: &str) -> Result<String, String> {
             "{what}: '!' separates files in FreeSWITCH; it cannot appear in one"
         ));
     }
+    if s.starts_with(['{', '[']) {
+        return Err(format!(
+            "{what}: a leading {{…}} or […] would set FreeSWITCH variables"
+        ));
+    }
+    args::check(Context::AppArg, s).map_err(|e| format!("{what}: {e}"))?;
     Ok(s.to_owned())
 }
 
@@ -196,7 +205,26 @@ pub fn devices_dial(devices: &Value, phone_gateway: &str) -> Result<String, Stri
             par.iter().map(|d| device_dial(d, phone_gateway)).collect();
         serial.push(legs?.join(","));
     }
+    // Each device's part was checked character by character above; the
+    // phone template is the operator's.
     Ok(serial.join("|"))
+}
+
+/// The legs of `devices`: serial groups of parallel (dial string, device).
+pub fn devices_legs(
+    devices: &Value,
+    phone_gateway: &str,
+) -> Result<Vec<Vec<(String, Value)>>, String> {
+    devices_dial(devices, phone_gateway)?;
+    let mut out = Vec::new();
+    for g in devices.as_array().into_iter().flatten() {
+        let mut par = Vec::new();
+        for d in g.as_array().into_iter().flatten() {
+            par.push((device_dial(d, phone_gateway)?, d.clone()));
+        }
+        out.push(par);
+    }
+    Ok(out)
 }
 
 /// The hangup cause for `calling.end`'s reason.
@@ -267,6 +295,8 @@ mod tests {
             }
         );
         for bad in [
+            json!([{"type": "audio", "params": {"url": "${system(rm -rf /)}"}}]),
+            json!([{"type": "audio", "params": {"url": "{absolute_codec_string=x}/a.wav"}}]),
             json!([]),
             json!([{"type": "audio", "params": {"url": "a\r\nb"}}]),
             json!([{"type": "audio", "params": {"url": "a!b"}}]),
@@ -297,6 +327,16 @@ mod tests {
         );
         assert!(devices_dial(&json!([[{"type": "sip", "params": {"to": "a b@c"}}]]), "x").is_err());
         assert!(devices_dial(&json!([[]]), "x").is_err());
+        let t = Tts {
+            engine: "flite".into(),
+            voice: "kal".into(),
+        };
+        let e = play_steps(
+            &json!([{"type": "tts", "params": {"text": "say ${uuid_kill(all)}"}}]),
+            Some(&t),
+        )
+        .unwrap_err();
+        assert!(e.contains("${"), "{e}");
     }
 
     #[test]

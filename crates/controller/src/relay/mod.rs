@@ -80,6 +80,8 @@ pub struct RelayStats {
     pub per_context: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Requests answered with an error, per method.
     pub errors: Mutex<BTreeMap<String, u64>>,
+    /// Sessions connected now per context they receive.
+    pub sessions_by_context: Mutex<BTreeMap<String, u64>>,
 }
 
 impl RelayStats {
@@ -141,6 +143,22 @@ impl RelayStats {
                 s,
                 "switchy_relay_calls_total{{context=\"{}\",what=\"{what}\"}} {n}",
                 crate::rest::metrics::esc(ctx)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP switchy_relay_context_sessions RELAY sessions connected now, by context they receive.\n# TYPE switchy_relay_context_sessions gauge"
+        );
+        for (c, n) in self
+            .sessions_by_context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                s,
+                "switchy_relay_context_sessions{{context=\"{}\"}} {n}",
+                crate::rest::metrics::esc(c)
             );
         }
         let _ = writeln!(
