@@ -37,8 +37,12 @@ actions = ["answer", "park"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_sdk_against_a_real_freeswitch() {
     let Ok(esl) = std::env::var("SWITCHY_TEST_FREESWITCH") else {
-        eprintln!(
-            "real-FreeSWITCH RELAY test skipped: set SWITCHY_TEST_FREESWITCH=127.0.0.1:8021 (build one with ../shared/tools/freeswitch/build.sh)"
+        // Straight to stderr, past the test harness' capture, so CI shows it.
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!(
+                "real-FreeSWITCH RELAY test skipped: set SWITCHY_TEST_FREESWITCH=127.0.0.1:8021 (build one with ../shared/tools/freeswitch/build.sh)\n"
+            ),
         );
         return;
     };

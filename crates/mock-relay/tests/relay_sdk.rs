@@ -21,7 +21,8 @@ fn required() -> bool {
 
 fn skip(why: &str) {
     assert!(!required(), "SWITCHY_REQUIRE_RELAY_SDKS=1 but {why}");
-    eprintln!("skipped: {why}");
+    // Straight to stderr, past the test harness' capture, so CI shows it.
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skipped: {why}\n"));
 }
 
 /// A CA and a certificate for 127.0.0.1/localhost, as `switchy-controller ca` makes them.
