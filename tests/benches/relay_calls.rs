@@ -14,8 +14,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchy_controller::Router;
-use switchy_controller::relay::{Projects, RelayConfig, hub::HubConfig, token_digest};
 use switchy_e2e::{Harness, http};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -125,25 +123,18 @@ fn main() {
     rt.block_on(async move {
         let h = Harness::start(2).await.expect("harness");
         h.wait_nodes_up().await.expect("up");
-        let relay = h
-            .ctl()
-            .use_relay(RelayConfig {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-                tls: None,
-                projects: Projects(vec![("bench".into(), token_digest("t"))]),
-                hub: HubConfig {
-                    tts: None,
-                    phone: "sofia/external/{to}@198.51.100.7:5060".into(),
-                    offer_timeout: Duration::from_secs(10),
-                    record_dir: "/tmp".into(),
-                },
-                max_sessions: 10,
-            })
+        let cfg = switchy_e2e::relay_config(
+            None,
+            ("bench", "t"),
+            "sofia/external/{to}@198.51.100.7:5060",
+            Duration::from_secs(10),
+        );
+        let relay = h.ctl().use_relay(cfg).await.expect("relay");
+        let dir = switchy_e2e::own_dir("relay-bench");
+        h.ctl()
+            .use_router(switchy_e2e::routes(&dir, ROUTES))
             .await
-            .expect("relay");
-        let routes = std::env::temp_dir().join(format!("relay-bench-{}.toml", std::process::id()));
-        std::fs::write(&routes, ROUTES).expect("routes");
-        h.ctl().use_router(Router::from_file(&routes).expect("routes")).await.expect("router");
+            .expect("router");
         switchy_e2e::wait_subscribed(&h, &["CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE"]).await.expect("subscribed");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let cl = tokio::spawn(client(format!("ws://{}", relay.addr), stop_rx));

@@ -408,3 +408,78 @@ pub async fn wait_subscribed(h: &Harness, events: &[&str]) -> anyhow::Result<()>
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A RELAY server config for tests, on any loopback port: `project` with
+/// `token`, phone devices dialled through `phone`, wss with a `relay`
+/// certificate from `ca` when given (plain ws otherwise).
+pub fn relay_config(
+    ca: Option<&Pem>,
+    (project, token): (&str, &str),
+    phone: &str,
+    offer_timeout: Duration,
+) -> switchy_controller::relay::RelayConfig {
+    use switchy_controller::relay::{Projects, RelayConfig, hub::HubConfig, token_digest};
+    let tls = ca.map(|ca| {
+        let leaf = ca::issue(ca, "relay", &[]).expect("relay certificate");
+        switchy_controller::tls::tcp_server_config(
+            leaf.cert.as_bytes(),
+            leaf.key.as_bytes(),
+            "RELAY",
+            "--relay-tls-cert",
+            &[b"http/1.1"],
+        )
+        .expect("relay TLS")
+    });
+    RelayConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        tls,
+        projects: Projects(vec![(project.into(), token_digest(token))]),
+        hub: HubConfig {
+            tts: None,
+            phone: phone.into(),
+            offer_timeout,
+            record_dir: "/tmp".into(),
+        },
+        max_sessions: 100,
+    }
+}
+
+/// A fresh temporary directory of its own (tests in one process must not
+/// share files: one test read another's routes file half-written).
+pub fn own_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("switchy-{name}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Writes `text` as a routes file in `dir` and parses it.
+pub fn routes(dir: &std::path::Path, text: &str) -> switchy_controller::Router {
+    let p = dir.join("routes.toml");
+    std::fs::write(&p, text).expect("write routes");
+    switchy_controller::Router::from_file(&p).expect("routes parse")
+}
+
+/// Runs the SDK scenario of tests/relay_sdk/cluster with Python `py` and
+/// `env`, off the runtime; prints its output and returns (passed, output).
+pub async fn run_cluster_suite(py: &str, env: Vec<(&'static str, String)>) -> (bool, String) {
+    let suite = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/relay_sdk/cluster");
+    let py = py.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&py)
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "-s"])
+            .arg(&suite)
+            .current_dir(&suite)
+            .envs(env)
+            .output()
+            .expect("pytest")
+    })
+    .await
+    .expect("pytest task");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    (out.status.success(), text)
+}

@@ -7,11 +7,8 @@
 //! CI installs the SDK (`.ci/run`); elsewhere a missing SDK prints one
 //! "skipped" line, unless SWITCHY_REQUIRE_RELAY_SDKS=1.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use switchy_controller::Router;
-use switchy_controller::relay::{Projects, RelayConfig, hub::HubConfig, token_digest};
 use switchy_e2e::{Harness, http, wait_for};
 
 const ROUTES: &str = r#"
@@ -51,74 +48,38 @@ async fn the_python_sdk_controls_a_routed_call_on_the_cluster() {
     let Some(py) = python() else { return };
     let h = Harness::start(2).await.expect("harness");
     h.wait_nodes_up().await.expect("nodes up");
-    let dir = std::env::temp_dir().join(format!("switchy-relay-cluster-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let leaf = switchy_controller::ca::issue(&h.ca, "relay", &[]).expect("cert");
+    let dir = switchy_e2e::own_dir("relay-cluster");
     std::fs::write(dir.join("ca.pem"), &h.ca.cert).expect("write");
-    let tls = switchy_controller::tls::tcp_server_config(
-        leaf.cert.as_bytes(),
-        leaf.key.as_bytes(),
-        "RELAY",
-        "--relay-tls-cert",
-        &[b"http/1.1"],
-    )
-    .expect("tls");
-    let relay = h
-        .ctl()
-        .use_relay(RelayConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            tls: Some(tls),
-            projects: Projects(vec![("test_proj".into(), token_digest("test_tok"))]),
-            hub: HubConfig {
-                tts: None,
-                // Outside the mock: its far ends answer.
-                phone: "sofia/external/{to}@198.51.100.7:5060".into(),
-                offer_timeout: Duration::from_secs(10),
-                record_dir: "/tmp".into(),
-            },
-            max_sessions: 100,
-        })
-        .await
-        .expect("relay");
-    let routes = dir.join("routes.toml");
-    std::fs::write(&routes, ROUTES).expect("routes");
+    // Phone devices go outside the mock: its far ends answer.
+    let cfg = switchy_e2e::relay_config(
+        Some(&h.ca),
+        ("test_proj", "test_tok"),
+        "sofia/external/{to}@198.51.100.7:5060",
+        Duration::from_secs(10),
+    );
+    let relay = h.ctl().use_relay(cfg).await.expect("relay");
     h.ctl()
-        .use_router(Router::from_file(&routes).expect("routes parse"))
+        .use_router(switchy_e2e::routes(&dir, ROUTES))
         .await
         .expect("router");
     switchy_e2e::wait_subscribed(&h, &["CHANNEL_PARK", "DTMF", "RECORD_STOP"])
         .await
         .expect("subscribed");
 
-    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/relay_sdk/cluster");
-    let out = tokio::task::spawn_blocking({
-        let (py, suite, dir) = (py.clone(), suite.clone(), dir.clone());
-        let (host, mock) = (
-            relay.addr.to_string(),
-            format!("http://{}", h.mock.http_addr()),
-        );
-        move || {
-            Command::new(&py)
-                .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "-s"])
-                .arg(&suite)
-                .current_dir(&suite)
-                .env("RELAY_HOST", host)
-                .env("SIGNALWIRE_RELAY_CA_FILE", dir.join("ca.pem"))
-                .env("MOCK_HTTP", mock)
-                .env("RELAY_CONTEXT", "office")
-                .output()
-                .expect("pytest")
-        }
-    })
-    .await
-    .expect("pytest task");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(out.status.success(), "the SDK scenario failed:\n{text}");
+    let (ok, text) = switchy_e2e::run_cluster_suite(
+        &py,
+        vec![
+            ("RELAY_HOST", relay.addr.to_string()),
+            (
+                "SIGNALWIRE_RELAY_CA_FILE",
+                dir.join("ca.pem").display().to_string(),
+            ),
+            ("MOCK_HTTP", format!("http://{}", h.mock.http_addr())),
+            ("RELAY_CONTEXT", "office".into()),
+        ],
+    )
+    .await;
+    assert!(ok, "the SDK scenario failed:\n{text}");
 
     // The FreeSWITCH commands the SDK's requests became.
     let commands: Vec<String> = h

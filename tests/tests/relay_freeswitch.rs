@@ -8,14 +8,11 @@
 //! context "office"; the far ends of the SDK's dial and connect are
 //! self-calls to 1555… that a route answers and parks.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use switchy_agent::{Agent, AgentConfig};
 use switchy_controller::ca;
 use switchy_controller::cluster::Tracking;
-use switchy_controller::relay::{Projects, RelayConfig, hub::HubConfig, token_digest};
-use switchy_controller::{ClusterConfig, Controller, Router};
+use switchy_controller::{ClusterConfig, Controller};
 use switchy_e2e::{TOKEN, wait_for};
 
 const ROUTES: &str = r#"
@@ -84,69 +81,34 @@ async fn relay_sdk_against_a_real_freeswitch() {
 
     // This FreeSWITCH is the test's: start from no channels.
     let _ = cluster.node("fs1").api("hupall", "MANAGER_REQUEST").await;
-    let dir = std::env::temp_dir().join(format!("switchy-relay-fs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let leaf = ca::issue(&ca, "relay", &[]).expect("cert");
+    let dir = switchy_e2e::own_dir("relay-fs");
     std::fs::write(dir.join("ca.pem"), &ca.cert).expect("write");
-    let tls = switchy_controller::tls::tcp_server_config(
-        leaf.cert.as_bytes(),
-        leaf.key.as_bytes(),
-        "RELAY",
-        "--relay-tls-cert",
-        &[b"http/1.1"],
-    )
-    .expect("tls");
-    let relay = ctl
-        .use_relay(RelayConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            tls: Some(tls),
-            projects: Projects(vec![("test_proj".into(), token_digest("test_tok"))]),
-            hub: HubConfig {
-                tts: None,
-                phone: "sofia/external/{to}@127.0.0.1:5080".into(),
-                offer_timeout: Duration::from_secs(10),
-                record_dir: "/tmp".into(),
-            },
-            max_sessions: 100,
-        })
-        .await
-        .expect("relay");
-    let routes = dir.join("routes.toml");
-    std::fs::write(&routes, ROUTES).expect("routes");
-    ctl.use_router(Router::from_file(&routes).expect("routes"))
+    let cfg = switchy_e2e::relay_config(
+        Some(&ca),
+        ("test_proj", "test_tok"),
+        "sofia/external/{to}@127.0.0.1:5080",
+        Duration::from_secs(10),
+    );
+    let relay = ctl.use_relay(cfg).await.expect("relay");
+    ctl.use_router(switchy_e2e::routes(&dir, ROUTES))
         .await
         .expect("router");
 
-    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/relay_sdk/cluster");
-    let out = tokio::task::spawn_blocking({
-        let (host, rest) = (relay.addr.to_string(), format!("http://{}", ctl.http_addr));
-        let ca_file = dir.join("ca.pem");
-        move || {
-            Command::new(&py)
-                .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "-s"])
-                .arg(&suite)
-                .current_dir(&suite)
-                .env("RELAY_HOST", host)
-                .env("SIGNALWIRE_RELAY_CA_FILE", ca_file)
-                .env("REST_HTTP", rest)
-                .env("REST_TOKEN", TOKEN)
-                .env("RELAY_CONTEXT", "office")
-                .output()
-                .expect("pytest")
-        }
-    })
-    .await
-    .expect("pytest task");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(
-        out.status.success(),
-        "the SDK scenario failed on FreeSWITCH:\n{text}"
-    );
+    let (ok, text) = switchy_e2e::run_cluster_suite(
+        &py,
+        vec![
+            ("RELAY_HOST", relay.addr.to_string()),
+            (
+                "SIGNALWIRE_RELAY_CA_FILE",
+                dir.join("ca.pem").display().to_string(),
+            ),
+            ("REST_HTTP", format!("http://{}", ctl.http_addr)),
+            ("REST_TOKEN", TOKEN.into()),
+            ("RELAY_CONTEXT", "office".into()),
+        ],
+    )
+    .await;
+    assert!(ok, "the SDK scenario failed on FreeSWITCH:\n{text}");
     // Every leg ended on FreeSWITCH too.
     let node = ctl.cluster.node("fs1");
     let mut last = String::new();

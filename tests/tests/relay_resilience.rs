@@ -7,8 +7,7 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
-use switchy_controller::Router;
-use switchy_controller::relay::{Projects, Relay, RelayConfig, hub::HubConfig, token_digest};
+use switchy_controller::relay::Relay;
 use switchy_e2e::{Harness, http, wait_for};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -28,32 +27,16 @@ actions = [{ relay = "office" }, { hangup = "NO_ANSWER" }]
 async fn rig() -> (Harness, Relay) {
     let h = Harness::start(1).await.expect("harness");
     h.wait_nodes_up().await.expect("up");
-    let relay = h
-        .ctl()
-        .use_relay(RelayConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            tls: None,
-            projects: Projects(vec![("p".into(), token_digest("t"))]),
-            hub: HubConfig {
-                tts: None,
-                phone: "sofia/external/{to}@198.51.100.7:5060".into(),
-                offer_timeout: Duration::from_secs(3),
-                record_dir: "/tmp".into(),
-            },
-            max_sessions: 10,
-        })
-        .await
-        .expect("relay");
-    let dir = std::env::temp_dir().join(format!(
-        "switchy-relay-res-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let routes = dir.join("routes.toml");
-    std::fs::write(&routes, ROUTES).expect("routes");
+    let cfg = switchy_e2e::relay_config(
+        None,
+        ("p", "t"),
+        "sofia/external/{to}@198.51.100.7:5060",
+        Duration::from_secs(3),
+    );
+    let relay = h.ctl().use_relay(cfg).await.expect("relay");
+    let dir = switchy_e2e::own_dir("relay-res");
     h.ctl()
-        .use_router(Router::from_file(&routes).expect("routes"))
+        .use_router(switchy_e2e::routes(&dir, ROUTES))
         .await
         .expect("router");
     switchy_e2e::wait_subscribed(&h, &["CHANNEL_PARK", "DTMF", "RECORD_STOP"])

@@ -147,6 +147,25 @@ struct SessionState {
     generation: u64,
 }
 
+impl SessionState {
+    /// Its client is gone (for now): returns the generation whose grace
+    /// timer may expire it.
+    fn went_away(&mut self) -> u64 {
+        self.out = None;
+        self.generation += 1;
+        self.generation
+    }
+}
+
+/// Tells the hub `msg` after `wait` (timers: a collect's, a resume's grace).
+fn send_later(tx: &mpsc::Sender<HubMsg>, wait: Duration, msg: HubMsg) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        let _ = tx.send(msg).await;
+    });
+}
+
 #[derive(Debug)]
 enum Act {
     Play {
@@ -356,18 +375,16 @@ impl Hub {
                 }
                 Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
             }
-            s.out = None;
-            s.generation += 1;
-            let (tx, generation, protocol) = (self.tx.clone(), s.generation, protocol.to_owned());
-            tokio::spawn(async move {
-                tokio::time::sleep(RESUME_GRACE).await;
-                let _ = tx
-                    .send(HubMsg::Expire {
-                        protocol,
-                        generation,
-                    })
-                    .await;
-            });
+            let generation = s.went_away();
+            let protocol = protocol.to_owned();
+            send_later(
+                &self.tx,
+                RESUME_GRACE,
+                HubMsg::Expire {
+                    protocol,
+                    generation,
+                },
+            );
         }
         s.pending.push_back(frame);
         if s.pending.len() > PENDING_MAX {
@@ -454,18 +471,15 @@ impl Hub {
                 if let Some(s) = self.sessions.get_mut(&protocol)
                     && s.out.as_ref().is_some_and(|(_, c)| *c == conn)
                 {
-                    s.out = None;
-                    s.generation += 1;
-                    let (tx, generation) = (self.tx.clone(), s.generation);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(RESUME_GRACE).await;
-                        let _ = tx
-                            .send(HubMsg::Expire {
-                                protocol,
-                                generation,
-                            })
-                            .await;
-                    });
+                    let generation = s.went_away();
+                    send_later(
+                        &self.tx,
+                        RESUME_GRACE,
+                        HubMsg::Expire {
+                            protocol,
+                            generation,
+                        },
+                    );
                 }
                 self.stats
                     .sessions
@@ -1201,17 +1215,16 @@ impl Hub {
         } else {
             c.digit_timeout
         };
-        let (tx, call, control) = (self.tx.clone(), call.to_owned(), control.to_owned());
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let _ = tx
-                .send(HubMsg::Timer {
-                    call,
-                    control,
-                    generation,
-                })
-                .await;
-        });
+        let (call, control) = (call.to_owned(), control.to_owned());
+        send_later(
+            &self.tx,
+            wait,
+            HubMsg::Timer {
+                call,
+                control,
+                generation,
+            },
+        );
     }
 
     async fn finish_collect(&mut self, call: &str, control: &str) {
