@@ -27,13 +27,12 @@ SWITCHY_ARGS (extra `run` flags), SWITCHY_BIN.
 script's `start`), so that neither client inherits the other's drift: the
 CPU FreeSWITCH spends per call grows over a session of runs.
 """
-import argparse, io, json, os, runpy, socket, sqlite3, subprocess, sys, time, contextlib
+import argparse, io, json, os, runpy, sqlite3, subprocess, sys, time, contextlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-TOOLS = os.path.join(ROOT, '..', 'shared', 'tools', 'freeswitch')
-sys.path.insert(0, TOOLS)
-import cpumon  # noqa: E402  (the shared /proc sampler)
+sys.path.insert(0, HERE)
+from fslib import TOOLS, ThreadCpu, api, channels_left, cpumon, esl, fs_pid, host, port, restart_fs, settle  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument('rate', type=float)
@@ -44,106 +43,14 @@ ap.add_argument('--out', help='append the JSON result here')
 ap.add_argument('--switchy-first', action='store_true',
                 help='run switchy before the baseline (the second client of an invocation measured '
                      'worse whichever it was: see docs/benchmarks.md)')
+ap.add_argument('--pairs', type=int, default=1,
+                help='invocations in a row, alternating which client goes first (starting as --switchy-first '
+                     'says); prints the geometric mean of the FS CPU per call ratio with its 95%% interval')
 ap.add_argument('--restart-fs', action='store_true',
                 help='restart FreeSWITCH before each client (FS_PREFIX, default /opt/freeswitch)')
 a = ap.parse_args()
-esl = os.environ.get('FS_ESL', '127.0.0.1:8021')
-host, port = esl.rsplit(':', 1)
-port = int(port)
 dest = os.environ.get('FS_DEST', 'doggy@127.0.0.1:5080')
 switchy_bin = os.environ.get('SWITCHY_BIN', os.path.join(ROOT, 'target', 'release', 'switchy-controller'))
-
-
-def api(*cmds):
-    """api commands on a fresh ESL connection; their replies."""
-    s = socket.create_connection((host, port), timeout=30)
-    f = s.makefile('rb')
-
-    def rd():
-        h = {}
-        while True:
-            line = f.readline().decode().rstrip('\n')
-            if not line:
-                break
-            k, _, v = line.partition(': ')
-            h[k] = v
-        n = int(h.get('Content-Length', 0))
-        return f.read(n).decode() if n else h.get('Reply-Text', '')
-    rd()
-    s.sendall(b'auth ClueCon\n\n')
-    rd()
-    out = []
-    for c in cmds:
-        s.sendall(('api %s\n\n' % c).encode())
-        out.append(rd())
-    s.sendall(b'exit\n\n')
-    s.close()
-    return out
-
-
-def fs_pid():
-    p = subprocess.run(['pgrep', '-x', 'freeswitch'], capture_output=True, text=True).stdout.split()
-    if not p:
-        sys.exit('no freeswitch process on this host: build and start it with '
-                 '../shared/tools/freeswitch/build.sh (see its README)')
-    return int(p[0])
-
-
-def restart_fs():
-    """Stop FreeSWITCH, start it again as the build script does, and wait
-    until its external profile runs; the new pid."""
-    prefix = os.environ.get('FS_PREFIX', '/opt/freeswitch')
-    fs = os.path.join(prefix, 'bin', 'freeswitch')
-    old = fs_pid()
-    subprocess.run([fs, '-stop'], capture_output=True)
-    for _ in range(300):
-        if not os.path.exists('/proc/%d' % old):
-            break
-        time.sleep(0.1)
-    else:
-        sys.exit('FreeSWITCH %d did not stop within 30 s' % old)
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, hard), hard))
-    subprocess.run([fs] + os.environ.get('FS_FLAGS', '-nc -nonat').split(), capture_output=True, check=True)
-    for _ in range(600):
-        try:
-            if any('external' in l and 'RUNNING' in l for l in api('sofia status')[0].splitlines()):
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
-    else:
-        sys.exit('FreeSWITCH did not come back with its external profile within 60 s')
-    time.sleep(2)
-    return fs_pid()
-
-
-def settle():
-    """No ESL client for 3 s, then no channel left (up to 60 s)."""
-    cpumon.wait_quiet(port, 120)
-    for _ in range(600):
-        n = api('show channels count')[0]
-        if n.strip().startswith('0 total'):
-            return
-        time.sleep(0.1)
-    print('WARNING: channels still up before the run:', n.strip())
-
-
-def channels_left():
-    """Channels still up 5 s after the client finished (its last hangups
-    need a moment to complete)."""
-    n = -1
-    for _ in range(50):
-        txt = api('show channels count')[0].strip()
-        try:
-            n = int(txt.split()[0])
-        except (ValueError, IndexError):
-            n = -1
-        if n == 0:
-            return 0
-        time.sleep(0.1)
-    return n
 
 
 def pct(v, p):
@@ -165,6 +72,7 @@ def run_baseline(pid):
     old = sys.argv
     sys.argv = argv
     buf = io.StringIO()
+    threads = ThreadCpu(pid).start()
     c0 = cpumon.cpu_s(pid)
     try:
         with contextlib.redirect_stdout(buf):
@@ -172,6 +80,7 @@ def run_baseline(pid):
     finally:
         sys.argv = old
     c1 = cpumon.cpu_s(pid)
+    esl_s, esl_n = threads.finish()
     res = json.loads(buf.getvalue()[buf.getvalue().index('{'):])
     ok = res['jobs_ok']
     return dict(
@@ -183,6 +92,7 @@ def run_baseline(pid):
         setup_clock='the script\'s Python clock (send -> BACKGROUND_JOB)',
         fs_cpu_s=round(c1 - c0, 2),
         fs_cpu_ms_per_call=round(1000 * (c1 - c0) / ok, 3) if ok else None,
+        fs_esl_threads=len(esl_n), fs_esl_thread_cpu_s=[round(x, 2) for x in esl_n], fs_esl_ms_per_call=round(1000 * esl_s / ok, 3) if ok else None,
         fs_cpu_pct_steady=res['cpu_fs_steady'], client_cpu_pct=res['cpu_script'],
         hangup_causes=res['hangup_causes'])
 
@@ -198,6 +108,7 @@ def run_switchy(pid):
            '--duration', str(a.hold), '--http', '127.0.0.1:0', '--db', 'sqlite://' + db,
            '--metrics-file', db + '.json'] + os.environ.get('SWITCHY_ARGS', '').split()
     import resource
+    threads = ThreadCpu(pid).start()
     c0 = cpumon.cpu_s(pid)
     me0 = time.time()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -205,6 +116,7 @@ def run_switchy(pid):
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.time() - me0
     c1 = cpumon.cpu_s(pid)
+    esl_s, esl_n = threads.finish()
     client_cpu_s = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     if p.returncode != 0:
         sys.exit('switchy run failed (%d):\n%s\n%s' % (p.returncode, p.stdout, p.stderr[-4000:]))
@@ -236,17 +148,18 @@ def run_switchy(pid):
         call_duration_s=dict(p50=pct(dur, .5), p99=pct(dur, .99), max=pct(dur, 1.0)),
         fs_cpu_s=round(c1 - c0, 2),
         fs_cpu_ms_per_call=round(1000 * (c1 - c0) / ok, 3) if ok else None,
+        fs_esl_threads=len(esl_n), fs_esl_thread_cpu_s=[round(x, 2) for x in esl_n], fs_esl_ms_per_call=round(1000 * esl_s / ok, 3) if ok else None,
         wall_s=round(wall, 1), hangup_causes=causes, bottleneck=bottleneck,
         client_cpu_pct=round(100 * client_cpu_s / wall, 1),
         originator=dict((k, m['originator'][k]) for k in ('offered', 'answered', 'failed', 'average_cps')))
 
 
-def main():
+def invocation(switchy_first):
     pid = fs_pid()
     prev = api('fsctl sps', 'fsctl max_sessions')
     results = {}
     try:
-        order = ('switchy', 'baseline') if a.switchy_first else ('baseline', 'switchy')
+        order = ('switchy', 'baseline') if switchy_first else ('baseline', 'switchy')
         for which in order:
             if a.only and a.only != which:
                 continue
@@ -281,6 +194,8 @@ def main():
                        ('call duration p99 s', ('call_duration_s', 'p99')),
                        ('FreeSWITCH CPU-s', ('fs_cpu_s',)),
                        ('FreeSWITCH CPU ms per call', ('fs_cpu_ms_per_call',)),
+                       ('  of which ESL threads', ('fs_esl_ms_per_call',)),
+                       ('  (ESL connection threads)', ('fs_esl_threads',)),
                        ('client CPU % of a core', ('client_cpu_pct',))]:
         print(fmt % (label, g(b, *key), g(s, *key)))
     if b and s and b.get('rate') and s.get('rate'):
@@ -289,12 +204,56 @@ def main():
     if b and s and b.get('fs_cpu_ms_per_call') and s.get('fs_cpu_ms_per_call'):
         out['fs_cpu_per_call_ratio'] = round(s['fs_cpu_ms_per_call'] / b['fs_cpu_ms_per_call'], 4)
         print('  switchy / baseline FS CPU per call: %.4f' % out['fs_cpu_per_call_ratio'])
+    if b and s and b.get('fs_esl_ms_per_call') and s.get('fs_esl_ms_per_call'):
+        out['fs_esl_per_call_ratio'] = round(s['fs_esl_ms_per_call'] / b['fs_esl_ms_per_call'], 4)
+        print('  switchy / baseline FS ESL-thread CPU per call: %.4f' % out['fs_esl_per_call_ratio'])
     if s:
         for line in s['bottleneck']:
             print('  switchy ' + line)
     if a.out:
         with open(a.out, 'a') as f:
             f.write(json.dumps(out) + '\n')
+    return out
+
+
+def interval(ratios):
+    """Geometric mean of ratios and its 95 % interval (Student's t on the
+    logs); None for the interval with fewer than two."""
+    import math
+    logs = [math.log(r) for r in ratios]
+    n = len(logs)
+    m = sum(logs) / n
+    if n < 2:
+        return math.exp(m), None
+    sd = math.sqrt(sum((x - m) ** 2 for x in logs) / (n - 1))
+    # two-sided 95 % t quantiles for 1..30 degrees of freedom, then the normal one
+    t = [12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13,
+         2.12, 2.11, 2.10, 2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04]
+    q = t[n - 2] if n - 1 <= len(t) else 1.96
+    h = q * sd / math.sqrt(n)
+    return math.exp(m), (math.exp(m - h), math.exp(m + h))
+
+
+def main():
+    outs = [invocation(a.switchy_first ^ (i % 2 == 1)) for i in range(a.pairs)]
+    if a.pairs < 2:
+        return
+    print('\n== %d invocations at %g calls/s, alternating the first client ==' % (len(outs), a.rate))
+    for key, label in (('fs_cpu_per_call_ratio', 'FS CPU per call, switchy / baseline'),
+                       ('fs_esl_per_call_ratio', 'FS ESL-thread CPU per call, sw / base'),
+                       ('rate_ratio', 'calls/s achieved, switchy / baseline')):
+        rs = [o[key] for o in outs if o.get(key)]
+        if not rs:
+            continue
+        gm, ci = interval(rs)
+        print('  %-38s each: %s' % (label, ' '.join('%.3f' % r for r in rs)))
+        print('  %-38s geometric mean %.3f, 95%% interval %s' %
+              ('', gm, '%.3f-%.3f' % ci if ci else '-'))
+    for which in ('baseline', 'switchy'):
+        kept = sum(1 for o in outs if o.get(which) and o[which]['rate'] and o[which]['rate'] >= 0.99 * a.rate)
+        bad = sum(1 for o in outs if o.get(which) and (o[which]['failed'] or o[which]['left_over']))
+        print('  %-9s kept >= 99 %% of the rate in %d of %d; runs with failures or leftovers: %d' %
+              (which, kept, len(outs), bad))
 
 
 main()
