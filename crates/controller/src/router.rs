@@ -331,6 +331,17 @@ impl RouteTable {
                 )
             })?,
         };
+        // An empty file (or one half written when it is read) would route
+        // nothing: every parked call would fail with NO_ROUTE_DESTINATION.
+        if f.routes.is_empty() {
+            return Err(err(
+                1,
+                "routes",
+                "no [[routes]] table: give at least one route (a reload keeps the routes in use); \
+                 to route nothing, run without a routes file"
+                    .to_owned(),
+            ));
+        }
         let mut routes = Vec::new();
         let tables: std::collections::BTreeSet<String> =
             f.routes.iter().map(|r| r.get_ref().table.clone()).collect();
@@ -1186,6 +1197,13 @@ mod tests {
         assert!(RouteTable::from_toml(bad, "r.toml").is_err());
         let bad = "[[routes]]\nname = \"x\"\npattern = \"^1\"\nhours = \"25:00-02:00\"\nactions = [\"answer\"]\n";
         assert!(RouteTable::from_toml(bad, "r.toml").is_err());
+
+        // Empty, or only settings: refused, saying what to give.
+        for bad in ["", "\n", "utc_offset = \"+01:00\"\n"] {
+            let e = RouteTable::from_toml(bad, "r.toml").err().expect("refused");
+            assert_eq!(e.field, "routes");
+            assert!(e.message.contains("at least one route"), "{e}");
+        }
     }
 
     #[test]
