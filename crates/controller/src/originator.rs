@@ -1049,9 +1049,8 @@ async fn pace(i: Arc<Inner>) {
                 if now.duration_since(next) > Duration::from_millis(500) {
                     // The monitor names who is to blame.
                     i.late_recent.store(true, Ordering::Relaxed);
-                    // Do not burst to catch up: re-plan from now.
-                    next = now;
                 }
+                next = catch_up(next, now);
             }
             // Concurrency limit: wait for a call to end.
             let mut waited = false;
@@ -1137,6 +1136,22 @@ async fn pace(i: Arc<Inner>) {
             let app = mixer.pick(&cfg.apps).map(str::to_owned);
             launch(&i, &cfg, node, app);
         }
+    }
+}
+
+/// How far behind its schedule the launcher catches up (see [`catch_up`]).
+const MAX_LAUNCH_DEBT: Duration = Duration::from_secs(1);
+
+/// The due time the launcher keeps when it wakes at `now`, late for a launch
+/// due at `next`. Launches a stall of this process delayed go out at once,
+/// back to back, so that the offered rate holds: on a saturated node
+/// FreeSWITCH's realtime threads can keep this process off both cores for
+/// most of a second. At most [`MAX_LAUNCH_DEBT`] is owed, so a longer stall
+/// re-plans instead of bursting more than a second of calls at once.
+fn catch_up(next: tokio::time::Instant, now: tokio::time::Instant) -> tokio::time::Instant {
+    match now.checked_sub(MAX_LAUNCH_DEBT) {
+        Some(floor) if next < floor => floor,
+        _ => next,
     }
 }
 
@@ -1473,6 +1488,19 @@ async fn watch_calls(i: Arc<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_launcher_catches_up_at_most_a_second() {
+        let now = tokio::time::Instant::now() + Duration::from_secs(10);
+        // 300 ms behind (a stall): every owed launch goes out now.
+        let due = now - Duration::from_millis(300);
+        assert_eq!(super::catch_up(due, now), due);
+        // 3 s behind: only the last second is owed.
+        let due = now - Duration::from_secs(3);
+        assert_eq!(super::catch_up(due, now), now - MAX_LAUNCH_DEBT);
+        // On time or early: unchanged.
+        assert_eq!(super::catch_up(now, now), now);
+    }
 
     #[test]
     fn weighted_mix_interleaves() {
