@@ -2007,7 +2007,11 @@ mod tests {
         assert_eq!(ids.len(), 20_000);
         for id in &ids {
             assert!((1..=13).contains(&id.len()), "{id}");
-            assert!(id.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()), "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()),
+                "{id}"
+            );
         }
         // Most are 12 or 13 characters: the ids use their 64 bits.
         assert!(ids.iter().filter(|i| i.len() >= 12).count() > 19_000);
