@@ -36,11 +36,11 @@ wakes: a connection's thread wakes every 20 ms when idle, and whenever a
   connection so that queued events leave at once). Reports the thread's CPU
   per idle wake and per such poke.
 """
-import argparse, json, os, socket, subprocess, sys, threading, time
+import argparse, json, os, subprocess, sys, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from fslib import TOOLS, ThreadCpu, cpumon, fs_pid, host, port, restart_fs, settle, api  # noqa: E402
+from fslib import TOOLS, Conn, ThreadCpu, cpumon, fs_pid, host, port, restart_fs, settle, api  # noqa: E402
 
 EVENTS = 'CHANNEL_PARK BACKGROUND_JOB CHANNEL_HANGUP_COMPLETE'
 SUBSCRIBE = {
@@ -77,38 +77,19 @@ class Listener(threading.Thread):
 
     def __init__(self, cmds):
         super().__init__(daemon=True)
-        self.s = socket.create_connection((host, port), timeout=30)
-        self.f = self.s.makefile('rb')
+        self.c = Conn()
         self.events = 0
         self.bytes = 0
         self.stop = False
-        self.frame()  # auth/request
-        for c in ['auth ClueCon'] + cmds:
-            self.s.sendall(c.encode() + b'\n\n')
-            h, _ = self.frame()
+        for c in cmds:
+            h, _, _ = self.c.send(c)
             if not h.get('Reply-Text', '').startswith('+OK'):
                 sys.exit('%r refused: %r' % (c, h))
-
-    def frame(self):
-        h = {}
-        n = 0
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise EOFError
-            n += len(line)
-            line = line.decode().rstrip('\n')
-            if not line:
-                break
-            k, _, v = line.partition(': ')
-            h[k] = v
-        body = self.f.read(int(h.get('Content-Length', 0)))
-        return h, n + len(body)
 
     def run(self):
         try:
             while not self.stop:
-                h, n = self.frame()
+                h, _, n = self.c.frame()
                 if h.get('Content-Type', '').startswith('text/event-'):
                     self.events += 1
                     self.bytes += n
@@ -117,11 +98,7 @@ class Listener(threading.Thread):
 
     def close(self):
         self.stop = True
-        try:
-            self.s.sendall(b'exit\n\n')
-        except OSError:
-            pass
-        self.s.close()
+        self.c.close()
 
 
 def one(variant, pid):
@@ -188,37 +165,6 @@ def subscribers():
         print('  runs with failures or channels left over: %s' % bad)
 
 
-class Conn:
-    """A plain ESL connection: send a command, read its reply."""
-
-    def __init__(self):
-        self.s = socket.create_connection((host, port), timeout=30)
-        self.f = self.s.makefile('rb')
-        self.read()
-        self.cmd('auth ClueCon')
-
-    def read(self):
-        h = {}
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise EOFError('FreeSWITCH closed the connection')
-            line = line.decode().rstrip('\n')
-            if not line:
-                break
-            k, _, v = line.partition(': ')
-            h[k] = v
-        n = int(h.get('Content-Length', 0))
-        return self.f.read(n) if n else h.get('Reply-Text', '').encode()
-
-    def cmd(self, c):
-        self.s.sendall(c.encode() + b'\n\n')
-        return self.read()
-
-    def close(self):
-        self.s.close()
-
-
 def commands():
     settle()
     short, long_ = 'api eval x', 'api eval ' + 'x' * 290
@@ -251,7 +197,7 @@ def wakes():
     for interval in (0, 0.005):
         th = ThreadCpu(fs_pid()).start()
         conn = Conn()
-        conn.cmd('event plain HEARTBEAT')
+        conn.send('event plain HEARTBEAT')
         t0 = time.time()
         n = 0
         while time.time() - t0 < a.secs:

@@ -14,30 +14,57 @@ host, port = esl.rsplit(':', 1)
 port = int(port)
 
 
-def api(*cmds):
-    """api commands on a fresh ESL connection; their replies."""
-    s = socket.create_connection((host, port), timeout=30)
-    f = s.makefile('rb')
+class Conn:
+    """A plain, authenticated ESL connection."""
 
-    def rd():
+    def __init__(self, password='ClueCon'):
+        self.s = socket.create_connection((host, port), timeout=30)
+        self.f = self.s.makefile('rb')
+        self.frame()  # auth/request
+        h, _, _ = self.send('auth ' + password)
+        if not h.get('Reply-Text', '').startswith('+OK'):
+            raise OSError('ESL auth refused: %r' % h)
+
+    def frame(self):
+        """The next frame: (headers, body, bytes on the wire)."""
         h = {}
+        n = 0
         while True:
-            line = f.readline().decode().rstrip('\n')
+            line = self.f.readline()
+            if not line:
+                raise EOFError('FreeSWITCH closed the connection')
+            n += len(line)
+            line = line.decode().rstrip('\n')
             if not line:
                 break
             k, _, v = line.partition(': ')
             h[k] = v
-        n = int(h.get('Content-Length', 0))
-        return f.read(n).decode() if n else h.get('Reply-Text', '')
-    rd()
-    s.sendall(b'auth ClueCon\n\n')
-    rd()
-    out = []
-    for c in cmds:
-        s.sendall(('api %s\n\n' % c).encode())
-        out.append(rd())
-    s.sendall(b'exit\n\n')
-    s.close()
+        body = self.f.read(int(h.get('Content-Length', 0)))
+        return h, body, n + len(body)
+
+    def send(self, cmd):
+        """Sends a command; its reply frame."""
+        self.s.sendall(cmd.encode() + b'\n\n')
+        return self.frame()
+
+    def cmd(self, cmd):
+        """Sends a command; its reply's body, else its Reply-Text."""
+        h, body, _ = self.send(cmd)
+        return body.decode() if body else h.get('Reply-Text', '')
+
+    def close(self):
+        try:
+            self.s.sendall(b'exit\n\n')
+        except OSError:
+            pass
+        self.s.close()
+
+
+def api(*cmds):
+    """api commands on a fresh ESL connection; their replies."""
+    c = Conn()
+    out = [c.cmd('api ' + x) for x in cmds]
+    c.close()
     return out
 
 
