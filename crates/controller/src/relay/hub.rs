@@ -148,12 +148,19 @@ struct SessionState {
 }
 
 impl SessionState {
-    /// Its client is gone (for now): returns the generation whose grace
-    /// timer may expire it.
-    fn went_away(&mut self) -> u64 {
+    /// Its client is gone (for now): a new generation, and the grace timer
+    /// that expires the session unless its client resumes first.
+    fn went_away(&mut self, tx: &mpsc::Sender<HubMsg>, protocol: String) {
         self.out = None;
         self.generation += 1;
-        self.generation
+        send_later(
+            tx,
+            RESUME_GRACE,
+            HubMsg::Expire {
+                protocol,
+                generation: self.generation,
+            },
+        );
     }
 }
 
@@ -375,16 +382,7 @@ impl Hub {
                 }
                 Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
             }
-            let generation = s.went_away();
-            let protocol = protocol.to_owned();
-            send_later(
-                &self.tx,
-                RESUME_GRACE,
-                HubMsg::Expire {
-                    protocol,
-                    generation,
-                },
-            );
+            s.went_away(&self.tx, protocol.to_owned());
         }
         s.pending.push_back(frame);
         if s.pending.len() > PENDING_MAX {
@@ -471,15 +469,7 @@ impl Hub {
                 if let Some(s) = self.sessions.get_mut(&protocol)
                     && s.out.as_ref().is_some_and(|(_, c)| *c == conn)
                 {
-                    let generation = s.went_away();
-                    send_later(
-                        &self.tx,
-                        RESUME_GRACE,
-                        HubMsg::Expire {
-                            protocol,
-                            generation,
-                        },
-                    );
+                    s.went_away(&self.tx, protocol);
                 }
                 self.stats
                     .sessions
